@@ -1,0 +1,40 @@
+# archlab — set-up, tests, demo, benchmarks.  Each target creates .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# Point the data root at the shared data folder when it sits beside the repo.
+ifneq ($(wildcard ../shared/data),)
+export ARCHLAB_DATA ?= $(abspath ../shared/data)
+endif
+
+.PHONY: install test lint bench demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: $(STAMP)
+	$(VENV)/bin/archlab bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+
+# The main job: train GPT on tiny Shakespeare (nanoGPT's CPU config), then let it write.
+DEMO_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+demo: $(STAMP)
+	$(VENV)/bin/archlab train gpt-shakespeare-char --out $(DEMO_DIR)
+	$(VENV)/bin/archlab generate $(DEMO_DIR) --prompt "ROMEO:" --max-new-tokens 500 --seed 1

@@ -1,0 +1,79 @@
+"""Speed and memory of archlab against the reference implementations, in one run.
+
+Each benchmark module has ``run(quick: bool) -> dict`` returning its measurements,
+with a one-line ``summary`` and the ``reference`` it measures against, and prints a
+table of ratios (archlab / reference; > 1 means archlab is faster).
+Machines are noisy, so each figure is a median over interleaved repeats.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from archlab.errors import ConfigError
+from archlab.registry import unknown_name_message
+
+BENCHMARKS = ("gpt",)
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def interleaved_medians(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Call each function ``repeats`` times, round-robin; median of what each returns."""
+    results: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            results[name].append(fn())
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_benchmarks(names: list[str], *, quick: bool = False, out: str | None = None) -> dict:
+    for name in names:
+        if name not in BENCHMARKS:
+            raise ConfigError(unknown_name_message("benchmark", name, list(BENCHMARKS)))
+    report = {
+        "command": " ".join(["archlab bench", *names, *(["--quick"] if quick else [])]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "benchmarks": {},
+    }
+    for name in names:
+        module = importlib.import_module(f"archlab.bench.{name}")
+        report["benchmarks"][name] = module.run(quick=quick)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}")
+    return report

@@ -1,0 +1,230 @@
+"""The ``archlab`` command line.  It parses and dispatches; the work lives elsewhere.
+
+Errors a user can fix (:class:`archlab.errors.ArchlabError`) are printed to stderr
+as one sentence and exit with status 2; a failed run exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from archlab.bench import BENCHMARKS
+from archlab.errors import ArchlabError
+
+
+def count_parameters(name: str) -> int:
+    """Parameters of model ``name`` at its default config, built on the meta device (no memory)."""
+    import torch
+
+    from archlab.registry import create_model
+
+    with torch.device("meta"):
+        model = create_model(name)
+    return sum(p.numel() for p in model.parameters())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        from archlab.registry import list_models, model_entry
+
+        rows = [(n, f"{count_parameters(n):,}", model_entry(n).summary) for n in list_models()]
+        header = ("model", "parameters", "description")
+    elif args.what == "recipes":
+        from archlab.config import RECIPE_DIR, list_recipes
+
+        rows = [(n, _recipe_summary(RECIPE_DIR / f"{n}.yaml"), "") for n in list_recipes()]
+        header = ("recipe", "what it reproduces", "")
+    else:
+        from archlab.data import data_root, get_dataset, list_datasets
+
+        rows = [(n, get_dataset(n).description, "") for n in list_datasets()]
+        header = ("dataset", f"description (data root: {data_root()})", "")
+    width = max(len(r[0]) for r in [header, *rows])
+    if args.what == "models":
+        print(f"{header[0]:<{width}}  {header[1]:>12}  {header[2]}")
+        for name, n_params, summary in rows:
+            print(f"{name:<{width}}  {n_params:>12}  {summary}")
+    else:
+        print(f"{header[0]:<{width}}  {header[1]}")
+        for name, summary, _ in rows:
+            print(f"{name:<{width}}  {summary}")
+    return 0
+
+
+def _recipe_summary(path) -> str:
+    """The recipe file's first comment line."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from archlab.run import train
+    from archlab.train import TrainingStopped
+
+    if bool(args.recipe) == bool(args.resume):
+        raise ArchlabError("give either a RECIPE to train or --resume RUN_DIR, not both")
+    overrides = list(args.set)
+    for key in ("seed", "device"):
+        if getattr(args, key) is not None:
+            overrides.append(f"trainer.{key}={getattr(args, key)}")
+    try:
+        run_dir, results = train(args.recipe, overrides, out=args.out, resume=args.resume)
+    except TrainingStopped as exc:
+        print(f"archlab: training stopped: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("archlab: interrupted; the run is saved, continue it with --resume", file=sys.stderr)
+        return 130
+    print(json.dumps({k: v for k, v in results.items() if k != "train"}))
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from archlab.run import load
+
+    run = load(args.run_dir)
+    if args.split not in run.task.splits():
+        raise ArchlabError(
+            f"this task has no {args.split!r} split; choose one of {', '.join(run.task.splits())}"
+        )
+    run.task.setup()
+    with torch_no_grad():
+        metrics = run.task.evaluate(run.model, args.split, 64)
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from archlab.run import load
+
+    run = load(args.run_dir)
+    if not hasattr(run.task, "generate"):
+        raise ArchlabError(f"{args.run_dir} holds a {run.task.name} model, which does not generate")
+    text = run.task.generate(
+        run.model,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    print(text)
+    return 0
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from archlab.bench import run_benchmarks
+
+    run_benchmarks(args.names or list(BENCHMARKS), quick=args.quick, out=args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archlab",
+        description="Modern neural-network structures, trained and measured against their "
+        "reference implementations.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "list", help="list models, recipes or datasets", description="List what archlab has."
+    )
+    p.add_argument(
+        "what",
+        nargs="?",
+        default="models",
+        choices=["models", "recipes", "datasets"],
+        help="what to list (default: models)",
+    )
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "train",
+        help="train a recipe into a run directory",
+        description="Train a shipped recipe (see `archlab list recipes`) or your own YAML file.",
+    )
+    p.add_argument("recipe", nargs="?", metavar="RECIPE_OR_YAML", help="recipe name or YAML path")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. --set trainer.max_steps=400 (repeatable)",
+    )
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/RECIPE-TIME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    p.add_argument("--seed", type=int, help="same as --set trainer.seed=N")
+    p.add_argument(
+        "--device", choices=["cpu", "cuda", "auto"], help="same as --set trainer.device=..."
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained run",
+        description="Print a run's metrics as one JSON object.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--split", default="val", choices=["val", "test"], help="default: val")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "generate",
+        help="generate text from a language model run",
+        description="Continue a prompt with a trained language model.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=200)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "bench",
+        help="speed and memory against the reference implementations",
+        description="Measure archlab against its references in one run and print the ratios.",
+    )
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})",
+    )
+    p.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
+    p.add_argument("--out", metavar="FILE", help="also write the measurements as JSON here")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ArchlabError as exc:
+        print(f"archlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("archlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Dataset files: where they live, what their bytes must hash to, where to download them.
+
+Files are looked up under the data root, ``$ARCHLAB_DATA`` (default
+``~/.cache/archlab/data``), at the path each dataset declares.  A file is used
+only after its SHA-256 matches the declared one; a mismatch is refused.  A
+missing file is downloaded from its public URL when the network allows (into the
+data root, or into the cache when the data root is read-only); otherwise the
+error names the dataset, the directory searched and the files to put there.
+Processed caches belong in ``$ARCHLAB_CACHE`` (default ``~/.cache/archlab/cache``),
+never in the data root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from archlab.errors import ArchlabError, ConfigError
+from archlab.registry import unknown_name_message
+
+
+class DataError(ArchlabError):
+    """A dataset file is missing, cannot be downloaded, or fails its checksum."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: str  # relative to the data root
+    sha256: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    description: str
+    files: tuple[DataFile, ...]
+    licence: str = ""
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("ARCHLAB_DATA") or Path.home() / ".cache/archlab/data")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ARCHLAB_CACHE") or Path.home() / ".cache/archlab/cache")
+
+
+_DATASETS: dict[str, Dataset] = {}
+
+
+def register_dataset(dataset: Dataset) -> Dataset:
+    _DATASETS[dataset.name] = dataset
+    return dataset
+
+
+def get_dataset(name: str) -> Dataset:
+    import archlab.data  # noqa: F401  (registers every dataset)
+
+    if name not in _DATASETS:
+        raise ConfigError(unknown_name_message("dataset", name, list(_DATASETS)))
+    return _DATASETS[name]
+
+
+def list_datasets() -> list[str]:
+    import archlab.data  # noqa: F401
+
+    return sorted(_DATASETS)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@cache
+def _verified(path: Path, size: int, mtime_ns: int, sha256: str) -> bool:
+    return sha256_of(path) == sha256
+
+
+def _download(file: DataFile, target: Path) -> None:
+    from tqdm import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    with urllib.request.urlopen(file.url, timeout=30) as response:  # noqa: S310 (declared URL)
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with (
+            partial.open("wb") as out,
+            tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {file.path}") as bar,
+        ):
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                bar.update(len(chunk))
+    os.replace(partial, target)
+
+
+def _locate(file: DataFile) -> Path | None:
+    for root in (data_root(), cache_root() / "downloads"):
+        if (root / file.path).is_file():
+            return root / file.path
+    return None
+
+
+def fetch(name: str) -> dict[str, Path]:
+    """Paths of every file of dataset ``name``, verified; downloads what is missing."""
+    dataset = get_dataset(name)
+    paths: dict[str, Path] = {}
+    missing = []
+    for file in dataset.files:
+        path = _locate(file)
+        if path is None:
+            path = _try_download(file)
+        if path is None:
+            missing.append(file.path)
+            continue
+        stat = path.stat()
+        if not _verified(path, stat.st_size, stat.st_mtime_ns, file.sha256):
+            raise DataError(
+                f"{path} does not match its published SHA-256 ({file.sha256[:12]}...); it is "
+                f"refused: replace it with the original file from {file.url}"
+            )
+        paths[file.path] = path
+    if missing:
+        raise DataError(
+            f"dataset {name!r} is missing {', '.join(missing)} under {data_root()} and they "
+            f"could not be downloaded (offline?); put the files there, or set ARCHLAB_DATA to "
+            f"the folder that holds them"
+        )
+    return paths
+
+
+def _writable(directory: Path) -> bool:
+    """Whether files can be created in ``directory`` (or in the nearest existing parent)."""
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return os.access(directory, os.W_OK)
+
+
+def _try_download(file: DataFile) -> Path | None:
+    """Download ``file`` into the data root, or the cache if that is read-only; None if offline."""
+    if os.environ.get("ARCHLAB_OFFLINE"):
+        return None
+    for root in (data_root(), cache_root() / "downloads"):
+        if not _writable(root):
+            continue
+        target = root / file.path
+        try:
+            _download(file, target)
+        except (urllib.error.URLError, OSError, TimeoutError):
+            return None
+        return target
+    return None

@@ -1,0 +1,289 @@
+"""GPT: a decoder-only, left-to-right Transformer language model.
+
+Radford et al. 2018 ("Improving Language Understanding by Generative Pre-Training")
+and 2019 (GPT-2, "Language Models are Unsupervised Multitask Learners"):
+
+    h_0 = W_e[x] + W_p[positions]
+    h_l = block(h_{l-1}),  block = pre-norm causal self-attention + pre-norm MLP
+    p(x_{t+1} | x_{<=t}) = softmax(LayerNorm(h_L) W_e^T)
+
+The output projection shares the token embedding W_e (weight tying).  Training
+maximises sum_t log p(x_{t+1} | x_{<=t}); attention is causal, so every position
+is trained in parallel.  Generation appends one token at a time, keeping each
+layer's keys and values in a KV cache.
+
+Weights load from and save to Hugging Face GPT-2 checkpoint directories
+(:meth:`GPT.from_hf`, :meth:`GPT.to_hf`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from archlab.errors import CheckpointError, ConfigError, expect
+from archlab.interop import hf
+from archlab.nn.attention import KVCache
+from archlab.nn.checks import check_token_ids
+from archlab.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding
+from archlab.nn.sampling import check_sampling, sample_next_token
+from archlab.nn.transformer import EncoderBlock
+from archlab.registry import register_model
+
+POSITIONS = ("learned", "rotary")
+
+
+@dataclass
+class GPTConfig:
+    """Defaults are GPT-2 small (124M parameters)."""
+
+    vocab_size: int = 50257
+    block_size: int = 1024  # context length in tokens
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    d_ff: int | None = None  # MLP width; None means 4 * n_embd
+    dropout: float = 0.0  # on embeddings and on each sub-layer's output
+    attn_dropout: float = 0.0  # on attention probabilities
+    bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2 has them)
+    activation: str = "gelu_tanh"
+    eps: float = 1e-5
+    position: str = "learned"  # "learned" (GPT-2) or "rotary" (RoPE)
+    tie_weights: bool = True  # output projection = token embedding
+
+    def __post_init__(self) -> None:
+        if self.position not in POSITIONS:
+            raise ConfigError(f"position must be one of {POSITIONS}, got {self.position!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+
+# archlab name -> Hugging Face GPT-2 name ("{}" = layer index)
+HF_KEYS = {
+    "wte.weight": "wte.weight",
+    "wpe.weight": "wpe.weight",
+    "blocks.{}.attn_res.norm.weight": "h.{}.ln_1.weight",
+    "blocks.{}.attn_res.norm.bias": "h.{}.ln_1.bias",
+    "blocks.{}.self_attn.W_qkv.weight": "h.{}.attn.c_attn.weight",
+    "blocks.{}.self_attn.W_qkv.bias": "h.{}.attn.c_attn.bias",
+    "blocks.{}.self_attn.W_o.weight": "h.{}.attn.c_proj.weight",
+    "blocks.{}.self_attn.W_o.bias": "h.{}.attn.c_proj.bias",
+    "blocks.{}.ff_res.norm.weight": "h.{}.ln_2.weight",
+    "blocks.{}.ff_res.norm.bias": "h.{}.ln_2.bias",
+    "blocks.{}.ff.W_1.weight": "h.{}.mlp.c_fc.weight",
+    "blocks.{}.ff.W_1.bias": "h.{}.mlp.c_fc.bias",
+    "blocks.{}.ff.W_2.weight": "h.{}.mlp.c_proj.weight",
+    "blocks.{}.ff.W_2.bias": "h.{}.mlp.c_proj.bias",
+    "ln_f.weight": "ln_f.weight",
+    "ln_f.bias": "ln_f.bias",
+}
+HF_TRANSPOSED = ("W_qkv.weight", "W_o.weight", "W_1.weight", "W_2.weight")  # GPT-2's Conv1D
+HF_ACTIVATIONS = {
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu": "gelu",
+    "relu": "relu",
+}
+
+
+@register_model("gpt", GPTConfig)
+class GPT(nn.Module):
+    """GPT: decoder-only causal Transformer language model (GPT-2 layout)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = (
+            LearnedPositionalEmbedding(c.block_size, c.n_embd) if c.position == "learned" else None
+        )
+        rotary = (
+            RotaryEmbedding(c.n_embd // c.n_head, c.block_size) if c.position == "rotary" else None
+        )
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(
+                c.n_embd,
+                c.n_head,
+                c.d_ff or 4 * c.n_embd,
+                dropout=c.dropout,
+                attn_dropout=c.attn_dropout,
+                activation=c.activation,
+                norm_first=True,
+                eps=c.eps,
+                bias=c.bias,
+                rotary=rotary,
+            )
+            for _ in range(c.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.eps, bias=c.bias)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 n_layer) at initialisation
+        for name, p in self.named_parameters():
+            if name.endswith(("W_o.weight", "W_2.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def _check_ids(self, idx: Tensor, offset: int) -> None:
+        check_token_ids("token ids", idx, self.config.vocab_size)
+        expect(
+            offset + idx.shape[1] <= self.config.block_size,
+            f"sequence of {offset + idx.shape[1]} tokens exceeds the context of "
+            f"{self.config.block_size} (block_size)",
+        )
+
+    def hidden_states(self, idx: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+        """Final (layer-normed) hidden states (batch, time, n_embd) for token ids (batch, time).
+
+        With ``caches`` (one :class:`KVCache` per layer), ``idx`` continues the
+        sequence already cached and the caches are extended.
+        """
+        offset = caches[0].length if caches else 0
+        self._check_ids(idx, offset)
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(idx.shape[1], offset)
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, is_causal=True, cache=caches[i] if caches else None)
+        return self.ln_f(x)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """Next-token logits (batch, time, vocab_size) for token ids (batch, time)."""
+        return self.lm_head(self.hidden_states(idx))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Continue ``idx`` (batch, time) by ``max_new_tokens`` sampled tokens.
+
+        While the sequence fits the context, each step feeds only the newest token
+        and reuses the KV cache; past ``block_size`` it conditions on the last
+        ``block_size`` tokens, as an uncached model must.  Cached and uncached
+        generation therefore give the same tokens.
+        """
+        check_sampling(temperature, top_k, top_p)
+        expect(max_new_tokens >= 0, f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        expect(idx.dim() == 2 and idx.shape[1] > 0, "the prompt must hold at least one token")
+        block = self.config.block_size
+        caches = [KVCache() for _ in self.blocks] if use_cache else None
+        tokens = idx
+        for _ in range(max_new_tokens):
+            if caches is not None and tokens.shape[1] <= block:
+                h = self.hidden_states(tokens[:, caches[0].length :], caches)
+            else:
+                h = self.hidden_states(tokens[:, -block:])
+            logits = self.lm_head(h[:, -1])
+            next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
+            tokens = torch.cat((tokens, next_token), dim=1)
+        return tokens
+
+    # ----- Hugging Face GPT-2 checkpoints -----
+
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike) -> GPT:
+        """Load a Hugging Face GPT-2 checkpoint directory (config.json + model.safetensors)."""
+        hf_config, hf_state = hf.read_checkpoint(path, ["gpt2"])
+        config = config_from_hf(hf_config)
+        model = cls(config)
+        state = hf.strip_prefix(hf_state, "transformer.")
+        key_map = hf.expand_key_map(HF_KEYS, config.n_layer)
+        if not config.tie_weights:
+            key_map["lm_head.weight"] = "lm_head.weight"
+        own = model.state_dict()
+        loaded = hf.import_state(
+            state, key_map, own, transpose=HF_TRANSPOSED, source=f"{path}/{hf.WEIGHTS_FILE}"
+        )
+        if config.tie_weights:
+            loaded["lm_head.weight"] = loaded["wte.weight"]
+        model.load_state_dict(loaded, strict=True)
+        return model
+
+    def to_hf(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint directory that ``GPT2LMHeadModel.from_pretrained`` loads."""
+        c = self.config
+        if c.position != "learned" or not c.bias:
+            raise ConfigError(
+                "only GPT-2-style models (learned positions, with biases) can be saved for "
+                "Hugging Face"
+            )
+        key_map = {
+            ours: "transformer." + theirs
+            for ours, theirs in hf.expand_key_map(HF_KEYS, c.n_layer).items()
+        }
+        if not c.tie_weights:
+            key_map["lm_head.weight"] = "lm_head.weight"
+        state = hf.export_state(self.state_dict(), key_map, transpose=HF_TRANSPOSED)
+        hf.write_checkpoint(path, config_to_hf(c), state)
+
+
+def config_from_hf(hf_config: dict) -> GPTConfig:
+    """Translate a Hugging Face ``GPT2Config`` dict, refusing options archlab does not model."""
+    activation = hf.config_value(hf_config, "activation_function", "gelu_new")
+    if activation not in HF_ACTIVATIONS:
+        raise CheckpointError(f"config.json activation_function {activation!r} is not supported")
+    for flag, wanted in (
+        ("scale_attn_weights", True),
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("add_cross_attention", False),
+    ):
+        if hf_config.get(flag, wanted) != wanted:
+            raise CheckpointError(
+                f"config.json sets {flag}={hf_config[flag]}, which archlab's GPT does not support"
+            )
+    n_embd = hf.config_value(hf_config, "n_embd")
+    return GPTConfig(
+        vocab_size=hf.config_value(hf_config, "vocab_size"),
+        block_size=hf.config_value(hf_config, "n_positions"),
+        n_layer=hf.config_value(hf_config, "n_layer"),
+        n_head=hf.config_value(hf_config, "n_head"),
+        n_embd=n_embd,
+        d_ff=hf_config.get("n_inner") or 4 * n_embd,
+        dropout=hf_config.get("resid_pdrop", 0.1),
+        attn_dropout=hf_config.get("attn_pdrop", 0.1),
+        activation=HF_ACTIVATIONS[activation],
+        eps=hf_config.get("layer_norm_epsilon", 1e-5),
+        tie_weights=hf_config.get("tie_word_embeddings", True),
+    )
+
+
+def config_to_hf(c: GPTConfig) -> dict:
+    activation = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[c.activation]
+    return {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": c.vocab_size,
+        "n_positions": c.block_size,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_embd": c.n_embd,
+        "n_inner": c.d_ff or 4 * c.n_embd,
+        "activation_function": activation,
+        "resid_pdrop": c.dropout,
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": c.attn_dropout,
+        "layer_norm_epsilon": c.eps,
+        "tie_word_embeddings": c.tie_weights,
+    }

@@ -1,0 +1,154 @@
+"""From a recipe to a run directory, and from a run directory back to a model.
+
+Data flows one way: recipe -> task -> data -> model -> trainer -> run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from archlab.config import apply_overrides, as_plain, dump_yaml, read_recipe, to_dataclass
+from archlab.errors import CheckpointError, ConfigError
+from archlab.registry import model_entry
+from archlab.tasks import Task, get_task
+from archlab.train import Trainer, TrainerConfig
+from archlab.train import checkpoint as ckpt
+from archlab.train.trainer import resolve_device
+
+
+@dataclass
+class Recipe:
+    """A recipe with every section checked and typed; the model config waits for the data."""
+
+    task: Task
+    model_name: str
+    model_values: dict[str, Any]
+    trainer: TrainerConfig
+
+    def build_model(self) -> tuple[nn.Module, dict]:
+        """The model, with the fields the data decides (vocabulary size...) filled in."""
+        entry = model_entry(self.model_name)
+        values = {**entry.defaults, **self.model_values, **self.task.model_overrides()}
+        config = to_dataclass(entry.config_cls, values, "model")
+        return entry.model_cls(config), asdict(config)
+
+    def resolved(self, model_config: dict) -> dict:
+        return {
+            "task": {"name": self.task.name},
+            "data": as_plain(self.task.data),
+            "model": {"name": self.model_name, **model_config},
+            "trainer": as_plain(self.trainer),
+        }
+
+
+def resolve(raw: dict[str, dict]) -> Recipe:
+    task_name = raw["task"].get("name")
+    if not task_name:
+        raise ConfigError("the recipe's task section needs a name (task.name)")
+    extra = set(raw["task"]) - {"name"}
+    if extra:
+        raise ConfigError(f"unknown key task.{sorted(extra)[0]} (the task section has only name)")
+    task_cls = get_task(str(task_name))
+    model_values = dict(raw["model"])
+    model_name = model_values.pop("name", None)
+    if not model_name:
+        raise ConfigError("the recipe's model section needs a name (model.name)")
+    entry = model_entry(str(model_name))
+    to_dataclass(entry.config_cls, {**entry.defaults, **model_values}, "model")  # check early
+    return Recipe(
+        task=task_cls(to_dataclass(task_cls.DataConfig, raw["data"], "data")),
+        model_name=str(model_name),
+        model_values=model_values,
+        trainer=to_dataclass(TrainerConfig, raw["trainer"], "trainer"),
+    )
+
+
+def default_run_dir(recipe_name: str) -> Path:
+    stem = Path(recipe_name).stem
+    return Path("runs") / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(
+    recipe_name: str | None,
+    overrides: list[str],
+    *,
+    out: str | None = None,
+    resume: str | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict]:
+    """Train a recipe (or resume a run) and return the run directory and its results."""
+    if resume:
+        run_dir = Path(resume)
+        raw = read_recipe(str(_run_file(run_dir, "config.yaml")))
+    else:
+        run_dir = Path(out) if out else default_run_dir(recipe_name)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(
+                f"{run_dir} already holds files; choose another --out, or continue it with "
+                f"--resume {run_dir}"
+            )
+        raw = read_recipe(recipe_name)
+    recipe = resolve(apply_overrides(raw, overrides))
+    resolve_device(recipe.trainer.device)  # fail before reading data if the device is absent
+    recipe.task.setup()
+    torch.manual_seed(recipe.trainer.seed)
+    model, model_config = recipe.build_model()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(
+        recipe.task,
+        model,
+        recipe.trainer,
+        run_dir,
+        recipe.model_name,
+        model_config,
+        progress=progress,
+    )
+    if resume:
+        trainer.resume()
+    if trainer.is_main:
+        dump_yaml(recipe.resolved(model_config), run_dir / "config.yaml")
+        recipe.task.save_artifacts(run_dir)
+    return run_dir, trainer.fit()
+
+
+def _run_file(run_dir: Path, name: str) -> Path:
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a directory")
+    if not (run_dir / name).is_file():
+        raise CheckpointError(f"{run_dir} is not an archlab run directory (it has no {name})")
+    return run_dir / name
+
+
+@dataclass
+class LoadedRun:
+    model: nn.Module
+    task: Task
+    config: dict
+    run_dir: Path
+
+
+def load(run_dir: str | Path) -> LoadedRun:
+    """The trained model (in eval mode) and its task, from a run directory."""
+    run_dir = Path(run_dir)
+    config = yaml.safe_load(_run_file(run_dir, "config.yaml").read_text("utf-8"))
+    recipe = resolve(read_recipe(str(run_dir / "config.yaml")))
+    try:
+        spec = json.loads(_run_file(run_dir, ckpt.MODEL_JSON).read_text("utf-8"))
+        name, values = spec["name"], spec["config"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"{run_dir / ckpt.MODEL_JSON} is not a model description: {exc}"
+        ) from None
+    entry = model_entry(name)
+    model = entry.model_cls(to_dataclass(entry.config_cls, values, "model"))
+    ckpt.load_weights(model, run_dir / ckpt.MODEL_FILE)
+    recipe.task.load_artifacts(run_dir)
+    return LoadedRun(model.eval(), recipe.task, config, run_dir)

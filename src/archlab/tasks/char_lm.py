@@ -1,0 +1,113 @@
+"""Character-level language modelling (nanoGPT's shakespeare_char task).
+
+Loss: mean next-character cross-entropy, -1/T sum_t log p(x_{t+1} | x_{<=t}), in
+nats.  Training batches are random windows of ``block_size + 1`` characters from
+the training text; evaluation covers the whole split in consecutive windows, so the
+validation loss is a fixed number rather than a sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archlab.data.text import CharTokenizer, load_shakespeare
+from archlab.errors import ArchlabError, ConfigError
+from archlab.tasks import Task, register_task
+
+CORPORA = {"shakespeare": load_shakespeare}
+
+
+@dataclass
+class CharLMData:
+    dataset: str = "shakespeare"
+    block_size: int = 64  # characters of context per training window
+    val_fraction: float = 0.1  # the last 10 % of the text, as nanoGPT splits it
+
+
+@register_task
+class CharLMTask(Task):
+    name = "char_lm"
+    DataConfig = CharLMData
+    metric = "loss"
+    unit = "tok"
+
+    def setup(self) -> None:
+        if self.data.dataset not in CORPORA:
+            raise ConfigError(
+                f"data.dataset {self.data.dataset!r} is not a text corpus; choose one of "
+                f"{sorted(CORPORA)}"
+            )
+        text = CORPORA[self.data.dataset]()
+        self.tokenizer = CharTokenizer.from_text(text)
+        ids = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+        n_train = int(len(ids) * (1 - self.data.val_fraction))
+        self.ids = {"train": ids[:n_train], "val": ids[n_train:]}
+
+    def model_overrides(self) -> dict:
+        return {"vocab_size": self.tokenizer.vocab_size, "block_size": self.data.block_size}
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
+        data, T = self.ids["train"], self.data.block_size
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        starts = torch.randint(len(data) - T - 1, (batch_size,), generator=g)
+        windows = data[starts[:, None] + torch.arange(T + 1)]
+        return windows[:, :-1], windows[:, 1:]
+
+    def batch_size_of(self, batch: tuple[Tensor, Tensor]) -> int:
+        return batch[0].numel()
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        data, T = self.ids[split], self.data.block_size
+        n = (len(data) - 1) // T
+        x = data[: n * T].view(n, T)
+        y = data[1 : n * T + 1].view(n, T)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            logits = model(x[i : i + batch_size])
+            total += F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(),
+                y[i : i + batch_size].reshape(-1),
+                reduction="sum",
+            ).item()
+        return {"loss": total / (n * T)}
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        self.tokenizer.save(run_dir / "tokenizer.json")
+
+    def load_artifacts(self, run_dir: Path) -> None:
+        self.tokenizer = CharTokenizer.load(run_dir / "tokenizer.json")
+
+    def generate(
+        self,
+        model: nn.Module,
+        prompt: str,
+        max_new_tokens: int = 500,
+        temperature: float = 0.8,
+        top_k: int | None = 200,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> str:
+        if not prompt:
+            raise ArchlabError("the prompt is empty; give at least one character")
+        ids = torch.tensor([self.tokenizer.encode(prompt)])
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        out = model.generate(
+            ids,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+        )
+        return self.tokenizer.decode(out[0].tolist())

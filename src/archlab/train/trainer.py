@@ -1,0 +1,336 @@
+"""The Trainer: batches in, loss out.
+
+    lr(s) = lr * s / warmup                                        s < warmup
+    lr(s) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2,        p = (s - warmup) / (S - warmup)
+
+AdamW (fused where the device supports it) with decoupled weight decay on
+matrices and embeddings only (not on biases and norms), gradient clipping by
+global norm, gradient accumulation, bf16 autocast where asked, evaluation every
+``eval_every`` steps with best-checkpoint keeping and early stopping, atomic
+checkpoints every ``checkpoint_every`` steps, exact resume, and data parallelism
+under torchrun (each rank takes its rows of the same global batch; DDP averages
+the gradients, so N processes compute what one does).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from archlab.errors import ArchlabError, ConfigError
+from archlab.tasks import Task
+from archlab.train import checkpoint as ckpt
+from archlab.train.logging import MetricsLog
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1000
+    max_epochs: int | None = None  # for tasks with epochs; None = steps only
+    batch_size: int = 32  # global batch (summed over data-parallel ranks)
+    eval_batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    grad_accum: int = 1  # micro-batches per optimizer step
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    log_every: int = 10
+    early_stopping_patience: int = 0  # evaluations without improvement; 0 = never stop early
+    seed: int = 0
+    device: str = "auto"  # cpu, cuda or auto
+    precision: str = "auto"  # fp32, bf16 or auto (bf16 on GPUs that have it, else fp32)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision must be one of {PRECISIONS}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError("trainer.schedule must be 'cosine' or 'constant'")
+        for key in ("max_steps", "batch_size", "eval_batch_size", "grad_accum", "eval_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"trainer.{key} must be at least 1")
+        if self.checkpoint_every < 1:
+            raise ConfigError("trainer.checkpoint_every must be at least 1")
+
+
+class TrainingStopped(ArchlabError):
+    """Training stopped before the end (NaN loss); the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but no GPU is available here; use cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ConfigError(f"device must be cpu, cuda or auto, got {name!r}")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return torch.bfloat16 if name == "bf16" else torch.float32
+
+
+def lr_at(step: int, cfg: TrainerConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device):
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda")
+    )
+
+
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _shard(batch: Any, rank: int, world: int) -> Any:
+    """This rank's rows of a global batch (a tensor or a tuple/list of tensors)."""
+    if world == 1:
+        return batch
+    if isinstance(batch, tuple | list):
+        return type(batch)(_shard(b, rank, world) for b in batch)
+    return batch[rank::world]
+
+
+class Trainer:
+    def __init__(
+        self,
+        task: Task,
+        model: nn.Module,
+        cfg: TrainerConfig,
+        run_dir: Path,
+        model_name: str,
+        model_config: dict,
+        *,
+        progress: bool = True,
+    ) -> None:
+        self.task, self.cfg, self.run_dir = task, cfg, run_dir
+        self.model_name, self.model_config = model_name, model_config
+        self.rank, self.world = _rank_world()
+        self.is_main = self.rank == 0
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_precision(cfg.precision, self.device)
+        if cfg.batch_size % self.world:
+            raise ConfigError(
+                f"trainer.batch_size ({cfg.batch_size}) must divide evenly over {self.world} "
+                "processes"
+            )
+        self.model = model.to(self.device)
+        self.ddp = None
+        if self.world > 1:
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.ddp = nn.parallel.DistributedDataParallel(self.model)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.step = 0
+        self.best: float | None = None
+        self.stale_evals = 0
+        self.train_seconds = 0.0
+        self.progress = progress and self.is_main
+        self.log = MetricsLog(run_dir, enabled=self.is_main)
+
+    # ----- state -----
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "best": self.best,
+            "stale_evals": self.stale_evals,
+            "train_seconds": self.train_seconds,
+            "model_config": json.dumps(self.model_config, sort_keys=True),
+        }
+
+    def save_checkpoint(self) -> None:
+        if not self.is_main:
+            return
+        ckpt.save_weights(self.model, self.run_dir / ckpt.LAST_FILE)
+        ckpt.save_state(self._state(), self.run_dir / ckpt.STATE_FILE)
+        if self.best is None:  # nothing evaluated yet: the last weights are the model
+            ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
+
+    def resume(self) -> None:
+        state = ckpt.load_state(self.run_dir / ckpt.STATE_FILE)
+        if state.get("model_config") != json.dumps(self.model_config, sort_keys=True):
+            raise ConfigError(
+                f"the model config differs from the one {self.run_dir} was trained with; "
+                "resume with the same model settings (see its config.yaml)"
+            )
+        ckpt.load_weights(self.model, self.run_dir / ckpt.LAST_FILE)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        self.step, self.best = state["step"], state["best"]
+        self.stale_evals, self.train_seconds = state["stale_evals"], state["train_seconds"]
+        self.log.truncate_after(self.step)
+
+    # ----- evaluation -----
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32)
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            metrics = self.task.evaluate(self.model, split, self.cfg.eval_batch_size)
+        self.model.train()
+        return metrics
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.task.maximize else value < self.best
+
+    def _evaluate_and_keep_best(self) -> bool:
+        """Evaluate on validation; save the model if best. Returns True to stop early."""
+        metrics = self.evaluate("val")
+        self.log.write({"step": self.step, "split": "val", **metrics})
+        value = metrics[self.task.metric]
+        if self._improved(value):
+            self.best, self.stale_evals = value, 0
+            if self.is_main:
+                ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
+        else:
+            self.stale_evals += 1
+        self.log.plot(self.task.metric)
+        patience = self.cfg.early_stopping_patience
+        return patience > 0 and self.stale_evals >= patience
+
+    # ----- training -----
+
+    def _train_step(self) -> tuple[float, int]:
+        cfg, module = self.cfg, self.ddp or self.model
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total_loss, count = torch.zeros((), device=self.device), 0
+        for micro in range(cfg.grad_accum):
+            batch = self.task.train_batch(
+                self.step * cfg.grad_accum + micro, cfg.batch_size, cfg.seed
+            )
+            batch = _to_device(_shard(batch, self.rank, self.world), self.device)
+            with self._autocast():
+                loss = self.task.loss(module, batch) / cfg.grad_accum
+            loss.backward()
+            total_loss += loss.detach()
+            count += self.task.batch_size_of(batch) * self.world
+        if self.world > 1:
+            dist.all_reduce(total_loss, op=dist.ReduceOp.AVG)
+        total_loss = float(total_loss)
+        if not math.isfinite(total_loss):
+            raise TrainingStopped(
+                f"the loss became {total_loss} at step {self.step + 1}; training stopped and the "
+                f"last good checkpoint is kept in {self.run_dir} (try a lower trainer.lr)"
+            )
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total_loss, count
+
+    def fit(self) -> dict[str, dict[str, float]]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.model.train()
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not self.progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        window_start, window_count = time.perf_counter(), 0
+        try:
+            while self.step < cfg.max_steps:
+                started = time.perf_counter()
+                loss, count = self._train_step()
+                self.train_seconds += time.perf_counter() - started
+                window_count += count
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    rate = window_count / (time.perf_counter() - window_start)
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.log.write(
+                        {
+                            "step": self.step,
+                            "split": "train",
+                            "loss": loss,
+                            "lr": lr,
+                            f"{self.task.unit}_per_s": rate,
+                        }
+                    )
+                    bar.set_postfix(
+                        loss=f"{loss:.4f}",
+                        lr=f"{lr:.2e}",
+                        **{f"{self.task.unit}/s": f"{rate:,.0f}"},
+                    )
+                    window_start, window_count = time.perf_counter(), 0
+                bar.update(1)
+                last = self.step == cfg.max_steps
+                stop = False
+                if self.step % cfg.eval_every == 0 or last:
+                    stop = self._evaluate_and_keep_best()
+                if self.step % cfg.checkpoint_every == 0 or last or stop:
+                    self.save_checkpoint()
+                if stop:
+                    bar.write(
+                        f"early stop at step {self.step}: no better val {self.task.metric} "
+                        f"in {cfg.early_stopping_patience} evaluations"
+                    )
+                    break
+        except KeyboardInterrupt:
+            bar.close()
+            self.save_checkpoint()
+            raise
+        bar.close()
+        return self.final_results()
+
+    def final_results(self) -> dict[str, dict[str, float]]:
+        """Evaluate the kept (best) model on every split and write results.json."""
+        ckpt.load_weights(self.model, self.run_dir / ckpt.MODEL_FILE)
+        results = {split: self.evaluate(split) for split in self.task.splits()}
+        results["train"] = {"seconds": round(self.train_seconds, 2), "steps": self.step}
+        if self.is_main:
+            self.log.write_results(results)
+            self.log.plot(self.task.metric)
+        return results
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple | list):
+        return type(batch)(_to_device(b, device) for b in batch)
+    return batch

@@ -1,0 +1,356 @@
+"""BERT against Hugging Face BertModel and its task heads, round trips, bad input, learning."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from archlab import create_model
+from archlab.errors import CheckpointError, ConfigError, ShapeError
+from archlab.models import BERT, BERTConfig
+
+transformers = pytest.importorskip("transformers", reason="transformers is a test extra")
+
+VOCAB, HIDDEN, MAX_LEN = 99, 32, 64
+
+
+def tiny_hf_config(**overrides) -> "transformers.BertConfig":
+    settings = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=MAX_LEN,
+        type_vocab_size=3,
+    )
+    return transformers.BertConfig(**{**settings, **overrides})
+
+
+def perturb(model: torch.nn.Module) -> None:
+    """Random values in every tensor (biases, LayerNorms too), so a misplaced one shows."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+
+
+def save_hf(model_cls, tmp_path, **overrides):
+    torch.manual_seed(0)
+    model = model_cls(tiny_hf_config(**overrides)).eval()
+    perturb(model)
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, an attention mask whose rows carry 0, 4 and 8 padding tokens, and segment ids."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, VOCAB, (3, 12), generator=g)
+    lengths = torch.tensor([12, 8, 4])
+    attention_mask = (torch.arange(12)[None] < lengths[:, None]).long()
+    ids = ids.masked_fill(attention_mask == 0, 0)
+    token_type_ids = torch.randint(0, 3, (3, 12), generator=g) * attention_mask
+    return ids, attention_mask, token_type_ids
+
+
+def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_against_hf_bert_model(tmp_path) -> None:
+    ref = save_hf(transformers.BertModel, tmp_path)
+    ours = BERT.from_hf(tmp_path).eval()
+    assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_labels) == (True, False, 0)
+    ids, attention_mask, token_type_ids = batch()
+    with torch.no_grad():
+        expected = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        hidden = ours(ids, attention_mask, token_type_ids)
+        # padded queries too: both attend from them to the real tokens only
+        assert_close(hidden, expected.last_hidden_state)
+        assert_close(ours.pool(hidden), expected.pooler_output)
+        # defaults: no padding, every token in segment 0
+        assert_close(ours(ids), ref(ids).last_hidden_state)
+
+
+@pytest.mark.parametrize("hidden_act", ["gelu", "relu", "gelu_new"])
+def test_against_hf_masked_lm(tmp_path, hidden_act: str) -> None:
+    ref = save_hf(transformers.BertForMaskedLM, tmp_path, hidden_act=hidden_act)
+    ours = BERT.from_hf(tmp_path).eval()
+    assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_labels) == (False, True, 0)
+    ids, attention_mask, token_type_ids = batch()
+    with torch.no_grad():
+        expected = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        logits = ours.mlm_logits(ours(ids, attention_mask, token_type_ids))
+    assert logits.shape == (3, 12, VOCAB)
+    assert_close(logits, expected)
+
+
+def test_against_hf_pretraining_ignores_next_sentence_head(tmp_path) -> None:
+    ref = save_hf(transformers.BertForPreTraining, tmp_path)
+    assert any(
+        k.startswith("cls.seq_relationship.") for k in load_file(tmp_path / "model.safetensors")
+    )
+    ours = BERT.from_hf(tmp_path).eval()
+    assert (ours.config.pooler, ours.config.mlm_head) == (True, True)
+    ids, attention_mask, token_type_ids = batch()
+    with torch.no_grad():
+        expected = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        hidden = ours(ids, attention_mask, token_type_ids)
+        assert_close(ours.mlm_logits(hidden), expected.prediction_logits)
+
+
+def test_against_hf_sequence_classification(tmp_path) -> None:
+    ref = save_hf(transformers.BertForSequenceClassification, tmp_path, num_labels=3)
+    ours = BERT.from_hf(tmp_path).eval()
+    assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_labels) == (True, False, 3)
+    ids, attention_mask, token_type_ids = batch()
+    with torch.no_grad():
+        expected = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        assert_close(ours.classify(ids, attention_mask, token_type_ids), expected)
+
+
+def test_against_hf_legacy_layernorm_names(tmp_path) -> None:
+    """TF-converted checkpoints (bert-base-uncased) name LayerNorm parameters gamma/beta."""
+    ref = save_hf(transformers.BertModel, tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    renamed = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+            "LayerNorm.bias", "LayerNorm.beta"
+        ): v
+        for k, v in state.items()
+    }
+    assert renamed.keys() != state.keys()
+    save_file(renamed, tmp_path / "model.safetensors")
+    ours = BERT.from_hf(tmp_path).eval()
+    ids = batch()[0]
+    with torch.no_grad():
+        assert_close(ours(ids), ref(ids).last_hidden_state)
+
+
+ROUND_TRIPS = {
+    "masked_lm": (dict(pooler=False, mlm_head=True, activation="gelu_tanh"), "BertForMaskedLM"),
+    "base": (dict(pooler=True, mlm_head=False), "BertModel"),
+    "classifier": (
+        dict(pooler=True, mlm_head=False, num_labels=4, activation="relu"),
+        "BertForSequenceClassification",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ROUND_TRIPS))
+def test_against_hf_round_trip(tmp_path, kind: str) -> None:
+    heads, hf_class = ROUND_TRIPS[kind]
+    torch.manual_seed(2)
+    config = BERTConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, n_layer=2, n_head=4, d_ff=37, max_len=MAX_LEN, **heads
+    )
+    ours = BERT(config).eval()
+    perturb(ours)
+    ours.to_hf(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    assert not any(k.startswith("cls.predictions.decoder") for k in stored)
+    ref, info = getattr(transformers, hf_class).from_pretrained(tmp_path, output_loading_info=True)
+    ref.eval()
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    ids, attention_mask, token_type_ids = batch()
+    token_type_ids = token_type_ids.clamp(max=1)
+    with torch.no_grad():
+        out = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        hidden = ours(ids, attention_mask, token_type_ids)
+        if kind == "masked_lm":
+            assert_close(ours.mlm_logits(hidden), out.logits)
+        elif kind == "base":
+            assert_close(hidden, out.last_hidden_state)
+            assert_close(ours.pool(hidden), out.pooler_output)
+        else:
+            assert_close(ours.classify(ids, attention_mask, token_type_ids), out.logits)
+    again = BERT.from_hf(tmp_path)
+    assert again.config == ours.config
+    for name, tensor in ours.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor), name
+
+
+def test_missing_weights_file_is_a_checkpoint_error(tmp_path) -> None:
+    save_hf(transformers.BertModel, tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="lacks model.safetensors"):
+        BERT.from_hf(tmp_path)
+
+
+def edit_config(tmp_path, **changes) -> None:
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_wrong_model_type_is_a_checkpoint_error(tmp_path) -> None:
+    save_hf(transformers.BertModel, tmp_path)
+    edit_config(tmp_path, model_type="gpt2")
+    with pytest.raises(CheckpointError, match="model_type 'gpt2', expected 'bert'"):
+        BERT.from_hf(tmp_path)
+
+
+def test_wrong_tensor_shape_names_tensor_and_shapes(tmp_path) -> None:
+    save_hf(transformers.BertForMaskedLM, tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    name = "bert.encoder.layer.1.attention.self.value.weight"
+    state[name] = torch.zeros(HIDDEN, 16)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=rf"'{name}' has shape \(32, 16\).*\(32, 32\)"):
+        BERT.from_hf(tmp_path)
+
+
+def test_missing_tensor_is_a_checkpoint_error(tmp_path) -> None:
+    save_hf(transformers.BertForMaskedLM, tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["cls.predictions.transform.LayerNorm.bias"]
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(
+        CheckpointError, match="lacks tensor 'cls.predictions.transform.LayerNorm.bias'"
+    ):
+        BERT.from_hf(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(position_embedding_type="relative_key"), "position_embedding_type"),
+        (dict(hidden_act="silu"), "hidden_act 'silu'"),
+        (dict(is_decoder=True), "is_decoder"),
+        (dict(tie_word_embeddings=False), "tie_word_embeddings"),
+    ],
+)
+def test_unsupported_config_is_a_checkpoint_error(tmp_path, change: dict, message: str) -> None:
+    save_hf(transformers.BertForMaskedLM, tmp_path)
+    edit_config(tmp_path, **change)
+    with pytest.raises(CheckpointError, match=message):
+        BERT.from_hf(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("hf_class", "message"),
+    [
+        ("BertForQuestionAnswering", "does not model: qa_outputs.bias, qa_outputs.weight"),
+        ("BertForTokenClassification", "classifier but no pooler"),
+    ],
+)
+def test_other_task_heads_are_refused(tmp_path, hf_class: str, message: str) -> None:
+    save_hf(getattr(transformers, hf_class), tmp_path)
+    with pytest.raises(CheckpointError, match=message):
+        BERT.from_hf(tmp_path)
+
+
+def small_bert(**overrides) -> BERT:
+    torch.manual_seed(0)
+    config = dict(vocab_size=20, hidden_size=32, n_layer=2, n_head=4, d_ff=64, max_len=16)
+    return BERT(BERTConfig(**{**config, **overrides})).eval()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m(torch.rand(2, 5)), "integer tensor of shape"),
+        (lambda m: m(torch.ones(5, dtype=torch.long)), "integer tensor of shape"),
+        (lambda m: m(torch.full((2, 5), 20)), r"\[0, 20\).*found 20"),
+        (lambda m: m(torch.ones(2, 17, dtype=torch.long)), "17 tokens exceeds the 16 positions"),
+        (
+            lambda m: m(
+                torch.ones(2, 5, dtype=torch.long), token_type_ids=torch.zeros(2, 4).long()
+            ),
+            "token_type_ids must have the shape",
+        ),
+        (
+            lambda m: m(torch.ones(2, 5, dtype=torch.long), token_type_ids=torch.full((2, 5), 2)),
+            r"token_type_ids must lie in \[0, 2\)",
+        ),
+        (
+            lambda m: m(torch.ones(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 6)),
+            "attention_mask must have the shape",
+        ),
+        (
+            lambda m: m(
+                torch.ones(2, 5, dtype=torch.long), attention_mask=torch.full((2, 5), -1e4)
+            ),
+            "only 1",
+        ),
+        (
+            lambda m: m(
+                torch.ones(2, 5, dtype=torch.long),
+                attention_mask=torch.tensor([[1, 1, 0, 0, 0], [0] * 5]),
+            ),
+            "hides every token",
+        ),
+        (lambda m: m.mlm_logits(torch.zeros(2, 5, 31)), r"shape \(batch, time, 32\)"),
+    ],
+)
+def test_bad_input_is_a_shape_error(call, message: str) -> None:
+    with pytest.raises(ShapeError, match=message):
+        call(small_bert())
+
+
+def test_missing_heads_are_config_errors() -> None:
+    model = small_bert(pooler=False, mlm_head=False)
+    ids = torch.ones(1, 3, dtype=torch.long)
+    hidden = model(ids)
+    assert hidden.shape == (1, 3, 32)
+    for call, message in (
+        (lambda: model.pool(hidden), "no pooler"),
+        (lambda: model.mlm_logits(hidden), "no masked-LM head"),
+        (lambda: model.classify(ids), "no classification head"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            call()
+    with pytest.raises(ConfigError, match="needs pooler"):
+        BERTConfig(pooler=False, num_labels=2)
+
+
+def test_padding_does_not_change_the_real_tokens() -> None:
+    model = small_bert()
+    ids = torch.randint(1, 20, (1, 6))
+    padded = torch.cat((ids, torch.zeros(1, 4, dtype=torch.long)), dim=1)
+    mask = torch.cat((torch.ones(1, 6), torch.zeros(1, 4)), dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, mask)[:, :6], model(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_registered_and_initialised_like_hf() -> None:
+    model = create_model("bert", vocab_size=30, hidden_size=16, n_layer=1, n_head=2, d_ff=32)
+    assert isinstance(model, BERT) and model.config.mlm_head
+    assert torch.all(model.token_emb.weight[0] == 0)  # [PAD]
+    assert abs(float(model.blocks[0].ff.W_1.weight.detach().std()) - 0.02) < 0.005
+    assert torch.all(model.blocks[0].ff.W_1.bias == 0) and torch.all(model.mlm.bias == 0)
+
+
+def test_masked_lm_training_lowers_the_loss() -> None:
+    """A few AdamW steps on a repeated pattern: the MLM loss falls to under a third."""
+    torch.manual_seed(0)
+    model = BERT(
+        BERTConfig(
+            vocab_size=12,
+            hidden_size=32,
+            n_layer=2,
+            n_head=4,
+            d_ff=64,
+            max_len=24,
+            dropout=0.0,
+            attn_dropout=0.0,
+            pooler=False,
+        )
+    )
+    mask_id, pattern = 1, torch.tensor([2, 3, 4, 5, 6, 7])
+    ids = pattern.repeat(16, 4)  # (16, 24)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        masked = torch.rand(ids.shape) < 0.15
+        logits = model.mlm_logits(model(ids.masked_fill(masked, mask_id)))
+        loss = F.cross_entropy(logits[masked], ids[masked])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.3 * first, (first, last)

@@ -1,0 +1,128 @@
+"""The Trainer on real data: learning, exact resume, Ctrl-C, NaN, checkpoints, run files."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from archlab.errors import CheckpointError, ConfigError
+from archlab.run import load, train
+from archlab.tasks.char_lm import CharLMTask
+from archlab.train import TrainingStopped
+from archlab.train.trainer import TrainerConfig, lr_at
+from tests.conftest import TINY_GPT
+
+
+def run(tmp_path, name, steps, *extra, **kwargs):
+    overrides = [*TINY_GPT, f"trainer.max_steps={steps}", *extra]
+    out = str(tmp_path / name)
+    return train("gpt-shakespeare-char", overrides, out=out, progress=False, **kwargs)
+
+
+def steps_logged(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(json.loads(line)["step"], json.loads(line)["split"]) for line in lines]
+
+
+def test_training_learns_and_writes_the_run_directory(shakespeare, tmp_path) -> None:
+    run_dir, results = run(tmp_path, "a", 30, "trainer.eval_every=15", "trainer.lr=3e-3")
+    names = {p.name for p in run_dir.iterdir()}
+    expected = {"config.yaml", "metrics.jsonl", "results.json", "model.safetensors", "model.json"}
+    assert expected | {"last.safetensors", "state.pt", "curves.png", "tokenizer.json"} <= names
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_losses = [r["loss"] for r in records if r["split"] == "train"]
+    assert len(train_losses) == 30 and train_losses[-1] < train_losses[0] - 0.5
+    assert [r["step"] for r in records if r["split"] == "val"] == [15, 30]
+    # the validation loss beats the uniform guess over 65 characters, ln 65 = 4.17
+    assert results["val"]["loss"] < 3.5
+    assert json.loads((run_dir / "results.json").read_text())["val"] == results["val"]
+    loaded = load(run_dir)
+    assert isinstance(loaded.task, CharLMTask)
+    text = loaded.task.generate(loaded.model, "ROMEO:", max_new_tokens=20, seed=0)
+    assert text.startswith("ROMEO:") and len(text) == 26
+
+
+def test_same_seed_reproduces_bit_for_bit(shakespeare, tmp_path) -> None:
+    a, _ = run(tmp_path, "a", 4)
+    b, _ = run(tmp_path, "b", 4)
+    for key, value in load_file(a / "last.safetensors").items():
+        assert torch.equal(value, load_file(b / "last.safetensors")[key])
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(shakespeare, tmp_path, monkeypatch) -> None:
+    common = ("trainer.checkpoint_every=3", "trainer.eval_every=4", "model.dropout=0.1")
+    full, full_results = run(tmp_path, "full", 8, *common)
+
+    original = CharLMTask.train_batch
+
+    def interrupt_at_step_5(self, step, batch_size, seed):
+        if step == 5:
+            raise KeyboardInterrupt
+        return original(self, step, batch_size, seed)
+
+    monkeypatch.setattr(CharLMTask, "train_batch", interrupt_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "cut", 8, *common)
+    monkeypatch.setattr(CharLMTask, "train_batch", original)
+    state = torch.load(tmp_path / "cut/state.pt", weights_only=True)
+    assert state["step"] == 5  # Ctrl-C saved where it stopped
+
+    _, resumed_results = train(None, [], resume=str(tmp_path / "cut"), progress=False)
+    expected = load_file(full / "last.safetensors")
+    for key, value in load_file(tmp_path / "cut/last.safetensors").items():
+        assert torch.equal(value, expected[key]), key
+    assert resumed_results["val"] == full_results["val"]
+    assert steps_logged(tmp_path / "cut") == steps_logged(full)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    shakespeare, tmp_path, monkeypatch
+) -> None:
+    original = CharLMTask.loss
+    calls = {"n": 0}
+
+    def nan_at_step_4(self, model, batch):
+        calls["n"] += 1
+        loss = original(self, model, batch)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(CharLMTask, "loss", nan_at_step_4)
+    with pytest.raises(TrainingStopped, match="the loss became nan at step 4"):
+        run(tmp_path, "nan", 10, "trainer.checkpoint_every=2")
+    state = torch.load(tmp_path / "nan/state.pt", weights_only=True)
+    assert state["step"] == 2
+    weights = load_file(tmp_path / "nan/last.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert load(tmp_path / "nan").model is not None
+
+
+def test_resume_refuses_a_changed_model_config(shakespeare, tmp_path) -> None:
+    run(tmp_path, "a", 2)
+    with pytest.raises(ConfigError, match="model config differs"):
+        train(None, ["model.n_embd=64"], resume=str(tmp_path / "a"), progress=False)
+
+
+def test_truncated_checkpoint_is_refused(shakespeare, tmp_path) -> None:
+    run_dir, _ = run(tmp_path, "a", 2)
+    data = (run_dir / "model.safetensors").read_bytes()
+    (run_dir / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load(run_dir)
+    with pytest.raises(CheckpointError, match="not an archlab run directory"):
+        load(tmp_path)
+
+
+def test_an_existing_run_directory_is_not_overwritten(shakespeare, tmp_path) -> None:
+    run(tmp_path, "a", 1)
+    with pytest.raises(ConfigError, match="already holds files"):
+        run(tmp_path, "a", 1)
+
+
+def test_schedule_warms_up_then_decays_to_min_lr() -> None:
+    cfg = TrainerConfig(max_steps=100, lr=1.0, min_lr=0.1, warmup_steps=10)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+    assert lr_at(100, cfg) == pytest.approx(0.1)
