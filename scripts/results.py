@@ -49,9 +49,10 @@ def _metrics(results: dict) -> str:
         for key, value in results.get(split, {}).items():
             if not key.endswith("_runs") and isinstance(value, int | float):
                 parts.append(f"{split} {key} {_fmt(value)}")
-    seconds = results.get("train", {}).get("seconds")
-    if seconds is not None:
-        parts.append(f"train time {seconds:.0f} s")
+    train = results.get("train", {})
+    if "seconds" in train:
+        evals = f" + {train['eval_seconds']:.0f} s evaluating" if "eval_seconds" in train else ""
+        parts.append(f"{train['steps']} steps in {train['seconds']:.0f} s{evals}")
     return ", ".join(parts)
 
 
@@ -66,6 +67,8 @@ def render() -> str:
         where = f"{entry['date']}, {m['cores']}-core {m['cpu']}, torch {m['torch']}"
         if "results" in entry and "command" in entry:
             figure = _metrics(entry["results"])
+            if "wall_seconds" in entry:
+                figure += f", {entry['wall_seconds']:.0f} s wall in all"
             rows.append(
                 f"| {entry['name']} | {figure} | {entry.get('reference', '')} | "
                 f"`{entry['command']}` | {where} |"

@@ -1,5 +1,6 @@
 """The command line as a user runs it: help, listing, errors with exit code 2."""
 
+import json
 import subprocess
 import sys
 
@@ -49,3 +50,64 @@ def test_bench_gpt_quick_prints_ratios(tmp_path, capsys) -> None:
     assert "train tokens/s" in out and "generate tokens/s" in out
     assert "greedy tokens identical to Hugging Face: True" in out
     assert out_file.exists()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "archlab", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_train_eval_generate_end_to_end(shakespeare, tmp_path) -> None:
+    from tests.conftest import TINY_GPT
+
+    run_dir = tmp_path / "run"
+    sets = [f"--set={s}" for s in [*TINY_GPT, "trainer.max_steps=6", "trainer.eval_every=3"]]
+    proc = cli("train", "gpt-shakespeare-char", *sets, "--out", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results["val"]["loss"] < 4.3
+
+    proc = cli("eval", str(run_dir))
+    assert proc.returncode == 0 and json.loads(proc.stdout) == results["val"]
+
+    proc = cli(
+        "generate", str(run_dir), "--prompt", "KING", "--max-new-tokens", "12", "--seed", "1"
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("KING") and len(proc.stdout) == 17
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
+        (["train", "gpt-shakespeare-char", "--set", "trainer.lr=fast"], "trainer.lr expects float"),
+        (["train", "gpt-shakespeare-char", "--device", "cuda"], "no GPU is available"),
+        (["train", "--resume", "/nonexistent/run"], "/nonexistent/run is not a directory"),
+        (["eval", "/nonexistent/run"], "is not a directory"),
+        (["train"], "give either a RECIPE to train or --resume RUN_DIR"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_sentence(args, message) -> None:
+    proc = cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_prompts_exit_2(shakespeare, tmp_path) -> None:
+    from archlab.run import train
+    from tests.conftest import TINY_GPT
+
+    run_dir, _ = train(
+        "gpt-shakespeare-char",
+        [*TINY_GPT, "trainer.max_steps=1"],
+        out=str(tmp_path / "r"),
+        progress=False,
+    )
+    for prompt, message in [
+        ("", "the prompt is empty"),
+        ("€uro", "outside the model's vocabulary"),
+    ]:
+        proc = cli("generate", str(run_dir), "--prompt", prompt)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr

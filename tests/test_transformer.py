@@ -375,9 +375,9 @@ def test_registered_as_transformer() -> None:
 @pytest.mark.parametrize(
     ("src", "match"),
     [
-        (torch.tensor([3, 4, 5]), "2-D tensor of token ids"),
-        (torch.ones(2, 3), "integer token ids"),
-        (torch.tensor([[3, 13]]), r"from 3 to 13, outside the vocabulary \[0, 13\)"),
+        (torch.tensor([3, 4, 5]), r"integer tensor of shape \(batch, time\)"),
+        (torch.ones(2, 3), "got torch.float32"),
+        (torch.tensor([[3, 13]]), r"src must lie in \[0, 13\) \(the vocabulary size\), found 13"),
         (torch.full((1, 17), 3), "length 17 .* at most max_len=16"),
     ],
 )

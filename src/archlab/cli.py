@@ -88,15 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from archlab.run import load
 
-    run = load(args.run_dir)
-    if args.split not in run.task.splits():
-        raise ArchlabError(
-            f"this task has no {args.split!r} split; choose one of {', '.join(run.task.splits())}"
-        )
-    run.task.setup()
-    with torch_no_grad():
-        metrics = run.task.evaluate(run.model, args.split, 64)
-    print(json.dumps(metrics))
+    print(json.dumps(load(args.run_dir).evaluate(args.split)))
     return 0
 
 
@@ -117,12 +109,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     )
     print(text)
     return 0
-
-
-def torch_no_grad():
-    import torch
-
-    return torch.no_grad()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from archlab.registry import model_entry
 from archlab.tasks import Task, get_task
 from archlab.train import Trainer, TrainerConfig
 from archlab.train import checkpoint as ckpt
-from archlab.train.trainer import resolve_device
+from archlab.train.trainer import resolve_device, resolve_precision
 
 
 @dataclass
@@ -116,7 +116,11 @@ def train(
     if trainer.is_main:
         dump_yaml(recipe.resolved(model_config), run_dir / "config.yaml")
         recipe.task.save_artifacts(run_dir)
-    return run_dir, trainer.fit()
+    try:
+        return run_dir, trainer.fit()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def _run_file(run_dir: Path, name: str) -> Path:
@@ -131,8 +135,20 @@ def _run_file(run_dir: Path, name: str) -> Path:
 class LoadedRun:
     model: nn.Module
     task: Task
+    trainer: TrainerConfig
     config: dict
     run_dir: Path
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Metrics on ``split``, computed as the run's own final evaluation computed them."""
+        if split not in self.task.splits():
+            raise ConfigError(
+                f"this task has no {split!r} split; choose one of {', '.join(self.task.splits())}"
+            )
+        self.task.setup()
+        dtype = resolve_precision(self.trainer.precision, torch.device("cpu"))
+        with torch.no_grad(), torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
+            return self.task.evaluate(self.model, split, self.trainer.eval_batch_size)
 
 
 def load(run_dir: str | Path) -> LoadedRun:
@@ -151,4 +167,4 @@ def load(run_dir: str | Path) -> LoadedRun:
     model = entry.model_cls(to_dataclass(entry.config_cls, values, "model"))
     ckpt.load_weights(model, run_dir / ckpt.MODEL_FILE)
     recipe.task.load_artifacts(run_dir)
-    return LoadedRun(model.eval(), recipe.task, config, run_dir)
+    return LoadedRun(model.eval(), recipe.task, recipe.trainer, config, run_dir)

@@ -46,14 +46,15 @@ def _hf_pair(block_size: int):
     return ours, ref
 
 
-def _train_rate(model, logits_of, batches, steps: int) -> float:
+def _train_rate(model, logits_of, batches, steps: int, bf16: bool = False) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     model.train()
 
     def step(i: int) -> None:
         x, y = batches[i % len(batches)]
-        logits = logits_of(x)
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            logits = logits_of(x)
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -74,6 +75,8 @@ def run(quick: bool = False) -> dict:
         {
             "archlab": lambda: _train_rate(ours, ours, batches, steps),
             "hf": lambda: _train_rate(ref, lambda x: ref(x).logits, batches, steps),
+            "archlab_bf16": lambda: _train_rate(ours, ours, batches, steps, bf16=True),
+            "hf_bf16": lambda: _train_rate(ref, lambda x: ref(x).logits, batches, steps, True),
         },
         repeats,
     )
@@ -101,13 +104,15 @@ def run(quick: bool = False) -> dict:
     result = {
         "train_tokens_per_s": train,
         "train_ratio": train["archlab"] / train["hf"],
+        "train_ratio_bf16": train["archlab_bf16"] / train["hf_bf16"],
         "generate_tokens_per_s": generate,
         "generate_ratio": generate["archlab"] / generate["hf"],
         "generated_tokens_identical": same,
         "config": {**SIZE, "block_size": BLOCK, "batch_size": BATCH, "new_tokens": new},
         "reference": "Hugging Face GPT2LMHeadModel, same weights and batches",
         "summary": (
-            f"training {train['archlab']:,.0f} tok/s ({train['archlab'] / train['hf']:.2f}x HF), "
+            f"training {train['archlab']:,.0f} tok/s ({train['archlab'] / train['hf']:.2f}x HF; "
+            f"bf16 autocast {train['archlab_bf16'] / train['hf_bf16']:.2f}x), "
             f"generation {generate['archlab']:,.0f} tok/s "
             f"({generate['archlab'] / generate['hf']:.2f}x HF)"
         ),
@@ -117,6 +122,10 @@ def run(quick: bool = False) -> dict:
     print(
         f"  {'train tokens/s (B12 T64)':<28}{train['archlab']:>10,.0f}{train['hf']:>10,.0f}"
         f"{result['train_ratio']:>7.2f}x"
+    )
+    print(
+        f"  {'train, bf16 autocast':<28}{train['archlab_bf16']:>10,.0f}{train['hf_bf16']:>10,.0f}"
+        f"{result['train_ratio_bf16']:>7.2f}x"
     )
     print(
         f"  {f'generate tokens/s ({new} new)':<28}{generate['archlab']:>10,.0f}"

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from archlab.errors import ConfigError, expect
 from archlab.nn.attention import KVCache
+from archlab.nn.checks import check_token_ids
 from archlab.nn.decoding import beam_search, greedy_search
 from archlab.nn.positional import SinusoidalPositionalEncoding
 from archlab.nn.transformer import DecoderBlock, EncoderBlock, activation_fn
@@ -207,28 +208,13 @@ class Transformer(nn.Module):
     # ---- inputs -------------------------------------------------------------------------
 
     def _check_ids(self, name: str, ids: Tensor, vocab_size: int) -> None:
-        expect(
-            ids.dim() == 2,
-            f"{name} must be a 2-D tensor of token ids (batch, length), got shape "
-            f"{tuple(ids.shape)}",
-        )
-        expect(
-            ids.dtype in (torch.int64, torch.int32),
-            f"{name} must hold integer token ids (torch.long or torch.int), got dtype {ids.dtype}",
-        )
+        check_token_ids(name, ids, vocab_size)
         expect(
             ids.shape[1] <= self.config.max_len,
             f"{name} has length {ids.shape[1]} but the model handles at most max_len="
             f"{self.config.max_len} positions; shorten it or build the model with a larger "
             "max_len",
         )
-        if ids.numel():
-            low, high = ids.min().item(), ids.max().item()
-            expect(
-                low >= 0 and high < vocab_size,
-                f"{name} holds token ids from {low} to {high}, outside the vocabulary "
-                f"[0, {vocab_size})",
-            )
 
     def _padding_mask(self, ids: Tensor) -> Tensor | None:
         """True at PAD positions, or None when there is no padding (keeps SDPA's fast path)."""

@@ -1,0 +1,43 @@
+"""torchrun with 2 CPU processes (gloo) computes what 1 process computes."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import TINY_GPT
+
+
+def train_losses(run_dir) -> list[float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if r["split"] == "train"]
+
+
+def run_logged(command: list[str], log_path) -> int:
+    """Run with output to a file: torchrun's helpers can hold a pipe open after it exits."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.run(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+    return proc.returncode
+
+
+def test_two_processes_match_one_with_the_same_global_batch(shakespeare, tmp_path) -> None:
+    sets = [*TINY_GPT, "trainer.max_steps=4", "trainer.eval_every=4", "trainer.precision=fp32"]
+    args = ["-m", "archlab", "train", "gpt-shakespeare-char", *[f"--set={s}" for s in sets]]
+    one = [sys.executable, *args, "--out", str(tmp_path / "one")]
+    assert run_logged(one, tmp_path / "one.log") == 0, (tmp_path / "one.log").read_text()
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    two = [*launcher, *args, "--out", str(tmp_path / "two")]
+    assert run_logged(two, tmp_path / "two.log") == 0, (tmp_path / "two.log").read_text()[-3000:]
+    single, parallel = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
+    assert len(single) == len(parallel) == 4
+    for a, b in zip(single, parallel, strict=True):
+        assert abs(a - b) < 1e-5, (single, parallel)
