@@ -111,6 +111,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from archlab.run import load
+
+    run = load(args.run_dir)
+    if not hasattr(run.task, "translate"):
+        raise ArchlabError(
+            f"{args.run_dir} holds a {run.task.name} model, which does not translate"
+        )
+    print(run.task.translate(run.model, args.text, beam=args.beam))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from archlab.bench import run_benchmarks
 
@@ -181,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "translate",
+        help="translate a sentence with a translation run",
+        description="Translate TEXT with a trained sequence-to-sequence model (beam search).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("text", metavar="TEXT")
+    p.add_argument("--beam", type=int, default=None, help="beam size (default: the recipe's)")
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser(
         "bench",

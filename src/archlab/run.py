@@ -148,7 +148,7 @@ class LoadedRun:
         self.task.setup()
         dtype = resolve_precision(self.trainer.precision, torch.device("cpu"))
         with torch.no_grad(), torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
-            return self.task.evaluate(self.model, split, self.trainer.eval_batch_size)
+            return self.task.final_metrics(self.model, split, self.trainer.eval_batch_size)
 
 
 def load(run_dir: str | Path) -> LoadedRun:

@@ -2,10 +2,14 @@
 
 Tiny Shakespeare (Karpathy's char-rnn corpus): one 1.1 MB text, split as nanoGPT
 does: the first 90 % of characters for training, the last 10 % for validation.
+
+Multi30k task 1 (Elliott et al. 2016): 29,000 / 1,014 / 1,000 German-English
+caption pairs for train / val / test2016, raw (not tokenized, not lower-cased).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -27,6 +31,53 @@ SHAKESPEARE = register_dataset(
         licence="public domain text (repository: MIT)",
     )
 )
+
+
+MULTI30K_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/"
+MULTI30K_FILES = {  # split -> file stem, SHA-256 of the .de.gz and .en.gz files
+    "train": (
+        "train",
+        "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
+        "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
+    ),
+    "val": (
+        "val",
+        "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
+        "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
+    ),
+    "test": (
+        "test_2016_flickr",
+        "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
+        "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
+    ),
+}
+MULTI30K = register_dataset(
+    Dataset(
+        name="multi30k",
+        description="Multi30k task 1, German-English caption pairs (train/val/test2016)",
+        files=tuple(
+            DataFile(f"multi30k/{stem}.{lang}.gz", sha, f"{MULTI30K_URL}{stem}.{lang}.gz")
+            for stem, sha_de, sha_en in MULTI30K_FILES.values()
+            for lang, sha in (("de", sha_de), ("en", sha_en))
+        ),
+        licence="non-commercial research and education (Flickr terms for the images)",
+    )
+)
+
+
+def load_multi30k(split: str, source: str = "de", target: str = "en") -> list[tuple[str, str]]:
+    """Aligned (source, target) sentence pairs of one split."""
+    paths = fetch("multi30k")
+    stem = MULTI30K_FILES[split][0]
+
+    def lines(lang: str) -> list[str]:
+        with gzip.open(paths[f"multi30k/{stem}.{lang}.gz"], "rt", encoding="utf-8") as f:
+            return f.read().rstrip("\n").split("\n")
+
+    src, tgt = lines(source), lines(target)
+    if len(src) != len(tgt):
+        raise ArchlabError(f"multi30k {split}: {len(src)} {source} lines but {len(tgt)} {target}")
+    return list(zip(src, tgt, strict=True))
 
 
 def load_shakespeare() -> str:

@@ -54,6 +54,14 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
         """Metrics of ``model`` on a whole split, as a flat name -> number map."""
 
+    def final_metrics(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        """Metrics for results.json; may add costly ones (BLEU) to :meth:`evaluate`'s."""
+        return self.evaluate(model, split, batch_size)
+
+    def steps_per_epoch(self, batch_size: int) -> int | None:
+        """Optimizer steps in one pass over the training data, for tasks that have epochs."""
+        return None
+
     def splits(self) -> tuple[str, ...]:
         """The evaluation splits, validation first."""
         return ("val",)
@@ -75,7 +83,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def get_task(name: str) -> type[Task]:
-    from archlab.tasks import char_lm  # noqa: F401  (registers)
+    from archlab.tasks import char_lm, translation  # noqa: F401  (registers)
 
     if name not in _TASKS:
         raise ConfigError(unknown_name_message("task", name, list(_TASKS)))

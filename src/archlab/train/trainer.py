@@ -102,12 +102,14 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if name == "bf16" else torch.float32
 
 
-def lr_at(step: int, cfg: TrainerConfig) -> float:
+def lr_at(step: int, cfg: TrainerConfig, total_steps: int | None = None) -> float:
+    """The learning rate at ``step`` of ``total_steps`` (default ``cfg.max_steps``)."""
+    total_steps = total_steps or cfg.max_steps
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return cfg.lr
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -171,6 +173,10 @@ class Trainer:
         self.train_seconds = 0.0  # time in training steps
         self.eval_seconds = 0.0  # time in evaluations during training
         self.progress = progress and self.is_main
+        self.max_steps = cfg.max_steps
+        per_epoch = task.steps_per_epoch(cfg.batch_size * cfg.grad_accum)
+        if cfg.max_epochs is not None and per_epoch:
+            self.max_steps = min(cfg.max_steps, cfg.max_epochs * per_epoch)
         self.log = MetricsLog(run_dir, enabled=self.is_main)
 
     # ----- state -----
@@ -215,10 +221,11 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32)
 
-    def evaluate(self, split: str) -> dict[str, float]:
+    def evaluate(self, split: str, final: bool = False) -> dict[str, float]:
         self.model.eval()
+        measure = self.task.final_metrics if final else self.task.evaluate
         with torch.no_grad(), self._autocast():
-            metrics = self.task.evaluate(self.model, split, self.cfg.eval_batch_size)
+            metrics = measure(self.model, split, self.cfg.eval_batch_size)
         self.model.train()
         return metrics
 
@@ -248,7 +255,7 @@ class Trainer:
 
     def _train_step(self) -> tuple[float, int]:
         cfg, module = self.cfg, self.ddp or self.model
-        lr = lr_at(self.step, cfg)
+        lr = lr_at(self.step, cfg, self.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total_loss, count = torch.zeros((), device=self.device), 0
@@ -283,7 +290,7 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         bar = tqdm(
-            total=cfg.max_steps,
+            total=self.max_steps,
             initial=self.step,
             disable=not self.progress,
             unit="step",
@@ -291,12 +298,12 @@ class Trainer:
         )
         window_start, window_count = time.perf_counter(), 0
         try:
-            while self.step < cfg.max_steps:
+            while self.step < self.max_steps:
                 started = time.perf_counter()
                 loss, count = self._train_step()
                 self.train_seconds += time.perf_counter() - started
                 window_count += count
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.log_every == 0 or self.step == self.max_steps:
                     rate = window_count / (time.perf_counter() - window_start)
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.log.write(
@@ -315,7 +322,7 @@ class Trainer:
                     )
                     window_start, window_count = time.perf_counter(), 0
                 bar.update(1)
-                last = self.step == cfg.max_steps
+                last = self.step == self.max_steps
                 stop = False
                 if self.step % cfg.eval_every == 0 or last:
                     stop = self._evaluate_and_keep_best()
@@ -339,7 +346,7 @@ class Trainer:
         if self.world > 1:
             dist.barrier()  # rank 0 has written the best model
         ckpt.load_weights(self.model, self.run_dir / ckpt.MODEL_FILE)
-        results = {split: self.evaluate(split) for split in self.task.splits()}
+        results = {split: self.evaluate(split, final=True) for split in self.task.splits()}
         results["train"] = {
             "steps": self.step,
             "seconds": round(self.train_seconds, 2),

@@ -1,0 +1,215 @@
+"""Sequence-to-sequence translation (Multi30k German -> English by default).
+
+Training loss: label-smoothed cross-entropy over target tokens (Szegedy et al.
+2016; the Transformer paper uses eps = 0.1), padding ignored:
+    L = -(1 - eps) log p(y_t) - eps / V sum_v log p(v)
+Evaluation: teacher-forced cross-entropy (no smoothing) on the split, and, in the
+final evaluation, corpus BLEU (sacrebleu, its default 13a tokenisation) of
+beam-search translations, detokenized, against the raw references.
+
+Batches are drawn per epoch from a seeded permutation; within chunks of 100
+batches the pairs are sorted by length so each batch holds similar lengths
+(less padding), then the batches are shuffled.  The same (seed, step) always
+gives the same batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archlab.data.text import load_multi30k
+from archlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer
+from archlab.errors import ArchlabError, ConfigError
+from archlab.tasks import Task, register_task
+
+LANGUAGES = ("de", "en")
+
+
+@dataclass
+class TranslationData:
+    dataset: str = "multi30k"
+    source: str = "de"
+    target: str = "en"
+    vocab_size: int = 8000  # joint source + target BPE vocabulary
+    max_len: int = 100  # training pairs longer than this (in tokens) are left out
+    label_smoothing: float = 0.1
+    beam: int = 5
+    length_penalty: float = 0.6
+    max_sentences: int | None = None  # use only the first N training pairs (quick runs)
+    max_eval_sentences: int | None = None  # and the first N validation / test pairs
+
+
+def pad_batch(seqs: list[list[int]]) -> Tensor:
+    out = torch.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+@register_task
+class TranslationTask(Task):
+    name = "translation"
+    DataConfig = TranslationData
+    metric = "loss"
+    unit = "tok"
+
+    def _check(self) -> None:
+        d = self.data
+        if d.dataset != "multi30k":
+            raise ConfigError(f"data.dataset must be 'multi30k', got {d.dataset!r}")
+        if {d.source, d.target} != set(LANGUAGES):
+            raise ConfigError(
+                f"data.source and data.target must be 'de' and 'en' in either order, "
+                f"got {d.source!r} -> {d.target!r}"
+            )
+
+    def setup(self) -> None:
+        self._check()
+        d = self.data
+        limits = {
+            "train": d.max_sentences,
+            "val": d.max_eval_sentences,
+            "test": d.max_eval_sentences,
+        }
+        self.pairs = {
+            split: load_multi30k(split, d.source, d.target)[:limit]
+            for split, limit in limits.items()
+        }
+        if not hasattr(self, "tokenizer"):  # a loaded run keeps its own tokenizer
+            texts = [s for pair in self.pairs["train"] for s in pair]
+            self.tokenizer = SubwordTokenizer.train(texts, d.vocab_size)
+        self.ids = {split: self._encode(pairs) for split, pairs in self.pairs.items()}
+        train = self.ids["train"]
+        keep = [i for i, (s, t) in enumerate(train) if len(s) <= d.max_len and len(t) < d.max_len]
+        self.ids["train"] = [train[i] for i in keep]
+        self._epoch: tuple[tuple[int, int, int] | None, list[list[int]]] = (None, [])
+
+    def _encode(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        src = self.tokenizer.encode_batch([s for s, _ in pairs])
+        tgt = self.tokenizer.encode_batch([t for _, t in pairs])
+        return [(s + [EOS_ID], [BOS_ID, *t, EOS_ID]) for s, t in zip(src, tgt, strict=True)]
+
+    def model_overrides(self) -> dict:
+        v = self.tokenizer.vocab_size
+        return {
+            "src_vocab_size": v,
+            "tgt_vocab_size": v,
+            "pad_id": PAD_ID,
+            "bos_id": BOS_ID,
+            "eos_id": EOS_ID,
+            "max_len": self.data.max_len + 2,
+        }
+
+    # ----- training -----
+
+    def _epoch_batches(self, epoch: int, batch_size: int, seed: int) -> list[list[int]]:
+        data = self.ids["train"]
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(len(data), generator=g).tolist()
+        chunk = batch_size * 100
+        batches = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start : start + chunk], key=lambda i: len(data[i][0]))
+            batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+        shuffle = torch.randperm(len(batches), generator=g).tolist()
+        return [batches[i] for i in shuffle]
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+        per_epoch = -(-len(self.ids["train"]) // batch_size)
+        epoch, index = divmod(step, per_epoch)
+        key = (epoch, batch_size, seed)
+        if self._epoch[0] != key:  # one permutation per epoch, reused by its steps
+            self._epoch = (key, self._epoch_batches(epoch, batch_size, seed))
+        rows = [self.ids["train"][i] for i in self._epoch[1][index]]
+        tgt = pad_batch([t for _, t in rows])
+        return pad_batch([s for s, _ in rows]), tgt[:, :-1], tgt[:, 1:]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.ids["train"]) // batch_size)
+
+    def batch_size_of(self, batch: tuple[Tensor, Tensor, Tensor]) -> int:
+        return int((batch[2] != PAD_ID).sum())
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        src, tgt_in, tgt_out = batch
+        logits = model(src, tgt_in)
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            tgt_out.reshape(-1),
+            ignore_index=PAD_ID,
+            label_smoothing=self.data.label_smoothing,
+        )
+
+    # ----- evaluation and use -----
+
+    def splits(self) -> tuple[str, ...]:
+        return ("val", "test")
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        data = self.ids[split]
+        total, count = 0.0, 0
+        for i in range(0, len(data), batch_size):
+            rows = data[i : i + batch_size]
+            tgt = pad_batch([t for _, t in rows])
+            logits = model(pad_batch([s for s, _ in rows]), tgt[:, :-1])
+            total += F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(),
+                tgt[:, 1:].reshape(-1),
+                ignore_index=PAD_ID,
+                reduction="sum",
+            ).item()
+            count += int((tgt[:, 1:] != PAD_ID).sum())
+        return {"loss": total / count}
+
+    @torch.no_grad()
+    def final_metrics(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        import sacrebleu
+
+        metrics = self.evaluate(model, split, batch_size)
+        sources = [s for s, _ in self.ids[split]]
+        hypotheses = self.translate_ids(model, sources, batch_size)
+        references = [t for _, t in self.pairs[split]]
+        metrics["bleu"] = sacrebleu.corpus_bleu(hypotheses, [references]).score
+        return metrics
+
+    def translate_ids(
+        self, model: nn.Module, sources: list[list[int]], batch_size: int, beam: int | None = None
+    ) -> list[str]:
+        """Beam-search translations of encoded sentences, in order, detokenized."""
+        d = self.data
+        beam = beam or d.beam
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        out: list[str] = [""] * len(sources)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            src = pad_batch([sources[i] for i in idx])
+            max_len = min(src.shape[1] + 50, model.config.max_len)
+            tokens = model.beam_search(
+                src, beam=beam, length_penalty=d.length_penalty, max_len=max_len
+            )
+            for i, t in zip(idx, tokens, strict=True):
+                out[i] = self.tokenizer.decode(t)
+        return out
+
+    def translate(self, model: nn.Module, text: str, beam: int | None = None) -> str:
+        if not text.strip():
+            raise ArchlabError("the sentence to translate is empty")
+        ids = self.tokenizer.encode(text) + [EOS_ID]
+        limit = model.config.max_len
+        if len(ids) > limit:
+            raise ArchlabError(f"the sentence is {len(ids)} tokens long; this model takes {limit}")
+        if beam is not None and beam < 1:
+            raise ArchlabError(f"--beam must be at least 1, got {beam}")
+        return self.translate_ids(model, [ids], 1, beam)[0]
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        self.tokenizer.save(run_dir / "tokenizer.json")
+
+    def load_artifacts(self, run_dir: Path) -> None:
+        self.tokenizer = SubwordTokenizer.load(run_dir / "tokenizer.json")
