@@ -64,3 +64,12 @@ TINY_TRANSLATION = [
     "trainer.lr=3e-3",
     "trainer.log_every=5",
 ]
+
+
+@pytest.fixture
+def mr() -> Path:
+    """The data root, if it holds MR; otherwise the test is skipped."""
+    root = data_root()
+    if root is None or not (root / "mr/rt-polarity.pos").is_file():
+        pytest.skip("real data: set ARCHLAB_DATA to a folder with mr/")
+    return root

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from archlab.data.files import DataError, fetch
-from archlab.data.text import CharTokenizer
+from archlab.data.tokenizers import Vocab
 from archlab.errors import ArchlabError, CheckpointError
 
 
@@ -48,14 +48,21 @@ def test_unknown_dataset_suggests_names() -> None:
         fetch("shakespear")
 
 
-def test_char_tokenizer_round_trip_and_unknown_characters(tmp_path) -> None:
-    tok = CharTokenizer.from_text("hello world")
+def test_char_vocab_round_trip_and_unknown_characters(tmp_path) -> None:
+    tok = Vocab.of_chars("hello world")
     assert tok.decode(tok.encode("low")) == "low"
     tok.save(tmp_path / "tok.json")
-    again = CharTokenizer.load(tmp_path / "tok.json")
-    assert again.chars == tok.chars and again.vocab_size == 8
+    again = Vocab.load(tmp_path / "tok.json")
+    assert again.symbols == tok.symbols and again.vocab_size == 8
     with pytest.raises(ArchlabError, match="outside the model's vocabulary: 'X', 'z'"):
         tok.encode("Xz")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="cannot read the tokenizer"):
-        CharTokenizer.load(tmp_path / "bad.json")
+    with pytest.raises(CheckpointError, match="cannot read the vocabulary"):
+        Vocab.load(tmp_path / "bad.json")
+
+
+def test_word_vocab_orders_by_frequency_and_maps_unknown_words() -> None:
+    vocab = Vocab.of_words(["a good film .", "a bad film ."])
+    assert vocab.symbols[:4] == ["<pad>", "<unk>", ".", "a"]
+    assert vocab.encode("a great film") == [3, 1, vocab.index["film"]]
+    assert vocab.decode(vocab.encode("a great film")) == "a film"

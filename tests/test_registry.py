@@ -36,6 +36,16 @@ TINY = {
         ),
         lambda: (ids(50, 2, 16),),
     ),
+    "lstm": (dict(vocab_size=50, embed_dim=8, hidden_size=6), lambda: (ids(50, 2, 7),)),
+    "gru": (dict(vocab_size=50, embed_dim=8, hidden_size=6, n_layer=2), lambda: (ids(50, 2, 7),)),
+    "transformer_classifier": (
+        dict(vocab_size=50, d_model=16, n_head=2, n_layer=1, d_ff=32, max_len=16),
+        lambda: (ids(50, 2, 9),),
+    ),
+    "textcnn": (
+        dict(vocab_size=50, embed_dim=8, filter_sizes=[2, 3], n_filters=4),
+        lambda: (ids(50, 2, 7),),
+    ),
     "transformer": (
         dict(
             src_vocab_size=40,

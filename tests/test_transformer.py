@@ -396,3 +396,19 @@ def test_bad_decoding_arguments_raise_archlab_errors() -> None:
         model.greedy(src, max_len=17)
     with pytest.raises(ArchlabError, match="beam"):
         model.beam_search(src, beam=0)
+
+
+@pytest.mark.parametrize("name", ["transformer_classifier", "lstm", "textcnn"])
+def test_sentence_classifiers_ignore_padding(name: str) -> None:
+    import archlab
+
+    sizes = {
+        "transformer_classifier": dict(d_model=16, n_head=2, n_layer=1, d_ff=32, max_len=16),
+        "lstm": dict(embed_dim=8, hidden_size=6),
+        "textcnn": dict(embed_dim=8, filter_sizes=[2], n_filters=4),
+    }
+    model = archlab.create_model(name, vocab_size=30, **sizes[name]).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    padded = torch.tensor([[5, 6, 7, 8, 9, 0, 0, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded), model(ids), atol=1e-5, rtol=1e-5)

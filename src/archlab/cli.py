@@ -63,7 +63,7 @@ def _recipe_summary(path) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from archlab.run import train
+    from archlab.run import train, train_repeats
     from archlab.train import TrainingStopped
 
     if bool(args.recipe) == bool(args.resume):
@@ -72,15 +72,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in ("seed", "device"):
         if getattr(args, key) is not None:
             overrides.append(f"trainer.{key}={getattr(args, key)}")
+    repeats = [n for n in (args.seeds, args.folds) if n is not None]
+    if repeats and (args.resume or len(repeats) > 1 or repeats[0] < 1):
+        raise ArchlabError("--seeds N or --folds N takes a positive N, once, and no --resume")
     try:
-        run_dir, results = train(args.recipe, overrides, out=args.out, resume=args.resume)
+        if args.seeds is not None:
+            first = int(args.seed or 0)
+            run_dir, results = train_repeats(
+                args.recipe,
+                overrides,
+                key="trainer.seed",
+                label="seed",
+                out=args.out,
+                values=list(range(first, first + args.seeds)),
+            )
+        elif args.folds is not None:
+            run_dir, results = train_repeats(
+                args.recipe,
+                [*overrides, f"data.folds={args.folds}"],
+                key="data.fold",
+                label="fold",
+                out=args.out,
+                values=list(range(args.folds)),
+            )
+        else:
+            run_dir, results = train(args.recipe, overrides, out=args.out, resume=args.resume)
     except TrainingStopped as exc:
         print(f"archlab: training stopped: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("archlab: interrupted; the run is saved, continue it with --resume", file=sys.stderr)
         return 130
-    print(json.dumps({k: v for k, v in results.items() if k != "train"}))
+    print(json.dumps({k: v for k, v in results.items() if k in ("val", "test")}))
     print(f"run directory: {run_dir}", file=sys.stderr)
     return 0
 
@@ -120,6 +143,19 @@ def cmd_translate(args: argparse.Namespace) -> int:
             f"{args.run_dir} holds a {run.task.name} model, which does not translate"
         )
     print(run.task.translate(run.model, args.text, beam=args.beam))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from archlab.run import load
+
+    run = load(args.run_dir)
+    if not hasattr(run.task, "predict"):
+        raise ArchlabError(f"{args.run_dir} holds a {run.task.name} model, which does not classify")
+    for text, (label, prob) in zip(
+        args.inputs, run.task.predict(run.model, args.inputs), strict=True
+    ):
+        print(f"{label}\t{prob:.4f}\t{text}")
     return 0
 
 
@@ -167,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
     p.add_argument("--seed", type=int, help="same as --set trainer.seed=N")
     p.add_argument(
+        "--seeds", type=int, metavar="N", help="train N times (seeds SEED..SEED+N-1) and aggregate"
+    )
+    p.add_argument(
+        "--folds", type=int, metavar="N", help="N-fold cross-validation (tasks with folds)"
+    )
+    p.add_argument(
         "--device", choices=["cpu", "cuda", "auto"], help="same as --set trainer.device=..."
     )
     p.set_defaults(func=cmd_train)
@@ -203,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", metavar="TEXT")
     p.add_argument("--beam", type=int, default=None, help="beam size (default: the recipe's)")
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify inputs with a classifier run",
+        description="Print the predicted label and its probability for each input.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
         "bench",

@@ -17,6 +17,7 @@ from torch import nn
 
 from archlab.config import apply_overrides, as_plain, dump_yaml, read_recipe, to_dataclass
 from archlab.errors import CheckpointError, ConfigError
+from archlab.io import atomic_write_text
 from archlab.registry import model_entry
 from archlab.tasks import Task, get_task
 from archlab.train import Trainer, TrainerConfig
@@ -121,6 +122,54 @@ def train(
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def train_repeats(
+    recipe_name: str,
+    overrides: list[str],
+    *,
+    key: str,
+    values: list[int],
+    label: str,
+    out: str | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict]:
+    """Train once per value of ``key`` (seeds, folds) into RUN_DIR/LABEL-VALUE; aggregate.
+
+    RUN_DIR/results.json holds, per split and metric, the mean under the metric's
+    name, the standard deviation under NAME_std and the per-run values under NAME_runs.
+    """
+    run_dir = Path(out) if out else default_run_dir(recipe_name)
+    runs = []
+    for value in values:
+        _, results = train(
+            recipe_name,
+            [*overrides, f"{key}={value}"],
+            out=str(run_dir / f"{label}-{value}"),
+            progress=progress,
+        )
+        runs.append(results)
+    aggregated = aggregate(runs)
+    aggregated["repeats"] = {"key": key, "values": values}
+    atomic_write_text(run_dir / "results.json", json.dumps(aggregated, indent=2) + "\n")
+    return run_dir, aggregated
+
+
+def aggregate(runs: list[dict]) -> dict:
+    out: dict = {}
+    for split in ("val", "test"):
+        metrics = [r[split] for r in runs if split in r]
+        if not metrics:
+            continue
+        out[split] = {}
+        for name in metrics[0]:
+            values = torch.tensor([m[name] for m in metrics], dtype=torch.float64)
+            out[split][name] = values.mean().item()
+            out[split][f"{name}_std"] = values.std().item() if len(values) > 1 else 0.0
+            out[split][f"{name}_runs"] = values.tolist()
+    seconds = [r["train"]["seconds"] for r in runs if "train" in r]
+    out["train"] = {"runs": len(runs), "seconds": round(sum(seconds), 2)}
+    return out
 
 
 def _run_file(run_dir: Path, name: str) -> Path:

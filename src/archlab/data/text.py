@@ -1,7 +1,11 @@
-"""Text corpora and the character-level tokenizer.
+"""Text corpora.
 
 Tiny Shakespeare (Karpathy's char-rnn corpus): one 1.1 MB text, split as nanoGPT
 does: the first 90 % of characters for training, the last 10 % for validation.
+
+MR (Pang & Lee 2005): 5,331 positive and 5,331 negative movie-review snippets,
+lower-cased and tokenized, in Latin-1; split into 10 folds for cross-validation as
+Kim (2014) did.
 
 Multi30k task 1 (Elliott et al. 2016): 29,000 / 1,014 / 1,000 German-English
 caption pairs for train / val / test2016, raw (not tokenized, not lower-cased).
@@ -10,12 +14,9 @@ caption pairs for train / val / test2016, raw (not tokenized, not lower-cased).
 from __future__ import annotations
 
 import gzip
-import json
-import os
-from pathlib import Path
 
 from archlab.data.files import DataFile, Dataset, fetch, register_dataset
-from archlab.errors import ArchlabError, CheckpointError
+from archlab.errors import ArchlabError
 
 SHAKESPEARE = register_dataset(
     Dataset(
@@ -80,47 +81,38 @@ def load_multi30k(split: str, source: str = "de", target: str = "en") -> list[tu
     return list(zip(src, tgt, strict=True))
 
 
+MR_URL = "https://raw.githubusercontent.com/yoonkim/CNN_sentence/master/"
+MR = register_dataset(
+    Dataset(
+        name="mr",
+        description="MR sentence polarity, 10,662 movie-review snippets (Pang & Lee 2005)",
+        files=(
+            DataFile(
+                "mr/rt-polarity.neg",
+                "4ace77d558c3714723843f1d65b60c01e3417b208180f0728808d76ad0eeeaca",
+                MR_URL + "rt-polarity.neg",
+            ),
+            DataFile(
+                "mr/rt-polarity.pos",
+                "2da124ec187a9d5a29c9f04e91c540e02baed5af8868f550a26bd6fd4dbf8bf0",
+                MR_URL + "rt-polarity.pos",
+            ),
+        ),
+        licence="not stated; cite Pang & Lee (2005)",
+    )
+)
+MR_LABELS = ("negative", "positive")
+
+
+def load_mr() -> list[tuple[str, int]]:
+    """(sentence, label) pairs, negatives (label 0) first; Latin-1, split on newlines only."""
+    paths = fetch("mr")
+    out = []
+    for label, name in enumerate(MR_LABELS):
+        text = paths[f"mr/rt-polarity.{name[:3]}"].read_bytes().decode("latin-1")
+        out += [(line.strip(), label) for line in text.split("\n") if line.strip()]
+    return out
+
+
 def load_shakespeare() -> str:
     return fetch("shakespeare")["shakespeare/input.txt"].read_text(encoding="utf-8")
-
-
-class CharTokenizer:
-    """One token per character; the vocabulary is the sorted set of characters seen."""
-
-    kind = "char"
-
-    def __init__(self, chars: list[str]) -> None:
-        self.chars = chars
-        self.index = {c: i for i, c in enumerate(chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        return cls(sorted(set(text)))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        unknown = sorted(set(text) - self.index.keys())
-        if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:10])
-            raise ArchlabError(f"the text holds characters outside the model's vocabulary: {shown}")
-        return [self.index[c] for c in text]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
-
-    def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps({"kind": self.kind, "chars": self.chars}), "utf-8")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> CharTokenizer:
-        try:
-            data = json.loads(Path(path).read_text("utf-8"))
-            chars = data["chars"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"cannot read the tokenizer {path}: {exc}") from None
-        if data.get("kind") != cls.kind or not all(isinstance(c, str) for c in chars):
-            raise CheckpointError(f"{path} is not a character tokenizer")
-        return cls(chars)

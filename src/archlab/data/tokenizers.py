@@ -1,4 +1,6 @@
-"""Subword tokenizers, trained with Hugging Face ``tokenizers`` on the training split only.
+"""Tokenizers: character and word vocabularies, and subword (BPE) tokenizers.
+
+Subword tokenizers are trained with Hugging Face ``tokenizers`` on the training split only.
 
 BPE (Sennrich et al. 2016) with SentencePiece-style word boundaries ("▁" marks a
 preceding space), so that decoding gives back the original text and BLEU can be
@@ -9,11 +11,12 @@ tokenizer is saved as ``tokenizer.json`` in the run directory (plain JSON).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from archlab.errors import CheckpointError
+from archlab.errors import ArchlabError, CheckpointError
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -66,3 +69,71 @@ class SubwordTokenizer:
         if [tok.id_to_token(i) for i in range(len(SPECIALS))] != list(SPECIALS):
             raise CheckpointError(f"{path} does not reserve ids 0-3 for {', '.join(SPECIALS)}")
         return cls(tok)
+
+
+class Vocab:
+    """A fixed list of symbols, characters or whole words, and their ids.
+
+    Character level (``Vocab.of_chars``): every character seen, no unknown token, so
+    a character outside the vocabulary is an error.  Word level (``Vocab.of_words``,
+    for pre-tokenized text split on spaces): <pad> = 0, <unk> = 1, then the words by
+    frequency.
+    """
+
+    WORD_SPECIALS = ("<pad>", "<unk>")
+
+    def __init__(self, symbols: list[str], level: str) -> None:
+        if level not in ("char", "word"):
+            raise CheckpointError(f"a vocabulary's level is 'char' or 'word', not {level!r}")
+        self.symbols, self.level = symbols, level
+        self.index = {sym: i for i, sym in enumerate(symbols)}
+
+    @classmethod
+    def of_chars(cls, text: str) -> Vocab:
+        return cls(sorted(set(text)), "char")
+
+    @classmethod
+    def of_words(cls, texts: Iterable[str], min_freq: int = 1) -> Vocab:
+        from collections import Counter
+
+        counts = Counter(w for text in texts for w in text.split())
+        kept = sorted(
+            (w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w)
+        )
+        return cls([*cls.WORD_SPECIALS, *kept], "word")
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, text: str) -> list[int]:
+        if self.level == "word":
+            return [self.index.get(w, 1) for w in text.split()]
+        unknown = sorted(set(text) - self.index.keys())
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            raise ArchlabError(f"the text holds characters outside the model's vocabulary: {shown}")
+        return [self.index[c] for c in text]
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: list[int]) -> str:
+        if self.level == "word":
+            return " ".join(self.symbols[i] for i in ids if i >= len(self.WORD_SPECIALS))
+        return "".join(self.symbols[i] for i in ids)
+
+    def save(self, path: str | os.PathLike) -> None:
+        data = {"level": self.level, "symbols": self.symbols}
+        Path(path).write_text(json.dumps(data), "utf-8")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocab:
+        try:
+            data = json.loads(Path(path).read_text("utf-8"))
+            symbols, level = data["symbols"], data["level"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"cannot read the vocabulary {path}: {exc}") from None
+        if not isinstance(symbols, list) or not all(isinstance(x, str) for x in symbols):
+            raise CheckpointError(f"{path} is not a vocabulary: 'symbols' must be strings")
+        return cls(symbols, level)

@@ -372,3 +372,71 @@ class IncrementalDecoder:
             cross_cache.reorder(index)
         if self.memory_key_padding_mask is not None:
             self.memory_key_padding_mask = self.memory_key_padding_mask.index_select(0, index)
+
+
+@dataclass
+class TransformerClassifierConfig:
+    """A Transformer encoder over a sentence, mean-pooled, then a linear classifier."""
+
+    vocab_size: int = 20000
+    d_model: int = 256
+    n_head: int = 4
+    n_layer: int = 2
+    d_ff: int = 512
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
+    activation: str = "relu"
+    norm_first: bool = True
+    max_len: int = 128
+    num_classes: int = 2
+    pad_id: int = 0
+
+    def encoder_config(self) -> TransformerConfig:
+        return TransformerConfig(
+            src_vocab_size=max(self.vocab_size, 3),
+            tgt_vocab_size=max(self.vocab_size, 3),
+            d_model=self.d_model,
+            n_head=self.n_head,
+            n_encoder_layers=self.n_layer,
+            n_decoder_layers=0,
+            d_ff=self.d_ff,
+            dropout=self.dropout,
+            attn_dropout=self.attn_dropout,
+            activation=self.activation,
+            norm_first=self.norm_first,
+            max_len=self.max_len,
+            pad_id=self.pad_id,
+            bos_id=(self.pad_id + 1) % 3,
+            eos_id=(self.pad_id + 2) % 3,
+        )
+
+
+@register_model("transformer_classifier", TransformerClassifierConfig)
+class TransformerClassifier(nn.Module):
+    """Transformer encoder sentence classifier: y = softmax(W mean_t(Encoder(E x + PE)) + b)."""
+
+    def __init__(self, config: TransformerClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.encoder_config()
+        self.embed = nn.Embedding(config.vocab_size, c.d_model, padding_idx=c.pad_id)
+        nn.init.normal_(self.embed.weight, std=c.d_model**-0.5)
+        self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len)
+        self.embed_dropout = nn.Dropout(c.dropout)
+        self.encoder = Encoder(c)
+        self.dropout = nn.Dropout(c.dropout)
+        self.W = nn.Linear(c.d_model, config.num_classes)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Class logits (batch, num_classes) for token ids (batch, time); mask 1 = token."""
+        check_token_ids("input_ids", input_ids, self.config.vocab_size)
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_id
+        keep = attention_mask.bool()
+        x = self.embed(input_ids) * math.sqrt(self.config.d_model)
+        x = self.embed_dropout(x + self.positions(input_ids.shape[1]))
+        h = self.encoder(x, key_padding_mask=None if keep.all() else ~keep)
+        weights = keep.float()[..., None] / keep.sum(dim=1).clamp(min=1)[:, None, None]
+        return self.W(self.dropout((h * weights).sum(dim=1)))
+
+    classify = forward

@@ -83,7 +83,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def get_task(name: str) -> type[Task]:
-    from archlab.tasks import char_lm, translation  # noqa: F401  (registers)
+    from archlab.tasks import char_lm, classification, translation  # noqa: F401  (registers)
 
     if name not in _TASKS:
         raise ConfigError(unknown_name_message("task", name, list(_TASKS)))

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.data.text import CharTokenizer, load_shakespeare
+from archlab.data.text import load_shakespeare
+from archlab.data.tokenizers import Vocab
 from archlab.errors import ArchlabError, ConfigError
 from archlab.tasks import Task, register_task
 
@@ -43,7 +44,7 @@ class CharLMTask(Task):
                 f"{sorted(CORPORA)}"
             )
         text = CORPORA[self.data.dataset]()
-        self.tokenizer = CharTokenizer.from_text(text)
+        self.tokenizer = Vocab.of_chars(text)
         ids = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
         n_train = int(len(ids) * (1 - self.data.val_fraction))
         self.ids = {"train": ids[:n_train], "val": ids[n_train:]}
@@ -86,7 +87,7 @@ class CharLMTask(Task):
         self.tokenizer.save(run_dir / "tokenizer.json")
 
     def load_artifacts(self, run_dir: Path) -> None:
-        self.tokenizer = CharTokenizer.load(run_dir / "tokenizer.json")
+        self.tokenizer = Vocab.load(run_dir / "tokenizer.json")
 
     def generate(
         self,

@@ -7,10 +7,8 @@ Evaluation: teacher-forced cross-entropy (no smoothing) on the split, and, in th
 final evaluation, corpus BLEU (sacrebleu, its default 13a tokenisation) of
 beam-search translations, detokenized, against the raw references.
 
-Batches are drawn per epoch from a seeded permutation; within chunks of 100
-batches the pairs are sorted by length so each batch holds similar lengths
-(less padding), then the batches are shuffled.  The same (seed, step) always
-gives the same batch.
+Batches come from :class:`archlab.data.batching.EpochBatches`, sorted by source
+length within chunks (less padding); the same (seed, step) gives the same batch.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.data.batching import EpochBatches, pad
 from archlab.data.text import load_multi30k
 from archlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer
 from archlab.errors import ArchlabError, ConfigError
@@ -42,13 +41,6 @@ class TranslationData:
     length_penalty: float = 0.6
     max_sentences: int | None = None  # use only the first N training pairs (quick runs)
     max_eval_sentences: int | None = None  # and the first N validation / test pairs
-
-
-def pad_batch(seqs: list[list[int]]) -> Tensor:
-    out = torch.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
 
 
 @register_task
@@ -87,7 +79,7 @@ class TranslationTask(Task):
         train = self.ids["train"]
         keep = [i for i, (s, t) in enumerate(train) if len(s) <= d.max_len and len(t) < d.max_len]
         self.ids["train"] = [train[i] for i in keep]
-        self._epoch: tuple[tuple[int, int, int] | None, list[list[int]]] = (None, [])
+        self._samplers: dict[tuple[int, int], EpochBatches] = {}
 
     def _encode(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
         src = self.tokenizer.encode_batch([s for s, _ in pairs])
@@ -107,27 +99,14 @@ class TranslationTask(Task):
 
     # ----- training -----
 
-    def _epoch_batches(self, epoch: int, batch_size: int, seed: int) -> list[list[int]]:
-        data = self.ids["train"]
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(data), generator=g).tolist()
-        chunk = batch_size * 100
-        batches = []
-        for start in range(0, len(order), chunk):
-            part = sorted(order[start : start + chunk], key=lambda i: len(data[i][0]))
-            batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-        shuffle = torch.randperm(len(batches), generator=g).tolist()
-        return [batches[i] for i in shuffle]
-
     def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-        per_epoch = -(-len(self.ids["train"]) // batch_size)
-        epoch, index = divmod(step, per_epoch)
-        key = (epoch, batch_size, seed)
-        if self._epoch[0] != key:  # one permutation per epoch, reused by its steps
-            self._epoch = (key, self._epoch_batches(epoch, batch_size, seed))
-        rows = [self.ids["train"][i] for i in self._epoch[1][index]]
-        tgt = pad_batch([t for _, t in rows])
-        return pad_batch([s for s, _ in rows]), tgt[:, :-1], tgt[:, 1:]
+        key = (batch_size, seed)
+        if key not in self._samplers:
+            lengths = [len(s) for s, _ in self.ids["train"]]
+            self._samplers[key] = EpochBatches(len(lengths), batch_size, seed, lengths)
+        rows = [self.ids["train"][i] for i in self._samplers[key].indices(step)]
+        tgt = pad([t for _, t in rows])
+        return pad([s for s, _ in rows]), tgt[:, :-1], tgt[:, 1:]
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-len(self.ids["train"]) // batch_size)
@@ -156,8 +135,8 @@ class TranslationTask(Task):
         total, count = 0.0, 0
         for i in range(0, len(data), batch_size):
             rows = data[i : i + batch_size]
-            tgt = pad_batch([t for _, t in rows])
-            logits = model(pad_batch([s for s, _ in rows]), tgt[:, :-1])
+            tgt = pad([t for _, t in rows])
+            logits = model(pad([s for s, _ in rows]), tgt[:, :-1])
             total += F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(),
                 tgt[:, 1:].reshape(-1),
@@ -188,7 +167,7 @@ class TranslationTask(Task):
         out: list[str] = [""] * len(sources)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            src = pad_batch([sources[i] for i in idx])
+            src = pad([sources[i] for i in idx])
             max_len = min(src.shape[1] + 50, model.config.max_len)
             tokens = model.beam_search(
                 src, beam=beam, length_penalty=d.length_penalty, max_len=max_len

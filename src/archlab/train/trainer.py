@@ -3,8 +3,8 @@
     lr(s) = lr * s / warmup                                        s < warmup
     lr(s) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2,        p = (s - warmup) / (S - warmup)
 
-AdamW (fused where the device supports it) with decoupled weight decay on
-matrices and embeddings only (not on biases and norms), gradient clipping by
+AdamW (fused where the device supports it; or Adadelta) with decoupled weight
+decay on matrices and embeddings only (not on biases and norms), gradient clipping by
 global norm, gradient accumulation, bf16 autocast where asked, evaluation every
 ``eval_every`` steps with best-checkpoint keeping and early stopping, atomic
 checkpoints every ``checkpoint_every`` steps, exact resume, and data parallelism
@@ -44,6 +44,7 @@ class TrainerConfig:
     min_lr: float = 0.0
     warmup_steps: int = 0
     schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
+    optimizer: str = "adamw"  # adamw, or adadelta (rho = beta2, as Kim 2014 used it)
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999
@@ -60,6 +61,8 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}")
+        if self.optimizer not in ("adamw", "adadelta"):
+            raise ConfigError("trainer.optimizer must be 'adamw' or 'adadelta'")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError("trainer.schedule must be 'cosine' or 'constant'")
         for key in ("max_steps", "batch_size", "eval_batch_size", "grad_accum", "eval_every"):
@@ -119,6 +122,8 @@ def make_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device):
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    if cfg.optimizer == "adadelta":
+        return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.beta2, eps=1e-6)
     return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda")
     )

@@ -1,0 +1,112 @@
+"""Recurrent sentence classifiers: LSTM (Hochreiter & Schmidhuber 1997) and GRU (Cho et al. 2014).
+
+LSTM, at each step t (sigma = logistic, o = element-wise product):
+    i_t = sigma(W_i x_t + U_i h_{t-1} + b_i)        input gate
+    f_t = sigma(W_f x_t + U_f h_{t-1} + b_f)        forget gate
+    g_t = tanh(W_g x_t + U_g h_{t-1} + b_g)         candidate cell
+    o_t = sigma(W_o x_t + U_o h_{t-1} + b_o)        output gate
+    c_t = f_t o c_{t-1} + i_t o g_t,    h_t = o_t o tanh(c_t)
+GRU:
+    r_t = sigma(W_r x_t + U_r h_{t-1} + b_r),   z_t = sigma(W_z x_t + U_z h_{t-1} + b_z)
+    n_t = tanh(W_n x_t + r_t o (U_n h_{t-1} + b_hn) + b_in)
+    h_t = (1 - z_t) o n_t + z_t o h_{t-1}
+
+The recurrence runs in PyTorch's fused kernels (``torch.nn.LSTM`` / ``GRU``, which
+store W as ``weight_ih`` and U as ``weight_hh``, gates stacked i, f, g, o and r, z,
+n); the tests check that the equations above, written out step by step, give the
+same outputs.  A bidirectional network reads the sentence both ways; padded
+positions are skipped (packed sequences), and the sentence vector is the max over
+time of the top layer's states (or the last states of each direction), followed
+by dropout and a linear classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from archlab.errors import ConfigError, expect
+from archlab.nn.checks import check_token_ids
+from archlab.registry import register_model
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@dataclass
+class RNNConfig:
+    cell: str = "lstm"
+    vocab_size: int = 20000
+    embed_dim: int = 300
+    hidden_size: int = 150
+    n_layer: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.5  # on embeddings, between layers and on the sentence vector
+    pooling: str = "max"  # "max" over time, or "last" states
+    num_classes: int = 2
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ConfigError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.pooling not in ("max", "last"):
+            raise ConfigError(f"pooling must be 'max' or 'last', got {self.pooling!r}")
+
+
+@register_model("gru", RNNConfig, defaults={"cell": "gru"}, summary="GRU sentence classifier")
+@register_model("lstm", RNNConfig, defaults={"cell": "lstm"}, summary="LSTM sentence classifier")
+class RNNClassifier(nn.Module):
+    """Recurrent sentence classifier (LSTM or GRU, optionally bidirectional)."""
+
+    def __init__(self, config: RNNConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=c.pad_id)
+        self.rnn = CELLS[c.cell](
+            c.embed_dim,
+            c.hidden_size,
+            num_layers=c.n_layer,
+            batch_first=True,
+            bidirectional=c.bidirectional,
+            dropout=c.dropout if c.n_layer > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(c.dropout)
+        self.W = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), c.num_classes)
+
+    def states(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Top-layer states (batch, time, hidden * directions); zero at padding."""
+        check_token_ids("input_ids", input_ids, self.config.vocab_size)
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_id
+        expect(
+            attention_mask.shape == input_ids.shape,
+            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+            f"got {tuple(attention_mask.shape)}",
+        )
+        lengths = attention_mask.long().sum(dim=1).clamp(min=1).cpu()
+        x = self.dropout(self.embed(input_ids))
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        h, _ = pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
+        return h
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Class logits (batch, num_classes) for token ids (batch, time)."""
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_id
+        h = self.states(input_ids, attention_mask)
+        valid = attention_mask.bool().clone()
+        valid[:, 0] = True  # an empty sentence still has its first (padding) state
+        if self.config.pooling == "max":
+            sentence = h.masked_fill(~valid[..., None], float("-inf")).amax(dim=1)
+        else:
+            last = valid.long().sum(dim=1) - 1
+            forward_last = h[torch.arange(h.shape[0]), last, : self.config.hidden_size]
+            sentence = forward_last
+            if self.config.bidirectional:  # the backward direction ends at position 0
+                sentence = torch.cat((forward_last, h[:, 0, self.config.hidden_size :]), dim=1)
+        return self.W(self.dropout(sentence))
+
+    classify = forward
