@@ -62,7 +62,7 @@ def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
 def test_against_hf_bert_model(tmp_path) -> None:
     ref = save_hf(transformers.BertModel, tmp_path)
     ours = BERT.from_hf(tmp_path).eval()
-    assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_labels) == (True, False, 0)
+    assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_classes) == (True, False, 0)
     ids, attention_mask, token_type_ids = batch()
     with torch.no_grad():
         expected = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
@@ -78,7 +78,7 @@ def test_against_hf_bert_model(tmp_path) -> None:
 def test_against_hf_masked_lm(tmp_path, hidden_act: str) -> None:
     ref = save_hf(transformers.BertForMaskedLM, tmp_path, hidden_act=hidden_act)
     ours = BERT.from_hf(tmp_path).eval()
-    assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_labels) == (False, True, 0)
+    assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_classes) == (False, True, 0)
     ids, attention_mask, token_type_ids = batch()
     with torch.no_grad():
         expected = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
@@ -104,7 +104,7 @@ def test_against_hf_pretraining_ignores_next_sentence_head(tmp_path) -> None:
 def test_against_hf_sequence_classification(tmp_path) -> None:
     ref = save_hf(transformers.BertForSequenceClassification, tmp_path, num_labels=3)
     ours = BERT.from_hf(tmp_path).eval()
-    assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_labels) == (True, False, 3)
+    assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_classes) == (True, False, 3)
     ids, attention_mask, token_type_ids = batch()
     with torch.no_grad():
         expected = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
@@ -133,7 +133,7 @@ ROUND_TRIPS = {
     "masked_lm": (dict(pooler=False, mlm_head=True, activation="gelu_tanh"), "BertForMaskedLM"),
     "base": (dict(pooler=True, mlm_head=False), "BertModel"),
     "classifier": (
-        dict(pooler=True, mlm_head=False, num_labels=4, activation="relu"),
+        dict(pooler=True, mlm_head=False, num_classes=4, activation="relu"),
         "BertForSequenceClassification",
     ),
 }
@@ -304,7 +304,7 @@ def test_missing_heads_are_config_errors() -> None:
         with pytest.raises(ConfigError, match=message):
             call()
     with pytest.raises(ConfigError, match="needs pooler"):
-        BERTConfig(pooler=False, num_labels=2)
+        BERTConfig(pooler=False, num_classes=2)
 
 
 def test_padding_does_not_change_the_real_tokens() -> None:

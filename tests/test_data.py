@@ -63,6 +63,6 @@ def test_char_vocab_round_trip_and_unknown_characters(tmp_path) -> None:
 
 def test_word_vocab_orders_by_frequency_and_maps_unknown_words() -> None:
     vocab = Vocab.of_words(["a good film .", "a bad film ."])
-    assert vocab.symbols[:4] == ["<pad>", "<unk>", ".", "a"]
-    assert vocab.encode("a great film") == [3, 1, vocab.index["film"]]
+    assert vocab.symbols[:5] == ["<pad>", "<unk>", "<cls>", ".", "a"]
+    assert vocab.encode("a great film") == [4, 1, vocab.index["film"]]
     assert vocab.decode(vocab.encode("a great film")) == "a film"

@@ -76,11 +76,11 @@ class Vocab:
 
     Character level (``Vocab.of_chars``): every character seen, no unknown token, so
     a character outside the vocabulary is an error.  Word level (``Vocab.of_words``,
-    for pre-tokenized text split on spaces): <pad> = 0, <unk> = 1, then the words by
-    frequency.
+    for pre-tokenized text split on spaces): <pad> = 0, <unk> = 1, <cls> = 2 (a
+    sentence-start token that BERT-style models pool), then the words by frequency.
     """
 
-    WORD_SPECIALS = ("<pad>", "<unk>")
+    WORD_SPECIALS = ("<pad>", "<unk>", "<cls>")
 
     def __init__(self, symbols: list[str], level: str) -> None:
         if level not in ("char", "word"):

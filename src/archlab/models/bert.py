@@ -61,17 +61,17 @@ class BERTConfig:
     pad_id: int | None = 0  # [PAD] token; its embedding row starts at zero and gets no gradient
     pooler: bool = True  # p = tanh(W_p h[CLS] + b_p)
     mlm_head: bool = True  # masked-LM head
-    num_labels: int = 0  # classes of the classification head on p; 0 = no such head
+    num_classes: int = 0  # classes of the classification head on p; 0 = no such head
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.n_head:
             raise ConfigError(
                 f"hidden_size ({self.hidden_size}) must be divisible by n_head ({self.n_head})"
             )
-        if self.num_labels < 0:
-            raise ConfigError(f"num_labels must be >= 0, got {self.num_labels}")
-        if self.num_labels and not self.pooler:
-            raise ConfigError("a classification head (num_labels > 0) needs pooler=True")
+        if self.num_classes < 0:
+            raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.num_classes and not self.pooler:
+            raise ConfigError("a classification head (num_classes > 0) needs pooler=True")
         if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
             raise ConfigError(
                 f"pad_id {self.pad_id} lies outside the vocabulary [0, {self.vocab_size})"
@@ -189,7 +189,7 @@ class BERT(nn.Module):
         self.mlm = (
             MaskedLMHead(c.hidden_size, c.vocab_size, c.activation, c.eps) if c.mlm_head else None
         )
-        self.classifier = nn.Linear(c.hidden_size, c.num_labels) if c.num_labels else None
+        self.classifier = nn.Linear(c.hidden_size, c.num_classes) if c.num_classes else None
         self.apply(self._init_weights)
 
     @staticmethod
@@ -270,9 +270,9 @@ class BERT(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
     ) -> Tensor:
-        """Class logits (batch, num_labels) = W_c Dropout(p) + b_c."""
+        """Class logits (batch, num_classes) = W_c Dropout(p) + b_c."""
         if self.classifier is None:
-            raise ConfigError("this BERT has no classification head (config.num_labels=0)")
+            raise ConfigError("this BERT has no classification head (config.num_classes=0)")
         pooled = self.pool(self(input_ids, attention_mask, token_type_ids))
         return self.classifier(self.drop(pooled))
 
@@ -285,7 +285,7 @@ class BERT(nn.Module):
         key_map = {ours: base + theirs for ours, theirs in encoder.items()}
         if c.mlm_head:
             key_map.update(HF_MLM_KEYS)
-        if c.num_labels:
+        if c.num_classes:
             key_map.update(HF_CLASSIFIER_KEYS)
         return hf.expand_key_map(key_map, c.n_layer)
 
@@ -295,7 +295,7 @@ class BERT(nn.Module):
 
         Reads what ``BertModel``, ``BertForMaskedLM``, ``BertForPreTraining`` and
         ``BertForSequenceClassification`` save; the heads present in the weights set
-        ``pooler``, ``mlm_head`` and ``num_labels``.  Every tensor must be there with
+        ``pooler``, ``mlm_head`` and ``num_classes``.  Every tensor must be there with
         the shape config.json implies.  Not loaded: the ``position_ids`` /
         ``token_type_ids`` buffers, the next-sentence-prediction head
         ``cls.seq_relationship.*``, and ``cls.predictions.decoder.*``, which Hugging
@@ -323,7 +323,7 @@ class BERT(nn.Module):
             config_from_hf(hf_config),
             pooler=pooler,
             mlm_head=mlm_head,
-            num_labels=_hf_num_labels(hf_config) if classifier else 0,
+            num_classes=_hf_class_count(hf_config) if classifier else 0,
         )
         model = cls(config)
         key_map = model._hf_key_map(base)
@@ -355,7 +355,7 @@ class BERT(nn.Module):
         embedding on load.
         """
         c = self.config
-        base = "bert." if c.mlm_head or c.num_labels else ""
+        base = "bert." if c.mlm_head or c.num_classes else ""
         state = hf.export_state(split_qkv(self.state_dict()), self._hf_key_map(base))
         hf.write_checkpoint(path, config_to_hf(c), state)
 
@@ -390,7 +390,7 @@ def merge_qkv(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _hf_num_labels(hf_config: Mapping) -> int:
+def _hf_class_count(hf_config: Mapping) -> int:
     """Classes of a Hugging Face classifier: its id2label, else num_labels, else HF's default 2."""
     if hf_config.get("id2label"):
         return len(hf_config["id2label"])
@@ -400,7 +400,7 @@ def _hf_num_labels(hf_config: Mapping) -> int:
 def config_from_hf(hf_config: dict) -> BERTConfig:
     """Translate a Hugging Face ``BertConfig`` dict, refusing options archlab does not model.
 
-    The heads (``pooler``, ``mlm_head``, ``num_labels``) keep their defaults: the
+    The heads (``pooler``, ``mlm_head``, ``num_classes``) keep their defaults: the
     weights, not the config, say which are present.  ``classifier_dropout`` is not
     kept; the classifier's dropout is ``dropout`` (``hidden_dropout_prob``).
     """
@@ -440,7 +440,7 @@ def config_to_hf(c: BERTConfig) -> dict:
     activation = {ours: theirs for theirs, ours in HF_ACTIVATIONS.items()}[c.activation]
     if c.mlm_head:
         architecture = "BertForMaskedLM"
-    elif c.num_labels:
+    elif c.num_classes:
         architecture = "BertForSequenceClassification"
     else:
         architecture = "BertModel"
@@ -462,7 +462,7 @@ def config_to_hf(c: BERTConfig) -> dict:
         "is_decoder": False,
         "tie_word_embeddings": True,
     }
-    if c.num_labels:
-        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_labels)}
-        config["label2id"] = {f"LABEL_{i}": i for i in range(c.num_labels)}
+    if c.num_classes:
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_classes)}
+        config["label2id"] = {f"LABEL_{i}": i for i in range(c.num_classes)}
     return config

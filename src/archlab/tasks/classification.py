@@ -27,6 +27,7 @@ from archlab.errors import ArchlabError, ConfigError
 from archlab.tasks import Task, register_task
 
 DATASETS = {"mr": (load_mr, MR_LABELS)}
+CLS_ID = Vocab.WORD_SPECIALS.index("<cls>")
 
 
 @dataclass
@@ -78,7 +79,8 @@ class ClassificationTask(Task):
         self._samplers: dict[tuple[int, int], EpochBatches] = {}
 
     def _encode(self, text: str) -> list[int]:
-        return self.vocab.encode(text)[: self.data.max_len]
+        """<cls> and the sentence's word ids, at most max_len in all."""
+        return [CLS_ID, *self.vocab.encode(text)[: self.data.max_len - 1]]
 
     def model_overrides(self) -> dict:
         return {"vocab_size": self.vocab.vocab_size, "num_classes": len(self.labels)}
