@@ -7,8 +7,11 @@ TextCNN (Kim 2014, "Convolutional Neural Networks for Sentence Classification"):
     z = [c_hat over all filters];  y = softmax(W (z o r) + b),  r ~ Bernoulli(1 - p)
     ||w_j||_2 <= s for every row w_j of W                max-norm constraint, s = 3
 with filter widths 3, 4, 5, 100 maps each, dropout 0.5 (Kim's CNN-rand: embeddings
-learnt from scratch).  The max-norm constraint is applied as a reparametrisation:
-the output layer uses W with each row rescaled to norm s when it is longer.
+learnt from scratch, initialised U(-0.25, 0.25) as in his code).  Each sentence is
+zero-padded by h - 1 positions on both sides (a "wide" convolution, as Kim's code
+pads), so every word, even in a sentence shorter than h, is seen by every filter.
+The max-norm constraint is applied as a reparametrisation: the output layer uses W
+with each row rescaled to norm s when it is longer.
 """
 
 from __future__ import annotations
@@ -48,31 +51,32 @@ class TextCNN(nn.Module):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=c.pad_id)
-        self.convs = nn.ModuleList(nn.Conv1d(c.embed_dim, c.n_filters, h) for h in c.filter_sizes)
+        nn.init.uniform_(self.embed.weight, -0.25, 0.25)
+        with torch.no_grad():
+            self.embed.weight[c.pad_id].zero_()
+        self.convs = nn.ModuleList(
+            nn.Conv1d(c.embed_dim, c.n_filters, h, padding=h - 1) for h in c.filter_sizes
+        )
         self.dropout = nn.Dropout(c.dropout)
         self.W = nn.Linear(c.n_filters * len(c.filter_sizes), c.num_classes)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Class logits (batch, num_classes) for token ids (batch, time); mask 1 = token.
 
-        Max-pooling skips windows that start past a sentence's last full window, so a
-        sentence gets the same logits however much padding its batch adds; a sentence
-        shorter than the widest filter is padded up to it.
+        Max-pooling skips windows that lie wholly in a batch's right padding, so a
+        sentence gets the same logits however much padding its batch adds.
         """
         c = self.config
         check_token_ids("input_ids", input_ids, c.vocab_size)
         if attention_mask is None:
             attention_mask = input_ids != c.pad_id
-        lengths = attention_mask.long().sum(dim=1)
-        short = max(c.filter_sizes) - input_ids.shape[1]
-        if short > 0:
-            input_ids = F.pad(input_ids, (0, short), value=c.pad_id)
+        lengths = attention_mask.long().sum(dim=1).clamp(min=1)
         x = self.embed(input_ids).transpose(1, 2)  # (batch, embed_dim, time)
         pooled = []
         for h, conv in zip(c.filter_sizes, self.convs, strict=True):
-            feature_map = F.relu(conv(x))  # (batch, n_filters, time - h + 1)
+            feature_map = F.relu(conv(x))  # (batch, n_filters, time + h - 1)
             starts = torch.arange(feature_map.shape[2], device=x.device)
-            valid = starts[None, :] <= (lengths - h).clamp(min=0)[:, None]
+            valid = starts[None, :] <= (lengths + h - 2)[:, None]  # holds a real word
             pooled.append(feature_map.masked_fill(~valid[:, None, :], 0.0).amax(dim=2))
         z = torch.cat(pooled, dim=1)
         W = self.W.weight
