@@ -40,19 +40,24 @@ def record(args: argparse.Namespace) -> None:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:,.0f}"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:,.2f}"
 
 
 def _metrics(results: dict) -> str:
     parts = []
     for split in ("val", "test"):
-        for key, value in results.get(split, {}).items():
-            if not key.endswith("_runs") and isinstance(value, int | float):
-                parts.append(f"{split} {key} {_fmt(value)}")
+        metrics = results.get(split, {})
+        for key, value in metrics.items():
+            if key.endswith(("_std", "_runs")) or not isinstance(value, int | float):
+                continue
+            spread = f" ± {_fmt(metrics[key + '_std'])}" if key + "_std" in metrics else ""
+            parts.append(f"{split} {key} {_fmt(value)}{spread}")
     train = results.get("train", {})
-    if "seconds" in train:
+    if "steps" in train:
         evals = f" + {train['eval_seconds']:.0f} s evaluating" if "eval_seconds" in train else ""
         parts.append(f"{train['steps']} steps in {train['seconds']:.0f} s{evals}")
+    elif "runs" in train:
+        parts.append(f"{train['runs']} runs, {train['seconds']:.0f} s training in all")
     return ", ".join(parts)
 
 
