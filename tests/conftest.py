@@ -17,13 +17,17 @@ def data_root() -> Path | None:
     return Path(root) if root else None
 
 
+def require_data(relative: str) -> Path:
+    """The data root, if it holds ``relative``; otherwise the test is skipped, saying why."""
+    root = data_root()
+    if root is None or not (root / relative).is_file():
+        pytest.skip(f"real data: set ARCHLAB_DATA to a folder with {relative}")
+    return root
+
+
 @pytest.fixture
 def shakespeare() -> Path:
-    """The data root, if it holds tiny Shakespeare; otherwise the test is skipped."""
-    root = data_root()
-    if root is None or not (root / "shakespeare/input.txt").is_file():
-        pytest.skip("real data: set ARCHLAB_DATA to a folder with shakespeare/input.txt")
-    return root
+    return require_data("shakespeare/input.txt")
 
 
 # a GPT small enough to train a few steps in a second or two
@@ -40,11 +44,7 @@ TINY_GPT = [
 
 @pytest.fixture
 def multi30k() -> Path:
-    """The data root, if it holds Multi30k; otherwise the test is skipped."""
-    root = data_root()
-    if root is None or not (root / "multi30k/train.de.gz").is_file():
-        pytest.skip("real data: set ARCHLAB_DATA to a folder with multi30k/")
-    return root
+    return require_data("multi30k/train.de.gz")
 
 
 # a Transformer and data slice small enough to train a few steps quickly
@@ -68,8 +68,4 @@ TINY_TRANSLATION = [
 
 @pytest.fixture
 def mr() -> Path:
-    """The data root, if it holds MR; otherwise the test is skipped."""
-    root = data_root()
-    if root is None or not (root / "mr/rt-polarity.pos").is_file():
-        pytest.skip("real data: set ARCHLAB_DATA to a folder with mr/")
-    return root
+    return require_data("mr/rt-polarity.pos")
