@@ -88,7 +88,5 @@ def test_forward_backward_save_load(name: str, tmp_path) -> None:
 def test_unknown_names_get_suggestions() -> None:
     with pytest.raises(ConfigError, match="unknown model 'gtp'; did you mean gpt"):
         archlab.create_model("gtp")
-    with pytest.raises(
-        ConfigError, match="unknown config field for gpt 'n_layers'; did you mean n_layer"
-    ):
+    with pytest.raises(ConfigError, match="unknown key gpt.n_layers; did you mean n_layer"):
         archlab.create_model("gpt", n_layers=2)

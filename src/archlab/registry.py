@@ -8,7 +8,6 @@ so a model is tested the moment it is registered.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,8 +76,6 @@ def create_model(name: str, **config_overrides: Any) -> nn.Module:
 
 def build_config(config_cls: type, values: dict[str, Any], what: str) -> Any:
     """Instantiate a config dataclass, naming any unknown field and its nearest valid ones."""
-    names = [f.name for f in dataclasses.fields(config_cls)]
-    for key in values:
-        if key not in names:
-            raise ConfigError(unknown_name_message(f"config field for {what}", key, names))
-    return config_cls(**values)
+    from archlab.config import to_dataclass
+
+    return to_dataclass(config_cls, values, what)
