@@ -115,12 +115,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _load_run_that(run_dir: str, method: str, verb: str):
+    """The run in ``run_dir``, if its task offers ``method``; else one clear error."""
     from archlab.run import load
 
-    run = load(args.run_dir)
-    if not hasattr(run.task, "generate"):
-        raise ArchlabError(f"{args.run_dir} holds a {run.task.name} model, which does not generate")
+    run = load(run_dir)
+    if not hasattr(run.task, method):
+        raise ArchlabError(f"{run_dir} holds a {run.task.name} model, which does not {verb}")
+    return run
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    run = _load_run_that(args.run_dir, "generate", "generate text")
     text = run.task.generate(
         run.model,
         args.prompt,
@@ -135,23 +141,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from archlab.run import load
-
-    run = load(args.run_dir)
-    if not hasattr(run.task, "translate"):
-        raise ArchlabError(
-            f"{args.run_dir} holds a {run.task.name} model, which does not translate"
-        )
+    run = _load_run_that(args.run_dir, "translate", "translate")
     print(run.task.translate(run.model, args.text, beam=args.beam))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from archlab.run import load
-
-    run = load(args.run_dir)
-    if not hasattr(run.task, "predict"):
-        raise ArchlabError(f"{args.run_dir} holds a {run.task.name} model, which does not classify")
+    run = _load_run_that(args.run_dir, "predict", "classify")
     for text, (label, prob) in zip(
         args.inputs, run.task.predict(run.model, args.inputs), strict=True
     ):

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from archlab.config import apply_overrides, as_plain, dump_yaml, read_recipe, to_dataclass
@@ -203,8 +202,8 @@ class LoadedRun:
 def load(run_dir: str | Path) -> LoadedRun:
     """The trained model (in eval mode) and its task, from a run directory."""
     run_dir = Path(run_dir)
-    config = yaml.safe_load(_run_file(run_dir, "config.yaml").read_text("utf-8"))
-    recipe = resolve(read_recipe(str(run_dir / "config.yaml")))
+    config = read_recipe(str(_run_file(run_dir, "config.yaml")))
+    recipe = resolve(config)
     try:
         spec = json.loads(_run_file(run_dir, ckpt.MODEL_JSON).read_text("utf-8"))
         name, values = spec["name"], spec["config"]
