@@ -28,7 +28,7 @@ def test_missing_file_offline_names_dataset_folder_and_files(empty_root) -> None
 def test_a_file_with_the_wrong_checksum_is_refused(empty_root) -> None:
     (empty_root / "shakespeare").mkdir(parents=True)
     (empty_root / "shakespeare/input.txt").write_text("First Citizen:\nnot the real text\n")
-    with pytest.raises(DataError, match="does not match its published SHA-256"):
+    with pytest.raises(DataError, match="does not match its published checksum"):
         fetch("shakespeare")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from archlab.errors import ConfigError
 from archlab.registry import unknown_name_message
 
-BENCHMARKS = ("gpt",)
+BENCHMARKS = ("gpt", "gnn")
 
 
 def machine() -> dict:

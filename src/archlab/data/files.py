@@ -31,8 +31,13 @@ class DataError(ArchlabError):
 @dataclass(frozen=True)
 class DataFile:
     path: str  # relative to the data root
-    sha256: str
+    sha256: str  # "" when only the git blob id is published (``git_blob``)
     url: str
+    git_blob: str = ""  # SHA-1 of "blob <size>\0" + content, as ``git hash-object`` prints
+
+    @property
+    def digest(self) -> str:
+        return self.sha256 or f"git blob {self.git_blob}"
 
 
 @dataclass(frozen=True)
@@ -81,9 +86,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def git_blob_of(path: Path) -> str:
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @cache
-def _verified(path: Path, size: int, mtime_ns: int, sha256: str) -> bool:
-    return sha256_of(path) == sha256
+def _verified(path: Path, size: int, mtime_ns: int, digest: str) -> bool:
+    if digest.startswith("git blob "):
+        return git_blob_of(path) == digest.removeprefix("git blob ")
+    return sha256_of(path) == digest
 
 
 def _download(file: DataFile, target: Path) -> None:
@@ -110,12 +125,15 @@ def _locate(file: DataFile) -> Path | None:
     return None
 
 
-def fetch(name: str) -> dict[str, Path]:
-    """Paths of every file of dataset ``name``, verified; downloads what is missing."""
+def fetch(name: str, only: str = "") -> dict[str, Path]:
+    """Paths of every file of dataset ``name`` (or those ending in ``only``), verified;
+    downloads what is missing."""
     dataset = get_dataset(name)
     paths: dict[str, Path] = {}
     missing = []
     for file in dataset.files:
+        if not file.path.endswith(only):
+            continue
         path = _locate(file)
         if path is None:
             path = _try_download(file)
@@ -123,9 +141,9 @@ def fetch(name: str) -> dict[str, Path]:
             missing.append(file.path)
             continue
         stat = path.stat()
-        if not _verified(path, stat.st_size, stat.st_mtime_ns, file.sha256):
+        if not _verified(path, stat.st_size, stat.st_mtime_ns, file.digest):
             raise DataError(
-                f"{path} does not match its published SHA-256 ({file.sha256[:12]}...); it is "
+                f"{path} does not match its published checksum ({file.digest[:21]}...); it is "
                 f"refused: replace it with the original file from {file.url}"
             )
         paths[file.path] = path

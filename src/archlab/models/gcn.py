@@ -1,0 +1,123 @@
+"""GCN: graph convolutional network (Kipf & Welling, ICLR 2017).
+
+One layer propagates each node's features to its neighbours with the
+renormalised adjacency and a shared weight:
+
+    H' = Â H W + b,        Â = D̃^-1/2 (A + I) D̃^-1/2,   D̃_ii = sum_j (A + I)_ij
+
+and the two-layer model of the paper (eq. 9) is
+
+    Z = softmax(Â ReLU(Â X W^(0)) W^(1)).
+
+Â is constant for a fixed graph, so it is built once as a sparse CSR matrix and
+each propagation is one sparse-dense matmul; with ``cached`` the model keeps it
+between calls on the same ``edge_index`` (transductive training).  Bag-of-words
+inputs may be given as a sparse CSR matrix: dropout then touches only the stored
+non-zeros and X W^(0) is a sparse matmul, as in Kipf's original code.
+
+With ``readout`` set the model is graph-level: node vectors of each graph in a
+batch are pooled (sum, mean, max or attention) and a linear head maps the pooled
+vector to ``out_dim`` outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from archlab.errors import ConfigError
+from archlab.nn.graph import (
+    READOUTS,
+    EdgeList,
+    Readout,
+    SparseTensor,
+    TensorCache,
+    as_features,
+    check_graph,
+    dropout,
+    gcn_norm,
+    linear,
+)
+from archlab.registry import register_model
+
+
+@dataclass
+class GCNConfig:
+    in_dim: int = 1433
+    hidden_dim: int = 16
+    out_dim: int = 7
+    n_layer: int = 2  # graph convolutions
+    dropout: float = 0.5  # on the input of every convolution
+    self_loops: bool = True
+    cached: bool = True  # keep Â between calls on the same edge_index
+    readout: str | None = None  # None: node-level; sum, mean, max or attention: graph-level
+
+    def __post_init__(self) -> None:
+        if self.n_layer < 1:
+            raise ConfigError("model.n_layer must be at least 1")
+        if self.readout is not None and self.readout not in READOUTS:
+            raise ConfigError(f"model.readout must be one of {READOUTS} or null")
+
+
+class GCNConv(nn.Module):
+    """H' = Â H W + b (Kipf & Welling, eq. 2)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.W = nn.Linear(in_dim, out_dim, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+        nn.init.xavier_uniform_(self.W.weight)  # Glorot, as the paper
+
+    def forward(self, h: Tensor | SparseTensor, A_hat: SparseTensor) -> Tensor:
+        return A_hat @ linear(h, self.W.weight) + self.bias
+
+
+@register_model("gcn", GCNConfig)
+class GCN(nn.Module):
+    """Graph convolutional network (Kipf & Welling 2017), node- or graph-level."""
+
+    def __init__(self, cfg: GCNConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        node_out = cfg.out_dim if cfg.readout is None else cfg.hidden_dim
+        dims = [cfg.in_dim] + [cfg.hidden_dim] * (cfg.n_layer - 1) + [node_out]
+        self.layers = nn.ModuleList(GCNConv(a, b) for a, b in zip(dims, dims[1:], strict=False))
+        if cfg.readout is not None:
+            self.readout = Readout(cfg.readout, cfg.hidden_dim)
+            self.head = nn.Linear(cfg.hidden_dim, cfg.out_dim)
+        self._adjacency = TensorCache(cfg.cached)
+        self._features = TensorCache(cfg.cached)
+
+    def adjacency(self, edge_index: Tensor, num_nodes: int) -> SparseTensor:
+        """Â of this graph as a sparse matrix."""
+
+        def build() -> SparseTensor:
+            edges, weight = gcn_norm(edge_index, num_nodes, self_loops=self.cfg.self_loops)
+            pattern = EdgeList(edges, num_nodes)
+            return SparseTensor(pattern, weight[pattern.order])
+
+        return self._adjacency.get(edge_index, build)
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        batch: Tensor | None = None,
+        num_graphs: int | None = None,
+    ) -> Tensor:
+        """Node outputs (nodes, out_dim); with a readout, graph outputs (num_graphs, out_dim).
+
+        ``x`` is dense, or a sparse CSR tensor (then kept sparse in the first layer).
+        """
+        num_nodes = check_graph(x, edge_index, features=self.cfg.in_dim)
+        A_hat = self.adjacency(edge_index, num_nodes)
+        h = self._features.get(x, lambda: as_features(x))
+        for n, layer in enumerate(self.layers):
+            h = layer(dropout(h, self.cfg.dropout, self.training), A_hat)
+            if n < len(self.layers) - 1 or self.cfg.readout is not None:
+                h = torch.relu(h)
+        if self.cfg.readout is None:
+            return h
+        return self.head(self.readout(h, batch, num_graphs))
