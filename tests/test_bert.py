@@ -1,6 +1,10 @@
-"""BERT against Hugging Face BertModel and its task heads, round trips, bad input, learning."""
+"""BERT against Hugging Face (BertModel, task heads, round trips, WordPiece), bad input, learning.
+
+And fine-tuning on MR from a Hugging Face checkpoint directory (``model.init_from``).
+"""
 
 import json
+import re
 
 import pytest
 import torch
@@ -8,8 +12,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from archlab import create_model
+from archlab.cli import main
+from archlab.config import apply_overrides, read_recipe
+from archlab.data.tokenizers import WordPieceTokenizer
 from archlab.errors import CheckpointError, ConfigError, ShapeError
 from archlab.models import BERT, BERTConfig
+from archlab.run import resolve
+from archlab.tasks.classification import ClassificationData, ClassificationTask
 
 transformers = pytest.importorskip("transformers", reason="transformers is a test extra")
 
@@ -354,3 +363,144 @@ def test_masked_lm_training_lowers_the_loss() -> None:
         losses.append(loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.3 * first, (first, last)
+
+
+# ----- fine-tuning from a Hugging Face checkpoint: archlab train bert-mr --set model.init_from=DIR
+
+
+def write_vocab(path, words) -> list[str]:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return vocab
+
+
+@pytest.mark.parametrize("lower_case", [True, False])
+def test_wordpiece_tokenizes_as_hf_bert_tokenizer(tmp_path, lower_case: bool) -> None:
+    write_vocab(tmp_path, ["dull", "Dull", "film", "##s", ","])
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lower_case}))
+    ours = WordPieceTokenizer.from_checkpoint(tmp_path)
+    ref = transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=lower_case)
+    text = "Dull films, DULL"
+    expected = ref(text)["input_ids"]
+    assert ours.encode(text) == expected
+    word, shouted = ("dull", "dull") if lower_case else ("Dull", "[UNK]")
+    tokens = ["[CLS]", word, "film", "##s", ",", shouted, "[SEP]"]
+    assert ref.convert_ids_to_tokens(expected) == tokens
+    assert ours.encode(text, 4) == ref(text, truncation=True, max_length=4)["input_ids"]
+    ours.save(tmp_path / "tokenizer.json")
+    assert WordPieceTokenizer.load(tmp_path / "tokenizer.json").encode(text) == expected
+
+
+@pytest.fixture
+def mr_checkpoint(mr, tmp_path):
+    """A random tiny BertForPreTraining with a vocab.txt of MR training words, as HF saves them."""
+    task = ClassificationTask(ClassificationData())
+    task.setup()  # its word vocabulary: the training split's words by frequency
+    words = [w for w in task.tokenizer.symbols if re.fullmatch(r"[a-z0-9]+|[^\w\s<>]", w)]
+    path = tmp_path / "hf-bert"
+    path.mkdir()
+    vocab = write_vocab(path, words[:3000])
+    (path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    torch.manual_seed(0)
+    config = tiny_hf_config(vocab_size=len(vocab), intermediate_size=64, type_vocab_size=2)
+    transformers.BertForPreTraining(config).save_pretrained(path)
+    return path
+
+
+def test_init_from_loads_the_hf_encoder_and_tokenizer(mr_checkpoint, capsys) -> None:
+    recipe = resolve(apply_overrides(read_recipe("bert-mr"), [f"model.init_from={mr_checkpoint}"]))
+    pretrained = recipe.pretrained_model()
+    recipe.task.setup()
+    model, config = recipe.build_model(pretrained)
+    # the checkpoint's architecture, the task's classes, the recipe's heads
+    assert (config["hidden_size"], config["n_layer"], config["d_ff"]) == (HIDDEN, 2, 64)
+    assert (config["num_classes"], config["pooler"], config["mlm_head"]) == (2, True, False)
+    note = capsys.readouterr().err
+    assert "hidden_size 256 -> 32, n_layer 4 -> 2, d_ff 1024 -> 64" in note
+    assert "new: classifier.bias, classifier.weight" in note
+    # the text is tokenized as Hugging Face's BertTokenizer does it: [CLS] pieces [SEP]
+    texts = ['the rock is destined to be the 21st century\'s new " conan "', "Dull AND tedious"]
+    reference = transformers.BertTokenizer(str(mr_checkpoint / "vocab.txt"), do_lower_case=True)
+    expected_ids = reference(texts, truncation=True, max_length=64)["input_ids"]
+    assert [recipe.task._encode(t) for t in texts] == expected_ids
+    # and the encoder computes what Hugging Face's computes, on real MR sentences
+    ids, mask = recipe.task._pad(recipe.task.examples["val"][0][:16])
+    assert bool((mask == 0).any())  # padded rows too
+    ref = transformers.BertModel.from_pretrained(mr_checkpoint).eval()
+    with torch.no_grad():
+        expected = ref(ids, attention_mask=mask)
+        hidden = model.eval()(ids, mask)
+        assert_close(hidden, expected.last_hidden_state)
+        assert_close(model.pool(hidden), expected.pooler_output)
+
+
+def test_fine_tuning_from_hf_learns_then_predicts_without_the_checkpoint(
+    mr_checkpoint, tmp_path, capsys
+) -> None:
+    run_dir = tmp_path / "run"
+    settings = [
+        f"model.init_from={mr_checkpoint}",
+        "model.dropout=0",
+        "model.attn_dropout=0",
+        "trainer.max_steps=100",  # a random BERT sits near ln 2 for ~80 steps, then learns
+        "trainer.schedule=constant",
+        "trainer.warmup_steps=0",
+        "trainer.lr=1e-3",
+        "trainer.eval_every=100",
+        "trainer.log_every=1",
+    ]
+    args = ["train", "bert-mr", *[f"--set={s}" for s in settings], "--out", str(run_dir)]
+    assert main(args) == 0
+    capsys.readouterr()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["split"] == "train"]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.05, losses
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["test"]["accuracy"] > 0.6  # chance is 0.5
+    assert (run_dir / "tokenizer.json").is_file() and not (run_dir / "vocab.json").exists()
+
+    mr_checkpoint.rename(tmp_path / "moved")  # the run directory holds all inference needs
+    assert main(["eval", str(run_dir), "--split", "test"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(results["test"], abs=1e-6)
+    texts = ["a gorgeous , witty , seductive movie .", "dull , lifeless and tedious ."]
+    assert main(["predict", str(run_dir), *texts]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["positive", "negative"]
+    assert all(0.5 <= float(line.split("\t")[1]) <= 1 for line in lines)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    """A tiny BertForPreTraining checkpoint with a vocab.txt of its 99 tokens."""
+    save_hf(transformers.BertForPreTraining, tmp_path)
+    write_vocab(tmp_path, [f"w{i}" for i in range(VOCAB - 5)])
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("recipe", "damage", "message"),
+    [
+        ("bert-mr", lambda p: p / "absent", "checkpoint directory '.*absent' does not exist"),
+        ("bert-mr", lambda p: (p / "config.json").unlink(), "lacks config.json"),
+        ("bert-mr", lambda p: edit_config(p, model_type="gpt2"), "model_type 'gpt2', expected"),
+        ("bert-mr", lambda p: (p / "vocab.txt").unlink(), "has no vocab.txt"),
+        ("cnn-mr", lambda p: None, "model textcnn cannot start from a pretrained checkpoint"),
+    ],
+)
+def test_init_from_errors_are_one_sentence(tiny_checkpoint, capsys, recipe, damage, message):
+    path = damage(tiny_checkpoint) or tiny_checkpoint
+    out = tiny_checkpoint / "run"
+    assert main(["train", recipe, f"--set=model.init_from={path}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("archlab: error:") and "\n" not in err, err
+    assert re.search(message, err), err
+    assert not out.exists()
+
+
+def test_init_from_refuses_a_vocabulary_of_another_size(mr, tiny_checkpoint, capsys) -> None:
+    write_vocab(tiny_checkpoint, ["a", "b"])
+    args = ["train", "bert-mr", f"--set=model.init_from={tiny_checkpoint}"]
+    assert main([*args, "--out", str(tiny_checkpoint / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the task needs model.vocab_size=7, but the checkpoint" in err
+    assert "has vocab_size=99" in err and "\n" not in err

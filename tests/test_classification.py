@@ -35,8 +35,8 @@ def test_textcnn_beats_chance_and_predicts(mr, tmp_path) -> None:
     assert results["test"]["accuracy"] > 0.6  # chance is 0.5
     run = load(run_dir)
     preds = run.task.predict(run.model, ["a gorgeous , witty , moving film .", "dull and tedious"])
-    assert [label for label, _ in preds] == ["positive", "negative"]
-    assert all(0.5 <= p <= 1 for _, p in preds)
+    assert [p["label"] for p in preds] == ["positive", "negative"]
+    assert all(0.5 <= p["probability"] <= 1 for p in preds)
     proc = subprocess.run(
         [sys.executable, "-m", "archlab", "predict", str(run_dir), "a wonderful film"],
         capture_output=True,

@@ -29,15 +29,41 @@ def run_logged(command: list[str], log_path) -> int:
     return proc.returncode
 
 
-def test_two_processes_match_one_with_the_same_global_batch(shakespeare, tmp_path) -> None:
-    sets = [*TINY_GPT, "trainer.max_steps=4", "trainer.eval_every=4", "trainer.precision=fp32"]
-    args = ["-m", "archlab", "train", "gpt-shakespeare-char", *[f"--set={s}" for s in sets]]
+def assert_two_processes_match_one(recipe: str, sets: list[str], tmp_path, steps: int) -> None:
+    """Train ``recipe`` in 1 process and in 2 (same global batch); the train losses agree."""
+    args = ["-m", "archlab", "train", recipe, *[f"--set={s}" for s in sets]]
     one = [sys.executable, *args, "--out", str(tmp_path / "one")]
     assert run_logged(one, tmp_path / "one.log") == 0, (tmp_path / "one.log").read_text()
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     two = [*launcher, *args, "--out", str(tmp_path / "two")]
     assert run_logged(two, tmp_path / "two.log") == 0, (tmp_path / "two.log").read_text()[-3000:]
     single, parallel = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
-    assert len(single) == len(parallel) == 4
+    assert len(single) == len(parallel) == steps
     for a, b in zip(single, parallel, strict=True):
         assert abs(a - b) < 1e-5, (single, parallel)
+
+
+def test_two_processes_match_one_with_the_same_global_batch(shakespeare, tmp_path) -> None:
+    sets = [*TINY_GPT, "trainer.max_steps=4", "trainer.eval_every=4", "trainer.precision=fp32"]
+    assert_two_processes_match_one("gpt-shakespeare-char", sets, tmp_path, steps=4)
+
+
+def test_bert_classifier_trains_data_parallel(mr, tmp_path) -> None:
+    """Through ``classify``, not forward, which for BERT gives hidden states, not logits.
+
+    Dropout is off: each process draws dropout masks for its own rows only.
+    """
+    sets = [
+        "model.hidden_size=32",
+        "model.n_layer=1",
+        "model.n_head=2",
+        "model.d_ff=64",
+        "model.dropout=0",
+        "model.attn_dropout=0",
+        "trainer.max_steps=4",
+        "trainer.eval_every=4",
+        "trainer.log_every=1",
+        "trainer.batch_size=16",
+        "trainer.precision=fp32",
+    ]
+    assert_two_processes_match_one("bert-mr", sets, tmp_path, steps=4)

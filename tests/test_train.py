@@ -126,3 +126,35 @@ def test_schedule_warms_up_then_decays_to_min_lr() -> None:
     assert lr_at(10, cfg) == pytest.approx(1.0)
     assert lr_at(55, cfg) == pytest.approx(0.55)
     assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_tensorboard_events_hold_the_logged_scalars(shakespeare, tmp_path, monkeypatch) -> None:
+    """Event files mirror metrics.jsonl, also after a crash and a resume from an earlier step."""
+    pytest.importorskip("tensorboard", reason="tensorboard is a test extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    original = CharLMTask.train_batch
+
+    def crash_at_step_5(self, step, batch_size, seed):
+        if step == 4:  # steps 1-4 are logged, the last checkpoint is step 3
+            raise RuntimeError("crash")
+        return original(self, step, batch_size, seed)
+
+    monkeypatch.setattr(CharLMTask, "train_batch", crash_at_step_5)
+    common = ("trainer.checkpoint_every=3", "trainer.eval_every=3")
+    with pytest.raises(RuntimeError, match="crash"):
+        run(tmp_path, "tb", 6, *common)
+    monkeypatch.setattr(CharLMTask, "train_batch", original)
+    train(None, [], resume=str(tmp_path / "tb"), progress=False)
+
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    records = [
+        json.loads(line) for line in (tmp_path / "tb/metrics.jsonl").read_text().splitlines()
+    ]
+    for split, name in (("train", "loss"), ("train", "lr"), ("val", "loss")):
+        logged = [(r["step"], r[name]) for r in records if r["split"] == split]
+        scalars = [(e.step, e.value) for e in events.Scalars(f"{split}/{name}")]
+        assert [s for s, _ in scalars] == [s for s, _ in logged]  # step 4 once, not twice
+        assert [v for _, v in scalars] == pytest.approx([v for _, v in logged], rel=1e-6)
+    assert [s for s, _ in logged] == [3, 6]

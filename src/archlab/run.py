@@ -1,12 +1,28 @@
 """From a recipe to a run directory, and from a run directory back to a model.
 
 Data flows one way: recipe -> task -> data -> model -> trainer -> run directory.
+
+Fine-tuning: ``model.init_from=DIR`` names a pretrained Hugging Face checkpoint
+directory to start from (models with ``load_pretrained``, e.g. BERT).  It sits in
+the model section beside ``name``, not in the model's config, because it says
+where the weights start, not what the model is.  :func:`train` resolves it in
+three steps, keeping the one-way flow: the model class reads the checkpoint
+(``from_hf``, which refuses anything it cannot load); the task takes what the
+checkpoint fixes for the data (:meth:`~archlab.tasks.Task.use_checkpoint`: its
+tokenizer) before reading the data; :meth:`Recipe.build_model` takes the
+checkpoint's architecture (``PRETRAINED_FIELDS``, overriding the recipe's sizes,
+which it says on stderr), the task's fields (the classes), the recipe's others
+(dropout, heads), and copies in the pretrained weights.  The run directory then
+holds everything inference needs; ``load`` never reads DIR again (``--resume``
+does, to rebuild the same model).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import os
+import sys
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from archlab.config import apply_overrides, as_plain, dump_yaml, read_recipe, to_dataclass
+from archlab.config import (
+    apply_overrides,
+    as_plain,
+    coerce,
+    dump_yaml,
+    read_recipe,
+    to_dataclass,
+)
 from archlab.errors import CheckpointError, ConfigError
 from archlab.io import atomic_write_text
 from archlab.registry import model_entry
@@ -32,19 +55,56 @@ class Recipe:
     model_name: str
     model_values: dict[str, Any]
     trainer: TrainerConfig
+    init_from: str | None = None  # a pretrained checkpoint directory (model.init_from)
 
-    def build_model(self) -> tuple[nn.Module, dict]:
-        """The model, with the fields the data decides (vocabulary size...) filled in."""
+    def pretrained_model(self) -> nn.Module | None:
+        """The model ``init_from`` holds, its tokenizer handed to the task; None without one."""
+        if self.init_from is None:
+            return None
+        pretrained = model_entry(self.model_name).model_cls.from_hf(self.init_from)
+        self.task.use_checkpoint(Path(self.init_from))
+        return pretrained
+
+    def build_model(self, pretrained: nn.Module | None = None) -> tuple[nn.Module, dict]:
+        """The model, with the fields the data decides (vocabulary size...) filled in.
+
+        Given a ``pretrained`` model (:meth:`pretrained_model`), its architecture
+        replaces the recipe's and its weights are copied in.
+        """
         entry = model_entry(self.model_name)
-        values = {**entry.defaults, **self.model_values, **self.task.model_overrides()}
+        overrides = self.task.model_overrides()
+        values = {**entry.defaults, **self.model_values, **overrides}
         config = to_dataclass(entry.config_cls, values, "model")
-        return entry.model_cls(config), asdict(config)
+        if pretrained is None:
+            return entry.model_cls(config), asdict(config)
+        fixed = {f: getattr(pretrained.config, f) for f in pretrained.PRETRAINED_FIELDS}
+        for key, value in overrides.items():
+            if key in fixed and fixed[key] != value:
+                raise CheckpointError(
+                    f"the task needs model.{key}={value}, but the checkpoint {self.init_from} "
+                    f"has {key}={fixed[key]}"
+                )
+        changed = [
+            f"{key} {getattr(config, key)} -> {value}"
+            for key, value in fixed.items()
+            if key in self.model_values and getattr(config, key) != value
+        ]
+        config = replace(config, **fixed)
+        model = entry.model_cls(config)
+        fresh = model.load_pretrained(pretrained)
+        _note(
+            f"model.init_from: weights and architecture from {self.init_from}"
+            + (f" (overriding the recipe's {', '.join(changed)})" if changed else "")
+            + (f"; new: {', '.join(fresh)}" if fresh else "")
+        )
+        return model, asdict(config)
 
     def resolved(self, model_config: dict) -> dict:
+        start = {} if self.init_from is None else {"init_from": self.init_from}
         return {
             "task": {"name": self.task.name},
             "data": as_plain(self.task.data),
-            "model": {"name": self.model_name, **model_config},
+            "model": {"name": self.model_name, **start, **model_config},
             "trainer": as_plain(self.trainer),
         }
 
@@ -62,13 +122,27 @@ def resolve(raw: dict[str, dict]) -> Recipe:
     if not model_name:
         raise ConfigError("the recipe's model section needs a name (model.name)")
     entry = model_entry(str(model_name))
+    init_from = coerce(model_values.pop("init_from", None), str | None, "model.init_from")
+    if init_from is not None:
+        if not hasattr(entry.model_cls, "load_pretrained"):
+            raise ConfigError(
+                f"model {model_name} cannot start from a pretrained checkpoint (model.init_from)"
+            )
+        init_from = str(Path(init_from).expanduser().resolve())  # config.yaml works from anywhere
     to_dataclass(entry.config_cls, {**entry.defaults, **model_values}, "model")  # check early
     return Recipe(
         task=task_cls(to_dataclass(task_cls.DataConfig, raw["data"], "data")),
         model_name=str(model_name),
         model_values=model_values,
         trainer=to_dataclass(TrainerConfig, raw["trainer"], "trainer"),
+        init_from=init_from,
     )
+
+
+def _note(message: str) -> None:
+    """A line for the user on stderr, from the main process only."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"archlab: {message}", file=sys.stderr)
 
 
 def default_run_dir(recipe_name: str) -> Path:
@@ -98,9 +172,11 @@ def train(
         raw = read_recipe(recipe_name)
     recipe = resolve(apply_overrides(raw, overrides))
     resolve_device(recipe.trainer.device)  # fail before reading data if the device is absent
+    pretrained = recipe.pretrained_model()
     recipe.task.setup()
     torch.manual_seed(recipe.trainer.seed)
-    model, model_config = recipe.build_model()
+    model, model_config = recipe.build_model(pretrained)
+    del pretrained  # its weights are in the model now
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
         recipe.task,

@@ -1,4 +1,4 @@
-"""Tokenizers: character and word vocabularies, and subword (BPE) tokenizers.
+"""Tokenizers: character and word vocabularies, subword (BPE) tokenizers, BERT's WordPiece.
 
 Subword tokenizers are trained with Hugging Face ``tokenizers`` on the training split only.
 
@@ -7,6 +7,10 @@ preceding space), so that decoding gives back the original text and BLEU can be
 computed on detokenized output against raw references.  Ids 0-3 are reserved for
 <pad>, <s> (BOS), </s> (EOS) and <unk>, matching the Transformer's defaults.  The
 tokenizer is saved as ``tokenizer.json`` in the run directory (plain JSON).
+
+WordPiece (Wu et al. 2016, as BERT uses it) is not trained here: it is read from a
+pretrained BERT checkpoint directory's ``vocab.txt``, so that fine-tuning feeds the
+model the token ids it was pre-trained on.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from archlab.errors import ArchlabError, CheckpointError
+
+WORDPIECE_VOCAB, WORDPIECE_CONFIG = "vocab.txt", "tokenizer_config.json"
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -69,6 +75,86 @@ class SubwordTokenizer:
         if [tok.id_to_token(i) for i in range(len(SPECIALS))] != list(SPECIALS):
             raise CheckpointError(f"{path} does not reserve ids 0-3 for {', '.join(SPECIALS)}")
         return cls(tok)
+
+
+class WordPieceTokenizer:
+    """BERT's WordPiece tokenizer: text -> [CLS] word pieces [SEP], as BERT was pre-trained.
+
+    Read from a Hugging Face BERT checkpoint directory: ``vocab.txt`` (one token per
+    line, id = line number) and, when present, ``tokenizer_config.json`` for
+    ``do_lower_case``, ``strip_accents`` and ``tokenize_chinese_chars`` (absent: lower
+    case, as Hugging Face's ``BertTokenizer`` defaults).  Saved into a run directory
+    as ``tokenizer.json`` (plain JSON), so a trained run no longer needs the checkpoint.
+    """
+
+    SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.pad_id, _, _, self.sep_id = (tokenizer.token_to_id(t) for t in self.SPECIALS)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> WordPieceTokenizer:
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        root = Path(path)
+        vocab = root / WORDPIECE_VOCAB
+        if not vocab.is_file():
+            raise CheckpointError(
+                f"checkpoint directory {str(root)!r} has no {WORDPIECE_VOCAB} (the WordPiece "
+                "vocabulary its text must be tokenized with)"
+            )
+        options = {}
+        if (root / WORDPIECE_CONFIG).is_file():
+            try:
+                options = json.loads((root / WORDPIECE_CONFIG).read_text("utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise CheckpointError(
+                    f"{root / WORDPIECE_CONFIG} is not valid JSON: {exc}"
+                ) from None
+            if not isinstance(options, dict):
+                raise CheckpointError(f"{root / WORDPIECE_CONFIG} is not a JSON object")
+        try:
+            tokenizer = BertWordPieceTokenizer.from_file(
+                str(vocab),
+                lowercase=bool(options.get("do_lower_case", True)),
+                strip_accents=options.get("strip_accents"),
+                handle_chinese_chars=bool(options.get("tokenize_chinese_chars", True)),
+            )
+        except Exception as exc:  # the library raises its own exception types
+            raise CheckpointError(f"cannot read the WordPiece vocabulary {vocab}: {exc}") from None
+        return cls._checked(tokenizer, vocab)
+
+    @classmethod
+    def _checked(cls, tokenizer, source: Path) -> WordPieceTokenizer:
+        missing = [t for t in cls.SPECIALS if tokenizer.token_to_id(t) is None]
+        if missing:
+            raise CheckpointError(f"{source} lacks BERT's special token(s) {', '.join(missing)}")
+        return cls(tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str, max_len: int | None = None) -> list[int]:
+        """[CLS] pieces [SEP]; past ``max_len`` ids the pieces are cut, the [SEP] kept."""
+        ids = self.tokenizer.encode(text).ids
+        if max_len is not None and len(ids) > max_len:
+            ids = [*ids[: max_len - 1], self.sep_id]
+        return ids
+
+    def save(self, path: str | os.PathLike) -> None:
+        self.tokenizer.save(str(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> WordPieceTokenizer:
+        from tokenizers import Tokenizer
+
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the library raises its own exception types
+            raise CheckpointError(f"cannot read the tokenizer {Path(path)}: {exc}") from None
+        return cls._checked(tokenizer, Path(path))
 
 
 class Vocab:

@@ -21,7 +21,8 @@ Pre-training masks 15 % of the tokens and trains the MLM head to recover them; a
 task then fine-tunes the whole network with a classification head on p.
 
 Weights load from and save to Hugging Face BERT checkpoint directories
-(:meth:`BERT.from_hf`, :meth:`BERT.to_hf`).
+(:meth:`BERT.from_hf`, :meth:`BERT.to_hf`); a recipe fine-tunes from one with
+``model.init_from=DIR`` (:meth:`BERT.load_pretrained`).
 """
 
 from __future__ import annotations
@@ -275,6 +276,48 @@ class BERT(nn.Module):
             raise ConfigError("this BERT has no classification head (config.num_classes=0)")
         pooled = self.pool(self(input_ids, attention_mask, token_type_ids))
         return self.classifier(self.drop(pooled))
+
+    # ----- fine-tuning from a pretrained model (a recipe's model.init_from) -----
+
+    # what a pretrained model fixes: its sizes and the function its weights compute;
+    # dropout and the heads stay the fine-tuning recipe's choice
+    PRETRAINED_FIELDS = (
+        "vocab_size",
+        "hidden_size",
+        "n_layer",
+        "n_head",
+        "d_ff",
+        "max_len",
+        "type_vocab_size",
+        "activation",
+        "eps",
+        "pad_id",
+    )
+
+    def load_pretrained(self, pretrained: BERT) -> list[str]:
+        """Copy ``pretrained``'s weights (e.g. from :meth:`from_hf`) into this model.
+
+        The two must agree on :attr:`PRETRAINED_FIELDS`.  The encoder is copied whole;
+        a head (pooler, masked-LM, classifier) is copied when both models have it with
+        the same shape, and otherwise keeps its fresh initialisation, as the new
+        classification head of a fine-tuning run does.  Returns the names of the
+        tensors left fresh.
+        """
+        differ = [
+            f
+            for f in self.PRETRAINED_FIELDS
+            if getattr(self.config, f) != getattr(pretrained.config, f)
+        ]
+        if differ:
+            raise ConfigError(f"the pretrained BERT differs in {', '.join(differ)}")
+        ours = self.state_dict()
+        shared = {
+            name: tensor
+            for name, tensor in pretrained.state_dict().items()
+            if name in ours and ours[name].shape == tensor.shape
+        }
+        self.load_state_dict(shared, strict=False)
+        return sorted(set(ours) - set(shared))
 
     # ----- Hugging Face BERT checkpoints -----
 

@@ -8,7 +8,16 @@ used for early stopping and best-checkpoint keeping.  ``archlab train RECIPE
 --folds 10`` trains every fold and reports the mean, as Kim did.
 
 A classifier model takes (input_ids, attention_mask) with attention_mask 1 on
-tokens and 0 on padding, and returns class logits, through its ``classify``.
+tokens and 0 on padding, and returns class logits, through its ``classify``; the
+Trainer trains it through :class:`Classify`, a view whose forward is ``classify``,
+so that DDP (which averages gradients through forward calls) serves every classifier.
+
+Text is tokenized with a word vocabulary of the training split, each sentence
+starting with <cls> (the token BERT-style models pool).  A recipe that fine-tunes a
+pretrained BERT (``model.init_from=DIR``) tokenizes with the checkpoint's WordPiece
+vocabulary instead, [CLS] sentence [SEP] as BERT was pre-trained
+(:meth:`ClassificationTask.use_checkpoint`); the run keeps that tokenizer as
+``tokenizer.json``, the word vocabulary as ``vocab.json``.
 """
 
 from __future__ import annotations
@@ -22,12 +31,13 @@ from torch import Tensor, nn
 
 from archlab.data.batching import EpochBatches, pad
 from archlab.data.text import MR_LABELS, load_mr
-from archlab.data.tokenizers import Vocab
+from archlab.data.tokenizers import Vocab, WordPieceTokenizer
 from archlab.errors import ArchlabError, ConfigError
 from archlab.tasks import Task, register_task
 
 DATASETS = {"mr": (load_mr, MR_LABELS)}
 CLS_ID = Vocab.WORD_SPECIALS.index("<cls>")
+VOCAB_FILE, WORDPIECE_FILE = "vocab.json", "tokenizer.json"
 
 
 @dataclass
@@ -60,6 +70,10 @@ class ClassificationTask(Task):
         if not 0 <= d.fold < d.folds:
             raise ConfigError(f"data.fold must lie in [0, {d.folds}), got {d.fold}")
 
+    def use_checkpoint(self, path: Path) -> None:
+        """Tokenize with the pretrained checkpoint's WordPiece vocabulary."""
+        self.tokenizer = WordPieceTokenizer.from_checkpoint(path)
+
     def setup(self) -> None:
         self._check()
         d = self.data
@@ -70,8 +84,8 @@ class ClassificationTask(Task):
         rest = [examples[i] for n, i in enumerate(order) if n % d.folds != d.fold]
         n_val = int(len(rest) * d.val_fraction)
         split = {"train": rest[: len(rest) - n_val], "val": rest[len(rest) - n_val :], "test": test}
-        if not hasattr(self, "vocab"):  # a loaded run keeps its own vocabulary
-            self.vocab = Vocab.of_words(text for text, _ in split["train"])
+        if not hasattr(self, "tokenizer"):  # a loaded or pretrained run keeps its own
+            self.tokenizer = Vocab.of_words(text for text, _ in split["train"])
         self.examples = {
             name: ([self._encode(text) for text, _ in rows], torch.tensor([y for _, y in rows]))
             for name, rows in split.items()
@@ -79,11 +93,19 @@ class ClassificationTask(Task):
         self._samplers: dict[tuple[int, int], EpochBatches] = {}
 
     def _encode(self, text: str) -> list[int]:
-        """<cls> and the sentence's word ids, at most max_len in all."""
-        return [CLS_ID, *self.vocab.encode(text)[: self.data.max_len - 1]]
+        """The sentence's ids, at most max_len: <cls> words, or [CLS] word pieces [SEP]."""
+        if isinstance(self.tokenizer, WordPieceTokenizer):
+            return self.tokenizer.encode(text, self.data.max_len)
+        return [CLS_ID, *self.tokenizer.encode(text)[: self.data.max_len - 1]]
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[Tensor, Tensor]:
+        return pad_ids(seqs, getattr(self.tokenizer, "pad_id", 0))
 
     def model_overrides(self) -> dict:
-        return {"vocab_size": self.vocab.vocab_size, "num_classes": len(self.labels)}
+        return {"vocab_size": self.tokenizer.vocab_size, "num_classes": len(self.labels)}
+
+    def train_module(self, model: nn.Module) -> nn.Module:
+        return Classify(model)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-len(self.examples["train"][0]) // batch_size)
@@ -94,14 +116,15 @@ class ClassificationTask(Task):
         if key not in self._samplers:
             self._samplers[key] = EpochBatches(len(ids), batch_size, seed, list(map(len, ids)))
         rows = self._samplers[key].indices(step)
-        return (*pad_ids([ids[i] for i in rows]), labels[rows])
+        return (*self._pad([ids[i] for i in rows]), labels[rows])
 
     def batch_size_of(self, batch: tuple[Tensor, Tensor, Tensor]) -> int:
         return batch[0].shape[0]
 
-    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    def loss(self, module: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """Cross-entropy of ``module(ids, mask)``: a :class:`Classify` view, or DDP around one."""
         ids, mask, labels = batch
-        return F.cross_entropy(_classify(model, ids, mask).float(), labels)
+        return F.cross_entropy(module(ids, mask).float(), labels)
 
     def splits(self) -> tuple[str, ...]:
         return ("val", "test")
@@ -111,37 +134,51 @@ class ClassificationTask(Task):
         ids, labels = self.examples[split]
         total, correct = 0.0, 0
         for i in range(0, len(ids), batch_size):
-            logits = _classify(model, *pad_ids(ids[i : i + batch_size])).float()
+            logits = model.classify(*self._pad(ids[i : i + batch_size])).float()
             y = labels[i : i + batch_size]
             total += F.cross_entropy(logits, y, reduction="sum").item()
             correct += int((logits.argmax(dim=1) == y).sum())
         return {"loss": total / len(ids), "accuracy": correct / len(ids)}
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, texts: list[str]) -> list[tuple[str, float]]:
+    def predict(self, model: nn.Module, texts: list[str]) -> list[dict[str, str | float]]:
         """The most likely label of each text and its probability."""
         if any(not t.strip() for t in texts):
             raise ArchlabError("an input text is empty")
         # the training text is lower-cased and tokenized with spaces around punctuation
         seqs = [self._encode(" ".join(tokenize_like_mr(t))) for t in texts]
-        probs = _classify(model, *pad_ids(seqs)).float().softmax(dim=1)
+        probs = model.classify(*self._pad(seqs)).float().softmax(dim=1)
         p, y = probs.max(dim=1)
-        return [(self.labels[int(k)], float(q)) for k, q in zip(y, p, strict=True)]
+        return [
+            {"label": self.labels[int(k)], "probability": float(q)}
+            for k, q in zip(y, p, strict=True)
+        ]
 
     def save_artifacts(self, run_dir: Path) -> None:
-        self.vocab.save(run_dir / "vocab.json")
+        pretrained = isinstance(self.tokenizer, WordPieceTokenizer)
+        self.tokenizer.save(run_dir / (WORDPIECE_FILE if pretrained else VOCAB_FILE))
 
     def load_artifacts(self, run_dir: Path) -> None:
-        self.vocab = Vocab.load(run_dir / "vocab.json")
+        if (run_dir / WORDPIECE_FILE).is_file():
+            self.tokenizer = WordPieceTokenizer.load(run_dir / WORDPIECE_FILE)
+        else:
+            self.tokenizer = Vocab.load(run_dir / VOCAB_FILE)
         self.labels = DATASETS[self.data.dataset][1]
 
 
-def _classify(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
-    """Class logits from any classifier (``classify``), also through a DDP wrapper."""
-    inner = getattr(model, "module", model)
-    if model is inner:
-        return inner.classify(ids, mask)
-    return model(ids, mask)
+class Classify(nn.Module):
+    """A classifier seen through its ``classify``: forward(ids, mask) -> class logits.
+
+    BERT's forward returns hidden states, the other classifiers' return logits; this
+    view gives the loss one call for all, and gives DDP a forward to wrap.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.model.classify(ids, mask)
 
 
 def tokenize_like_mr(text: str) -> list[str]:

@@ -9,7 +9,9 @@ global norm, gradient accumulation, bf16 autocast where asked, evaluation every
 ``eval_every`` steps with best-checkpoint keeping and early stopping, atomic
 checkpoints every ``checkpoint_every`` steps, exact resume, and data parallelism
 under torchrun (each rank takes its rows of the same global batch; DDP averages
-the gradients, so N processes compute what one does).
+the gradients, so N processes compute what one does).  DDP wraps the task's
+:meth:`~archlab.tasks.Task.train_module` (the model, or a view whose forward is
+the method the loss calls), because DDP averages gradients only through forward.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from archlab.train import checkpoint as ckpt
 from archlab.train.logging import MetricsLog
 
 PRECISIONS = ("auto", "fp32", "bf16")
+OPTIMIZERS = ("adamw", "adam", "adadelta")
 
 
 @dataclass
@@ -44,8 +47,9 @@ class TrainerConfig:
     min_lr: float = 0.0
     warmup_steps: int = 0
     schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
-    optimizer: str = "adamw"  # adamw, or adadelta (rho = beta2, as Kim 2014 used it)
+    optimizer: str = "adamw"  # adamw; adam (L2 added to the gradient); adadelta (rho = beta2)
     weight_decay: float = 0.0
+    decay_only: str = ""  # if set, only parameters whose name starts with it are decayed
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
@@ -61,8 +65,8 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}")
-        if self.optimizer not in ("adamw", "adadelta"):
-            raise ConfigError("trainer.optimizer must be 'adamw' or 'adadelta'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"trainer.optimizer must be one of {OPTIMIZERS}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError("trainer.schedule must be 'cosine' or 'constant'")
         for key in ("max_steps", "batch_size", "eval_batch_size", "grad_accum", "eval_every"):
@@ -116,17 +120,43 @@ def lr_at(step: int, cfg: TrainerConfig, total_steps: int | None = None) -> floa
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device):
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(
+    model: nn.Module,
+    cfg: TrainerConfig,
+    device: torch.device,
+    lr_scales: dict[str, float] | None = None,
+):
+    """Weight decay goes to matrices and embeddings (not biases or norms), and with
+    ``decay_only`` only to those under that name prefix (Kipf & Welling decay GCN's
+    first layer only).  ``adamw`` decouples the decay; ``adam`` adds it to the gradient,
+    i.e. an L2 penalty (weight_decay / 2) ||w||^2 in the loss, as the GCN and GAT papers do.
+    ``lr_scales`` (:meth:`~archlab.tasks.Task.lr_scales`) multiplies the learning rate of
+    the parameters under a name prefix (a GAN's two time-scale update rule); each group
+    keeps its factor as ``lr_scale``, and the first group is always the unscaled one.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    lr_scales = lr_scales or {}
+
+    def decayed(name: str, p: torch.Tensor) -> bool:
+        return p.dim() >= 2 and name.startswith(cfg.decay_only)
+
+    def scale(name: str) -> float:
+        return next((s for prefix, s in lr_scales.items() if name.startswith(prefix)), 1.0)
+
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {
+            "params": [p for n, p in named if decayed(n, p) == decay and scale(n) == s],
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+            "lr_scale": s,
+        }
+        for s in (1.0, *sorted(set(lr_scales.values()) - {1.0}))
+        for decay in (True, False)
     ]
+    fused = device.type in ("cpu", "cuda")
     if cfg.optimizer == "adadelta":
         return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.beta2, eps=1e-6)
-    return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda")
-    )
+    adam = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -166,12 +196,12 @@ class Trainer:
                 "processes"
             )
         self.model = model.to(self.device)
-        self.ddp = None
+        self.train_module = task.train_module(self.model)  # what task.loss calls
         if self.world > 1:
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-            self.ddp = nn.parallel.DistributedDataParallel(self.model)
-        self.optimizer = make_optimizer(self.model, cfg, self.device)
+            self.train_module = nn.parallel.DistributedDataParallel(self.train_module)
+        self.optimizer = make_optimizer(self.model, cfg, self.device, task.lr_scales())
         self.step = 0
         self.best: float | None = None
         self.stale_evals = 0
@@ -259,10 +289,10 @@ class Trainer:
     # ----- training -----
 
     def _train_step(self) -> tuple[float, int]:
-        cfg, module = self.cfg, self.ddp or self.model
+        cfg = self.cfg
         lr = lr_at(self.step, cfg, self.max_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         total_loss, count = torch.zeros((), device=self.device), 0
         for micro in range(cfg.grad_accum):
             batch = self.task.train_batch(
@@ -270,7 +300,7 @@ class Trainer:
             )
             batch = _to_device(_shard(batch, self.rank, self.world), self.device)
             with self._autocast():
-                loss = self.task.loss(module, batch) / cfg.grad_accum
+                loss = self.task.loss(self.train_module, batch) / cfg.grad_accum
             loss.backward()
             total_loss += loss.detach()
             count += self.task.batch_size_of(batch) * self.world
@@ -342,6 +372,8 @@ class Trainer:
         except KeyboardInterrupt:
             bar.close()
             self.save_checkpoint()
+            self.log.plot(self.task.metric, force=True)
+            self.log.close()
             raise
         bar.close()
         return self.final_results()
@@ -359,7 +391,9 @@ class Trainer:
         }
         if self.is_main:
             self.log.write_results(results)
-            self.log.plot(self.task.metric)
+            self.log.plot(self.task.metric, force=True)
+            self.log.close()
+            self.task.report(self.model, self.run_dir)
         return results
 
 
