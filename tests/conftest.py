@@ -69,3 +69,8 @@ TINY_TRANSLATION = [
 @pytest.fixture
 def mr() -> Path:
     return require_data("mr/rt-polarity.pos")
+
+
+@pytest.fixture
+def planetoid() -> Path:
+    return require_data("planetoid/ind.cora.graph")

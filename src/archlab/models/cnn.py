@@ -12,6 +12,30 @@ zero-padded by h - 1 positions on both sides (a "wide" convolution, as Kim's cod
 pads), so every word, even in a sentence shorter than h, is seen by every filter.
 The max-norm constraint is applied as a reparametrisation: the output layer uses W
 with each row rescaled to norm s when it is longer.
+
+ImageCNN, ``arch: lenet`` (LeCun, Bottou, Bengio & Haffner 1998, "Gradient-based
+learning applied to document recognition"), LeNet-5's layout:
+    h_l = maxpool_2x2(ReLU(W_l * h_{l-1} + b_l))       l = 1..L, k x k convolutions
+    z = flatten(h_L);  z <- ReLU(W z + b) per hidden layer;  logits = W_out z + b_out
+The first convolution pads by k // 2 (LeNet-5 padded the 28 x 28 digits to 32 x 32),
+the others are "valid": with channels [6, 16], k = 5 and hidden [120, 84] this is
+LeNet-5 (C1 6@28x28, S2, C3 16@10x10, S4, C5 120, F6 84, 10 outputs), with ReLU
+and max-pooling in place of its scaled tanh and trainable sub-sampling.  Dropout
+(Srivastava et al. 2014) before every fully connected layer.
+
+ImageCNN, ``arch: resnet`` (He, Zhang, Ren & Sun 2016, "Deep residual learning for
+image recognition"), the small CIFAR-style residual net of their section 4.2:
+    stem: ReLU(BN(conv3x3(x)))
+    block: y = ReLU(F(x) + P(x)),  F(x) = BN(conv3x3(ReLU(BN(conv3x3(x)))))
+where P is the identity, or a strided 1 x 1 convolution + BN when the block halves
+the resolution and changes the width (their option B); ``depth`` blocks per
+stage, one stage per entry of ``channels``, each after the first starting with
+stride 2; then global average pooling, dropout and a linear classifier.
+
+An image classifier maps images (batch, channels, height, width) in [0, 1] to
+class logits; ``probabilities`` turns them into softmax probabilities and ``loss``
+is the cross-entropy.  Inputs are used in channels-last memory order, which
+oneDNN convolutions run fastest on the CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.errors import ConfigError
-from archlab.nn.checks import check_token_ids
+from archlab.nn.checks import check_images, check_token_ids
 from archlab.registry import register_model
 
 
@@ -85,3 +109,123 @@ class TextCNN(nn.Module):
         return F.linear(self.dropout(z), W, self.W.bias)
 
     classify = forward
+
+
+@dataclass
+class ImageCNNConfig:
+    arch: str = "lenet"  # lenet or resnet
+    in_channels: int = 1
+    input_size: int = 28  # height = width of the input images
+    num_classes: int = 10
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # per conv layer / stage
+    kernel_size: int = 5  # lenet convolutions
+    hidden: list[int] = field(default_factory=lambda: [1024])  # lenet fully connected layers
+    depth: int = 2  # resnet blocks per stage
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("lenet", "resnet"):
+            raise ConfigError(f"model.arch must be 'lenet' or 'resnet', got {self.arch!r}")
+        if not self.channels or min(self.channels) < 1:
+            raise ConfigError(f"model.channels must be positive widths, got {self.channels}")
+        if self.depth < 1 or self.kernel_size < 1:
+            raise ConfigError("model.depth and model.kernel_size must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+        if self.arch == "lenet" and self.lenet_output_size() < 1:
+            raise ConfigError(
+                f"{len(self.channels)} convolution + pooling layers of size "
+                f"{self.kernel_size} leave nothing of a {self.input_size}x{self.input_size} image"
+            )
+
+    def lenet_output_size(self) -> int:
+        """Height (= width) of the last LeNet feature map."""
+        size = self.input_size
+        for i in range(len(self.channels)):
+            size = (size + 2 * (self.kernel_size // 2 if i == 0 else 0) - self.kernel_size + 1) // 2
+        return size
+
+
+class BasicBlock(nn.Module):
+    """He et al.'s two-convolution residual block: ReLU(F(x) + P(x))."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+@register_model("cnn", ImageCNNConfig)
+class ImageCNN(nn.Module):
+    """Image CNN: LeNet-5-style (LeCun et al. 1998) or a small ResNet (He et al. 2016)."""
+
+    def __init__(self, config: ImageCNNConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        if c.arch == "lenet":
+            self.body, width = self._lenet_body(c)
+            head: list[nn.Module] = [nn.Flatten()]
+            for h in c.hidden:
+                head += [nn.Dropout(c.dropout), nn.Linear(width, h), nn.ReLU()]
+                width = h
+        else:
+            self.body, width = self._resnet_body(c)
+            head = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.head = nn.Sequential(*head)
+        self.out = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(width, c.num_classes))
+
+    @staticmethod
+    def _lenet_body(c: ImageCNNConfig) -> tuple[nn.Sequential, int]:
+        layers: list[nn.Module] = []
+        c_in = c.in_channels
+        for i, c_out in enumerate(c.channels):
+            padding = c.kernel_size // 2 if i == 0 else 0
+            layers += [nn.Conv2d(c_in, c_out, c.kernel_size, padding=padding), nn.ReLU()]
+            layers.append(nn.MaxPool2d(2))
+            c_in = c_out
+        return nn.Sequential(*layers), c_in * c.lenet_output_size() ** 2
+
+    @staticmethod
+    def _resnet_body(c: ImageCNNConfig) -> tuple[nn.Sequential, int]:
+        stem = [
+            nn.Conv2d(c.in_channels, c.channels[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(c.channels[0]),
+            nn.ReLU(),
+        ]
+        blocks, c_in = [], c.channels[0]
+        for stage, c_out in enumerate(c.channels):
+            for block in range(c.depth):
+                blocks.append(BasicBlock(c_in, c_out, 2 if stage > 0 and block == 0 else 1))
+                c_in = c_out
+        body = nn.Sequential(*stem, *blocks)
+        for m in body.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        return body, c_in
+
+    def features(self, images: Tensor) -> Tensor:
+        """The penultimate activations (batch, width): what the classifier sees (e.g. for FID)."""
+        check_images(images, self.config.in_channels, self.config.input_size)
+        return self.head(self.body(images.contiguous(memory_format=torch.channels_last)))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits (batch, num_classes) of images (batch, in_channels, size, size)."""
+        return self.out(self.features(images))
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        return logits.float().softmax(dim=1)
+
+    def loss(self, logits: Tensor, labels: Tensor, images: Tensor) -> Tensor:
+        """Cross-entropy of the logits (``images`` is unused: the loss needs only the output)."""
+        return F.cross_entropy(logits.float(), labels)

@@ -20,3 +20,14 @@ def check_token_ids(name: str, ids: Tensor, limit: int, what: str = "the vocabul
             lo >= 0 and hi < limit,
             f"{name} must lie in [0, {limit}) ({what}), found {lo if lo < 0 else hi}",
         )
+
+
+def check_images(images: Tensor, channels: int, size: int) -> None:
+    """``images`` must be a float tensor of shape (batch, channels, size, size)."""
+    expect(
+        images.dim() == 4
+        and images.is_floating_point()
+        and tuple(images.shape[1:]) == (channels, size, size),
+        f"images must be a float tensor of shape (batch, {channels}, {size}, {size}), got "
+        f"{images.dtype} of shape {tuple(images.shape)}",
+    )

@@ -1,0 +1,213 @@
+"""Image classification: MNIST digits, for CNNs and CapsNets.
+
+Splits: 55,000 training images, ``val_size`` (5,000) validation images carved from
+the training set by a fixed data seed, the 10,000 test images and, with
+``data.affine``, the affine-transformed test set (see :mod:`archlab.data.mnist`).
+Metrics: the model's own loss and accuracy (argmax of the class scores).
+
+Training images are shifted at random by up to ``shift`` pixels per axis (Sabour et
+al.'s 2-pixel shifts), drawn from a generator seeded by (seed, step), so a resumed
+run sees exactly the images an uninterrupted one would.
+
+``canvas`` decides the input size:
+- 28 (default): MNIST as it is.  The affine split (40 x 40) is brought back to
+  28 x 28 by MNIST's own normalisation, centring each digit on its centre of mass,
+  so the models see its rotation, shear and scale but not its translation.
+- 40: Sabour et al.'s affNIST setup -- every digit on a 40 x 40 black canvas,
+  placed at random during training (set ``shift: 6`` for anywhere on the canvas),
+  centred for validation and test; the affine split is used as it is.
+
+An image classifier (``cnn``, ``capsnet``) takes images (batch, 1, size, size) with
+values in [0, 1] and offers:
+    forward(images) -> output            logits (CNN) or digit capsules (CapsNet)
+    probabilities(output) -> (batch, 10) softmax (CNN) or capsule lengths (CapsNet)
+    loss(output, labels, images) -> scalar
+Only ``forward`` runs through a DistributedDataParallel wrapper; the other two
+work on its output, so data-parallel training synchronises every gradient.
+
+``predict`` reads image files of any size and mode with Pillow and converts them as
+MNIST was made: grey, white digit on black (inverted if the background is light;
+the alpha channel is the ink when the image has one), cropped to the digit,
+scaled to fit 20 x 20 and centred by its centre of mass in a 28 x 28 field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from archlab.data.batching import EpochBatches
+from archlab.data.mnist import (
+    AFFINE_CANVAS,
+    IMAGE_SIZE,
+    affine_test_set,
+    center_of_mass_crop,
+    mnist_splits,
+    place,
+    random_shift,
+)
+from archlab.errors import ArchlabError, ConfigError
+from archlab.tasks import Task, register_task
+
+MNIST_LABELS = tuple(str(d) for d in range(10))
+CANVASES = (IMAGE_SIZE, AFFINE_CANVAS)
+
+
+@dataclass
+class ImageClassificationData:
+    dataset: str = "mnist"
+    val_size: int = 5000  # validation images carved from the 60,000 training images
+    split_seed: int = 0  # the data seed that picks them (kept apart from the training seed)
+    shift: int = 2  # training images shifted by up to this many pixels per axis; 0 = off
+    canvas: int = 28  # 28: MNIST as is; 40: digits on a 40 x 40 canvas (affNIST setup)
+    affine: bool = False  # also evaluate on the affine-transformed test set ("affine")
+    train_size: int | None = None  # use only the first N training images (quick checks)
+
+
+@register_task
+class ImageClassificationTask(Task):
+    name = "image_classification"
+    DataConfig = ImageClassificationData
+    metric = "accuracy"
+    maximize = True
+    unit = "img"
+
+    def _check(self) -> None:
+        d = self.data
+        if d.dataset != "mnist":
+            raise ConfigError(f"data.dataset must be 'mnist', got {d.dataset!r}")
+        if d.canvas not in CANVASES:
+            raise ConfigError(f"data.canvas must be 28 or 40, got {d.canvas}")
+        if not 0 <= d.shift < d.canvas // 2:
+            raise ConfigError(f"data.shift must lie in [0, {d.canvas // 2}), got {d.shift}")
+        if not 0 < d.val_size < 60000:
+            raise ConfigError(f"data.val_size must lie in (0, 60000), got {d.val_size}")
+        if d.train_size is not None and d.train_size < 1:
+            raise ConfigError(f"data.train_size must be positive, got {d.train_size}")
+
+    def setup(self) -> None:
+        self._check()
+        d = self.data
+        splits = mnist_splits(d.val_size, d.split_seed)
+        images, labels = splits.pop("train")
+        if d.train_size is not None:
+            images, labels = images[: d.train_size], labels[: d.train_size]
+        self.train = (images, labels)
+        self.examples = {
+            name: (place(x, d.canvas), y) for name, (x, y) in splits.items()
+        }  # uint8 on the canvas
+        if d.affine:
+            x, y = affine_test_set()
+            self.examples["affine"] = (
+                x if d.canvas == AFFINE_CANVAS else center_of_mass_crop(x),
+                y,
+            )
+        self._sampler: EpochBatches | None = None
+
+    def model_overrides(self) -> dict:
+        return {"in_channels": 1, "input_size": self.data.canvas, "num_classes": len(MNIST_LABELS)}
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.train[0]) // batch_size)
+
+    def splits(self) -> tuple[str, ...]:
+        return ("val", "test", "affine") if self.data.affine else ("val", "test")
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
+        images, labels = self.train
+        if self._sampler is None or (self._sampler.batch_size, self._sampler.seed) != (
+            batch_size,
+            seed,
+        ):
+            self._sampler = EpochBatches(len(images), batch_size, seed)
+        rows = torch.tensor(self._sampler.indices(step))
+        # a stream of its own (offset 2**40), apart from the epoch permutations' seeds
+        g = torch.Generator().manual_seed(2**40 + seed * 1_000_003 + step)
+        shifted = random_shift(images[rows], self.data.shift, g, size=self.data.canvas)
+        return as_input(shifted), labels[rows]
+
+    def batch_size_of(self, batch: tuple[Tensor, Tensor]) -> int:
+        return batch[0].shape[0]
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        images, labels = batch
+        return _inner(model).loss(model(images), labels, images)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        images, labels = self.examples[split]
+        inner = _inner(model)
+        total, correct = 0.0, 0
+        for i in range(0, len(images), batch_size):
+            x, y = as_input(images[i : i + batch_size]), labels[i : i + batch_size]
+            out = model(x)
+            total += float(inner.loss(out, y, x)) * len(y)
+            correct += int((inner.probabilities(out).argmax(dim=1) == y).sum())
+        return {"loss": total / len(images), "accuracy": correct / len(images)}
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, inputs: list[str]) -> list[dict[str, str | float]]:
+        """The most likely digit of each image file and its probability."""
+        digits = torch.stack([read_digit(path) for path in inputs])
+        x = as_input(place(digits, self.data.canvas))
+        p, y = model.probabilities(model(x)).max(dim=1)
+        return [
+            {"label": MNIST_LABELS[int(k)], "probability": float(q)}
+            for k, q in zip(y, p, strict=True)
+        ]
+
+
+def as_input(images: Tensor) -> Tensor:
+    """uint8 images (batch, size, size) -> float (batch, 1, size, size) in [0, 1]."""
+    return images.unsqueeze(1).float().div_(255)
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The model itself, also when wrapped by DistributedDataParallel."""
+    return getattr(model, "module", model)
+
+
+def read_digit(path: str | Path) -> Tensor:
+    """An image file as an MNIST-style digit: uint8 (28, 28), white on black, centred."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except FileNotFoundError:
+        raise ArchlabError(f"{path} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        reason = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) else exc
+        raise ArchlabError(f"{path} cannot be read as an image ({reason})") from None
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255:
+        ink = np.asarray(image.getchannel("A"), dtype=np.float32)  # strokes are the opaque part
+    else:
+        ink = np.asarray(image.convert("L"), dtype=np.float32)
+        if np.median(_border(ink)) > 127:  # dark digit on a light background
+            ink = 255 - ink
+    ink = np.clip(ink - np.median(_border(ink)), 0, None)  # background to 0
+    if ink.max() <= 0:
+        raise ArchlabError(f"{path} holds no digit: the image is blank")
+    rows, cols = np.nonzero(ink > 0.1 * ink.max())
+    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] * (255 / ink.max())
+    h, w = ink.shape
+    scale = 20 / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    digit = Image.fromarray(ink.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    field = torch.zeros(IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
+    top, left = (IMAGE_SIZE - size[1]) // 2, (IMAGE_SIZE - size[0]) // 2
+    field[top : top + size[1], left : left + size[0]] = torch.from_numpy(np.asarray(digit).copy())
+    return center_of_mass_crop(field[None])[0]
+
+
+def _border(pixels):
+    """The outermost rows and columns of a 2-D array, as one flat array."""
+    import numpy as np
+
+    return np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
