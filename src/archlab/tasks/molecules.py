@@ -1,0 +1,178 @@
+"""Molecule property regression from SMILES (MoleculeNet ESOL, FreeSolv, Lipophilicity).
+
+The model sees targets standardised with the training split's mean and standard
+deviation and is trained with the mean squared error; metrics are measured in
+the property's own units after undoing the standardisation:
+
+    loss = mean (f(G) - (y - mu) / sigma)^2        (standardised; reported as ``loss``)
+    rmse = sqrt(mean (sigma f(G) + mu - y)^2),  mae = mean |sigma f(G) + mu - y|
+
+The split is ``random`` or Bemis-Murcko ``scaffold`` (80/10/10, seeded by
+``split_seed``, not by the training seed, so every seed of ``--seeds N`` sees
+the same split).  A batch is one disconnected graph of its molecules: the tuple
+(x, edge_index, edge_attr, batch, y), with y standardised, (molecules, 1).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archlab.data.batching import EpochBatches
+from archlab.data.molecules import (
+    ATOM_DIM,
+    BOND_DIM,
+    FEATURISER,
+    TABLES,
+    MolGraph,
+    check_split_sizes,
+    collate,
+    featurise,
+    load_molecules,
+    parse_smiles,
+    random_split,
+    scaffold_split,
+)
+from archlab.errors import ArchlabError, CheckpointError, ConfigError
+from archlab.io import atomic_write_text
+from archlab.tasks import Task, register_task
+
+SPLIT_KINDS = ("random", "scaffold")
+ARTIFACT = "molecules.json"
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+@dataclass
+class MoleculeData:
+    dataset: str = "esol"  # esol, freesolv or lipo
+    split: str = "random"  # random or scaffold
+    split_seed: int = 0
+    sizes: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
+
+
+@register_task
+class MoleculeRegressionTask(Task):
+    name = "molecule_regression"
+    DataConfig = MoleculeData
+    metric = "rmse"
+    maximize = False
+    unit = "mol"
+
+    def _check(self) -> None:
+        d = self.data
+        if d.dataset not in TABLES:
+            raise ConfigError(f"data.dataset must be one of {sorted(TABLES)}, got {d.dataset!r}")
+        if d.split not in SPLIT_KINDS:
+            raise ConfigError(f"data.split must be one of {SPLIT_KINDS}, got {d.split!r}")
+        check_split_sizes(d.sizes)
+
+    def setup(self) -> None:
+        self._check()
+        d = self.data
+        molecules = load_molecules(d.dataset)
+        if d.split == "random":
+            index = random_split(len(molecules.smiles), d.split_seed, d.sizes)
+        else:
+            index = scaffold_split(molecules.smiles, d.split_seed, d.sizes)
+        self.graphs = {k: [molecules.graphs[i] for i in rows] for k, rows in index.items()}
+        self.y = {k: molecules.y[rows] for k, rows in index.items()}
+        train_y = self.y["train"]
+        self.mean, self.std = train_y.mean(0), train_y.std(0, correction=0).clamp_min(1e-8)
+        self._samplers: dict[tuple[int, int], EpochBatches] = {}
+        self._eval_batches: dict[tuple[str, int], list[Batch]] = {}
+
+    def model_overrides(self) -> dict:
+        return {"atom_dim": ATOM_DIM, "bond_dim": BOND_DIM, "n_targets": 1}
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.graphs["train"]) // batch_size)
+
+    def _batch(self, split: str, rows: list[int]) -> Batch:
+        y = (self.y[split][rows] - self.mean) / self.std
+        return (*collate([self.graphs[split][i] for i in rows]), y)
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        key = (batch_size, seed)
+        if key not in self._samplers:
+            self._samplers[key] = EpochBatches(len(self.graphs["train"]), batch_size, seed)
+        return self._batch("train", self._samplers[key].indices(step))
+
+    def batch_size_of(self, batch: Batch) -> int:
+        return batch[-1].shape[0]
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        *graph, y = batch
+        return F.mse_loss(model(*graph, y.shape[0]).float(), y)
+
+    def splits(self) -> tuple[str, ...]:
+        return ("val", "test")
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        key = (split, batch_size)
+        if key not in self._eval_batches:
+            n = len(self.graphs[split])
+            self._eval_batches[key] = [
+                self._batch(split, list(range(i, min(i + batch_size, n))))
+                for i in range(0, n, batch_size)
+            ]
+        device = next(model.parameters()).device
+        predicted, targets = [], []
+        for batch in self._eval_batches[key]:
+            *graph, y = (t.to(device) for t in batch)
+            predicted.append(model(*graph, y.shape[0]).float().cpu())
+            targets.append(y.cpu())
+        z, y = torch.cat(predicted), torch.cat(targets)
+        error = (z - y) * self.std  # in the property's units
+        return {
+            "loss": F.mse_loss(z, y).item(),
+            "rmse": error.pow(2).mean().sqrt().item(),
+            "mae": error.abs().mean().item(),
+        }
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, smiles: list[str]) -> list[dict[str, str | float]]:
+        """The predicted property of each SMILES, in the dataset's units."""
+        graphs: list[MolGraph] = []
+        for text in smiles:
+            mol = parse_smiles(text.strip())
+            if mol is None:
+                raise ArchlabError(f"RDKit cannot parse the SMILES {text!r}")
+            graphs.append(featurise(mol))
+        device = next(model.parameters()).device
+        x, edge_index, edge_attr, batch = (t.to(device) for t in collate(graphs))
+        z = model(x, edge_index, edge_attr, batch, len(graphs)).float().cpu()
+        values = z * self.std + self.mean
+        return [{"value": float(v[0])} for v in values]
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        table = TABLES[self.data.dataset]
+        artifact = {
+            "dataset": table.dataset,
+            "target": table.target,
+            "unit": table.unit,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "featuriser": FEATURISER,
+        }
+        atomic_write_text(run_dir / ARTIFACT, json.dumps(artifact, indent=2) + "\n")
+
+    def load_artifacts(self, run_dir: Path) -> None:
+        path = run_dir / ARTIFACT
+        try:
+            artifact = json.loads(path.read_text("utf-8"))
+            mean, std, featuriser = artifact["mean"], artifact["std"], artifact["featuriser"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CheckpointError(f"{path} is missing or is not a molecule-task artifact") from None
+        if featuriser != json.loads(json.dumps(FEATURISER)):
+            raise CheckpointError(
+                f"{run_dir} was trained with other atom/bond features than this archlab "
+                "computes; retrain it"
+            )
+        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
