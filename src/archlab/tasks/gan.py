@@ -1,0 +1,278 @@
+"""Image generation: a GAN trained on MNIST, measured by the Frechet inception distance.
+
+Data: the 55,000 MNIST training images left after carving ``val_size`` (5,000)
+validation images with a fixed data seed, as :mod:`archlab.tasks.image_classification`
+does, scaled to [-1, 1] (the generator's tanh range); the class labels go along for
+class-conditional models.
+
+Training on the Trainer's one-loss-per-step engine.  A GAN has two players with two
+losses; here one step is one *simultaneous* update: the model's forward returns
+L_D + L_G, where L_D sees the generated images detached and L_G runs through the
+discriminator with its parameters detached (:meth:`archlab.models.gan.DCGAN.losses`),
+so one backward leaves in D's parameters exactly grad L_D and in G's exactly grad L_G
+-- what the textbook's two backward passes compute -- and one optimizer step moves
+both.  (The alternating form of Goodfellow et al.'s Algorithm 1 would let G see the
+already updated D; simultaneous updates are the other standard form, e.g. Mescheder
+et al. 2017, and cost the same three D passes.)  The noise z is drawn in
+:meth:`loss` from the global generator, like dropout masks, whose state the
+checkpoints keep, so a resumed run goes on exactly.  Because the objective is the
+model's forward, data-parallel training averages both players' gradients.
+Two time-scale learning rates (TTUR, Heusel et al. 2017, used by SAGAN: lr_D = 4 lr_G)
+come from ``data.d_lr_scale`` through :meth:`lr_scales`; Adam's betas, the learning
+rate of G and its schedule are the trainer's.
+
+Metric (Heusel et al. 2017, "GANs trained by a two time-scale update rule converge to
+a local Nash equilibrium"), the Frechet distance between Gaussians fitted to the
+features of real and generated images:
+
+    FID = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^{1/2})
+
+with Tr (S_r S_g)^{1/2} = sum_i sqrt(lambda_i), lambda_i the eigenvalues of the
+symmetric S_r^{1/2} S_g S_r^{1/2} (similar to S_r S_g), computed in float64.  The
+features are not Inception-v3's, which know nothing of digits, but the penultimate
+layer of an MNIST CNN trained by archlab (``cnn-mnist``), named by
+``data.fid_classifier`` (its run directory), so the numbers are comparable between
+archlab's GANs, not with FIDs in papers.  Validation during training uses
+``val_fid_samples`` generated and real validation images (cheap, for picking the
+best checkpoint); the final figures use ``fid_samples`` (10,000) generated images
+against the whole split -- the 10,000 test images for ``test``.  Generated images
+for evaluation come from fixed noise, and a class-conditional model gets the real
+images' labels, so both sets have the same class frequencies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from archlab.data.batching import EpochBatches
+from archlab.data.mnist import mnist_splits
+from archlab.errors import ArchlabError, ConfigError
+from archlab.tasks import Task, register_task
+
+EVAL_NOISE_SEED = 1234  # fixed noise for the evaluation images, so evaluations compare
+
+
+@dataclass
+class ImageGenerationData:
+    dataset: str = "mnist"
+    val_size: int = 5000  # validation images carved from the 60,000 training images
+    split_seed: int = 0  # the data seed that picks them (kept apart from the training seed)
+    fid_classifier: str | None = None  # run directory of a trained MNIST `cnn` (cnn-mnist)
+    fid_samples: int = 10000  # generated images for the final FID, against the whole split
+    val_fid_samples: int = 2000  # generated and real images for the FID during training
+    d_lr_scale: float = 1.0  # lr_D / lr_G (two time-scale update rule); lr_G = trainer.lr
+    train_size: int | None = None  # use only the first N training images (quick checks)
+
+
+def fit_gaussian(features: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and (unbiased) covariance of features (n, d), in float64."""
+    features = features.double()
+    return features.mean(0), torch.cov(features.T)
+
+
+def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2}) for two Gaussians N(mu, S)."""
+    mu1, sigma1, mu2, sigma2 = (t.double() for t in (mu1, sigma1, mu2, sigma2))
+    eigenvalues, vectors = torch.linalg.eigh(sigma1)
+    root1 = (vectors * eigenvalues.clamp(min=0).sqrt()) @ vectors.T
+    middle = root1 @ sigma2 @ root1
+    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    return float((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * trace_root)
+
+
+def to_unit(images: Tensor) -> Tensor:
+    """uint8 images (n, H, W) -> float (n, 1, H, W) in [-1, 1]."""
+    return images.unsqueeze(1).float().div_(127.5).sub_(1)
+
+
+def image_grid(images: Tensor, rows: int, cols: int, pad: int = 2) -> Tensor:
+    """Images (n <= rows * cols, C, H, W) in [0, 1] as one uint8 (C, rows (H+pad)+pad, ...)."""
+    n, c, h, w = images.shape
+    cells = torch.zeros(rows * cols, c, h + pad, w + pad)
+    cells[:n, :, pad:, pad:] = images.float().clamp(0, 1)
+    grid = cells.view(rows, cols, c, h + pad, w + pad).permute(2, 0, 3, 1, 4)
+    grid = grid.reshape(c, rows * (h + pad), cols * (w + pad))
+    grid = torch.nn.functional.pad(grid, (0, pad, 0, pad))
+    return (grid * 255).round().to(torch.uint8)
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The model itself, also when wrapped by DistributedDataParallel."""
+    return getattr(model, "module", model)
+
+
+@register_task
+class ImageGenerationTask(Task):
+    name = "image_generation"
+    DataConfig = ImageGenerationData
+    metric = "fid"
+    maximize = False
+    unit = "img"
+
+    def _check(self) -> None:
+        d = self.data
+        if d.dataset != "mnist":
+            raise ConfigError(f"data.dataset must be 'mnist', got {d.dataset!r}")
+        if not 0 < d.val_size < 60000:
+            raise ConfigError(f"data.val_size must lie in (0, 60000), got {d.val_size}")
+        if min(d.fid_samples, d.val_fid_samples) < 2:
+            raise ConfigError("data.fid_samples and data.val_fid_samples must be at least 2")
+        if d.d_lr_scale <= 0:
+            raise ConfigError(f"data.d_lr_scale must be positive, got {d.d_lr_scale}")
+        if d.train_size is not None and d.train_size < 1:
+            raise ConfigError(f"data.train_size must be positive, got {d.train_size}")
+
+    def setup(self) -> None:
+        self._check()
+        d = self.data
+        splits = mnist_splits(d.val_size, d.split_seed)
+        images, labels = splits.pop("train")
+        if d.train_size is not None:
+            images, labels = images[: d.train_size], labels[: d.train_size]
+        self.train, self.examples = (images, labels), splits
+        self._classifier = self._load_classifier()
+        self._real_stats: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
+        self._sampler: EpochBatches | None = None
+
+    def _load_classifier(self) -> nn.Module:
+        from archlab.models.cnn import ImageCNN
+        from archlab.run import load
+
+        path = self.data.fid_classifier
+        train_first = (
+            "train one first (`archlab train cnn-mnist --out runs/cnn-mnist`) and give its run "
+            "directory with --set data.fid_classifier=runs/cnn-mnist"
+        )
+        if path is None:
+            raise ConfigError(f"the FID needs the features of a trained MNIST CNN: {train_first}")
+        try:
+            run = load(path)
+        except ArchlabError as exc:
+            raise ConfigError(f"data.fid_classifier: {exc}; {train_first}") from None
+        model = run.model
+        if not isinstance(model, ImageCNN) or model.config.input_size != 28:
+            raise ConfigError(
+                f"data.fid_classifier {path} holds a {run.task.name} run of "
+                f"{type(model).__name__}; the FID needs a 28 x 28 MNIST `cnn`: {train_first}"
+            )
+        return model.float().eval().requires_grad_(False)
+
+    def lr_scales(self) -> dict[str, float]:
+        return {"discriminator.": self.data.d_lr_scale}
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.train[0]) // batch_size)
+
+    def splits(self) -> tuple[str, ...]:
+        return ("val", "test")
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
+        images, labels = self.train
+        if self._sampler is None or (self._sampler.batch_size, self._sampler.seed) != (
+            batch_size,
+            seed,
+        ):
+            self._sampler = EpochBatches(len(images), batch_size, seed)
+        rows = torch.tensor(self._sampler.indices(step))
+        return to_unit(images[rows]), labels[rows]
+
+    def batch_size_of(self, batch: tuple[Tensor, Tensor]) -> int:
+        return batch[0].shape[0]
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        real, labels = batch
+        config = _inner(model).config
+        z = torch.randn(len(real), config.z_dim, device=real.device)
+        return model(real, z, labels if config.num_classes else None)
+
+    # ----- evaluation -----
+
+    def _features(self, images: Tensor, batch_size: int) -> Tensor:
+        """The FID classifier's penultimate features of images in [-1, 1], in float32."""
+        with torch.autocast("cpu", enabled=False):  # the same features whatever the GAN's dtype
+            return torch.cat(
+                [
+                    self._classifier.features((images[i : i + batch_size].float() + 1) / 2)
+                    for i in range(0, len(images), batch_size)
+                ]
+            )
+
+    def _generate(self, model: nn.Module, labels: Tensor, g: torch.Generator, batch_size: int):
+        """One generated image per label (labels ignored by unconditional models), on the CPU."""
+        config, device = model.config, next(model.parameters()).device
+        chunks = []
+        for i in range(0, len(labels), batch_size):
+            y = labels[i : i + batch_size].to(device)
+            z = torch.randn(len(y), config.z_dim, generator=g).to(device)
+            chunks.append(model.generator(z, y if config.num_classes else None).float().cpu())
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def _measure(self, model: nn.Module, split: str, n_real: int, n_fake: int, batch_size: int):
+        images, labels = self.examples[split]
+        real, real_labels = to_unit(images[:n_real]), labels[:n_real]
+        if (split, n_real) not in self._real_stats:
+            self._real_stats[(split, n_real)] = fit_gaussian(self._features(real, batch_size))
+        g = torch.Generator().manual_seed(EVAL_NOISE_SEED)
+        fake_labels = real_labels.repeat(-(-n_fake // n_real))[:n_fake]
+        fake = self._generate(model, fake_labels, g, batch_size)
+        fid = frechet_distance(
+            *self._real_stats[(split, n_real)], *fit_gaussian(self._features(fake, batch_size))
+        )
+        config, device = model.config, next(model.parameters()).device
+        d_total = g_total = 0.0
+        for i in range(0, n_real, batch_size):
+            x, y = real[i : i + batch_size].to(device), real_labels[i : i + batch_size].to(device)
+            z = torch.randn(len(x), config.z_dim, generator=g).to(device)
+            d_loss, g_loss = model.losses(x, z, y if config.num_classes else None)
+            d_total += float(d_loss) * len(x)
+            g_total += float(g_loss) * len(x)
+        return {"fid": fid, "d_loss": d_total / n_real, "g_loss": g_total / n_real}
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        """FID, L_D and L_G on ``val_fid_samples`` images of ``split`` and as many fakes."""
+        n = min(self.data.val_fid_samples, len(self.examples[split][0]))
+        return self._measure(model, split, n, n, batch_size)
+
+    def final_metrics(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        """FID of ``fid_samples`` generated images against every image of ``split``."""
+        n_real = len(self.examples[split][0])
+        return self._measure(model, split, n_real, self.data.fid_samples, batch_size)
+
+    # ----- sampling -----
+
+    @torch.no_grad()
+    def sample(self, model: nn.Module, out: str | Path, n: int = 64, seed: int = 0) -> str:
+        """Write a grid of ``n`` generated images to ``out`` (PNG); returns its layout.
+
+        A class-conditional model draws ceil(n / 10) images per class, one row per class.
+        """
+        from PIL import Image
+
+        if n <= 0:
+            raise ArchlabError(f"the number of images to sample must be positive, got {n}")
+        classes = model.config.num_classes
+        g = torch.Generator().manual_seed(seed)
+        if classes:
+            cols = -(-n // classes)
+            rows, labels = classes, torch.arange(classes).repeat_interleave(cols)
+        else:
+            cols = math.ceil(math.sqrt(n))
+            rows, labels = -(-n // cols), torch.zeros(n, dtype=torch.long)
+        images = self._generate(model.eval(), labels, g, 256)
+        grid = image_grid((images + 1) / 2, rows, cols)
+        pixels = grid[0] if grid.shape[0] == 1 else grid.permute(1, 2, 0)
+        try:
+            Image.fromarray(pixels.numpy()).save(out)
+        except (OSError, ValueError) as exc:
+            raise ArchlabError(f"cannot write {out}: {exc}") from None
+        return f"{rows} x {cols} images" + (", one row per class" if classes else "")
+
+    def report(self, model: nn.Module, run_dir: Path) -> None:
+        """samples.png: 64 generated images (10 x 7, one row per class, if conditional)."""
+        self.sample(model, run_dir / "samples.png", n=64, seed=0)
