@@ -16,6 +16,8 @@ def ids(vocab: int, *shape: int) -> torch.Tensor:
     return torch.randint(0, vocab, shape)
 
 
+EDGES = torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 0]])
+
 # name -> (small config overrides, a function making one input batch)
 TINY = {
     "gpt": (
@@ -42,9 +44,44 @@ TINY = {
         dict(vocab_size=50, d_model=16, n_head=2, n_layer=1, d_ff=32, max_len=16),
         lambda: (ids(50, 2, 9),),
     ),
+    "gcn": (dict(in_dim=4, hidden_dim=8, out_dim=3), lambda: (torch.randn(5, 4), EDGES)),
+    "gat": (
+        dict(in_dim=4, hidden_dim=2, heads=2, out_dim=3, out_heads=2),
+        lambda: (torch.randn(5, 4), EDGES),
+    ),
+    "mpnn": (
+        dict(atom_dim=4, bond_dim=3, hidden=8, depth=2, ffn_hidden=8),
+        # two molecules (atoms 0-2 and 3-4), each bond in both directions
+        lambda: (
+            torch.randn(5, 4),
+            torch.tensor([[0, 1, 1, 2, 3, 4], [1, 0, 2, 1, 4, 3]]),
+            torch.randn(6, 3),
+            torch.tensor([0, 0, 0, 1, 1]),
+            2,
+        ),
+    ),
     "textcnn": (
         dict(vocab_size=50, embed_dim=8, filter_sizes=[2, 3], n_filters=4),
         lambda: (ids(50, 2, 7),),
+    ),
+    "cnn": (dict(channels=[4, 8], hidden=[16]), lambda: (torch.rand(2, 1, 28, 28),)),
+    # a GAN's forward is its training objective L_D + L_G on (real images, noise[, labels])
+    "dcgan": (
+        dict(z_dim=8, ngf=4, ndf=4),
+        lambda: (torch.rand(2, 1, 28, 28) * 2 - 1, torch.randn(2, 8)),
+    ),
+    "cgan": (
+        dict(z_dim=8, ngf=4, ndf=4),
+        lambda: (torch.rand(2, 1, 28, 28) * 2 - 1, torch.randn(2, 8), torch.tensor([3, 7])),
+    ),
+    "sagan": (
+        dict(z_dim=8, ngf=8, ndf=8),
+        lambda: (torch.rand(2, 1, 28, 28) * 2 - 1, torch.randn(2, 8)),
+    ),
+    "capsnet": (
+        # forward returns the digit capsules, so the decoder (used by the loss) is left out
+        dict(conv1_channels=8, primary_caps=2, primary_dim=4, digit_dim=4, reconstruction_scale=0),
+        lambda: (torch.rand(2, 1, 28, 28),),
     ),
     "transformer": (
         dict(

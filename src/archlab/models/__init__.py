@@ -1,8 +1,13 @@
 """archlab's models: one file per family, each a Config dataclass and the module."""
 
 from archlab.models.bert import BERT, BERTConfig
-from archlab.models.cnn import TextCNN, TextCNNConfig
+from archlab.models.capsnet import CapsNet, CapsNetConfig
+from archlab.models.cnn import ImageCNN, ImageCNNConfig, TextCNN, TextCNNConfig
+from archlab.models.gan import DCGAN, GANConfig
+from archlab.models.gat import GAT, GATConfig
+from archlab.models.gcn import GCN, GCNConfig
 from archlab.models.gpt import GPT, GPTConfig
+from archlab.models.mpnn import DMPNN, MPNNConfig
 from archlab.models.rnn import RNNClassifier, RNNConfig
 from archlab.models.transformer import (
     Transformer,
@@ -14,8 +19,20 @@ from archlab.models.transformer import (
 __all__ = [
     "BERT",
     "BERTConfig",
+    "CapsNet",
+    "CapsNetConfig",
+    "DCGAN",
+    "DMPNN",
+    "GANConfig",
+    "GAT",
+    "GATConfig",
+    "GCN",
+    "GCNConfig",
     "GPT",
     "GPTConfig",
+    "ImageCNN",
+    "ImageCNNConfig",
+    "MPNNConfig",
     "RNNClassifier",
     "RNNConfig",
     "TextCNN",

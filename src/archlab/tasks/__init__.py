@@ -38,6 +38,24 @@ class Task(ABC):
         """Model config fields the data decides (e.g. the vocabulary size)."""
         return {}
 
+    def use_checkpoint(self, path: Path) -> None:
+        """Take what a pretrained checkpoint fixes besides its weights (its tokenizer).
+
+        Called before :meth:`setup` when the recipe sets ``model.init_from``.
+        """
+        raise ConfigError(
+            f"the {self.name} task cannot start from a pretrained checkpoint (model.init_from)"
+        )
+
+    def train_module(self, model: nn.Module) -> nn.Module:
+        """The module :meth:`loss` is given in training (default: the model itself).
+
+        A task whose loss needs another method than forward (a classifier's ``classify``)
+        returns a view of the model whose forward is that method: under torchrun the
+        Trainer wraps this module in DDP, which averages gradients only through forward.
+        """
+        return model
+
     @abstractmethod
     def train_batch(self, step: int, batch_size: int, seed: int) -> Any:
         """The training batch of ``step``: the same (seed, step) always gives the same batch."""
@@ -58,6 +76,21 @@ class Task(ABC):
         """Metrics for results.json; may add costly ones (BLEU) to :meth:`evaluate`'s."""
         return self.evaluate(model, split, batch_size)
 
+    # Optional, for tasks whose models answer single inputs (``archlab predict``):
+    #   def predict(self, model, inputs: list[str]) -> list[dict[str, str | float]]
+    # one dict per input, e.g. {"label": "positive", "probability": 0.93} or {"value": -0.77}.
+    # Optional, for generative image tasks (``archlab sample``):
+    #   def sample(self, model, out, n, seed) -> str
+    # writes a grid of n generated images to the PNG file out and returns its layout.
+
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate factors by parameter-name prefix, e.g. ``{"discriminator.": 4.0}``.
+
+        A parameter under a prefix trains at ``trainer.lr`` times its factor (the schedule
+        scales every group alike); the others at ``trainer.lr``.
+        """
+        return {}
+
     def steps_per_epoch(self, batch_size: int) -> int | None:
         """Optimizer steps in one pass over the training data, for tasks that have epochs."""
         return None
@@ -65,6 +98,9 @@ class Task(ABC):
     def splits(self) -> tuple[str, ...]:
         """The evaluation splits, validation first."""
         return ("val",)
+
+    def report(self, model: nn.Module, run_dir: Path) -> None:
+        """Write task-specific figures of the kept model into the run directory (at the end)."""
 
     def save_artifacts(self, run_dir: Path) -> None:
         """Write what inference needs besides the weights (a tokenizer, label names)."""
@@ -83,7 +119,15 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def get_task(name: str) -> type[Task]:
-    from archlab.tasks import char_lm, classification, translation  # noqa: F401  (registers)
+    from archlab.tasks import (  # noqa: F401  (registers)
+        char_lm,
+        classification,
+        gan,
+        image_classification,
+        molecules,
+        node_classification,
+        translation,
+    )
 
     if name not in _TASKS:
         raise ConfigError(unknown_name_message("task", name, list(_TASKS)))
