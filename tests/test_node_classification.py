@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 
+import archlab
 from archlab.data.files import DataError
 from archlab.data.graphs import _PlanetoidUnpickler, load_karate, load_planetoid
-from archlab.run import load, train
+from archlab.run import train
 
 
 @pytest.mark.parametrize("name", ["cora", "citeseer"])
@@ -72,7 +73,7 @@ def test_training_on_cora_learns(planetoid, tmp_path, recipe: str) -> None:
         if '"train"' in line
     ]
     assert losses[-1] < losses[0]
-    run = load(run_dir)
+    run = archlab.load(run_dir)
     assert run.evaluate("test")["accuracy"] == pytest.approx(results["test"]["accuracy"])
 
 

@@ -135,11 +135,15 @@ def load_mnist(split: str) -> tuple[Tensor, Tensor]:
     return images, labels.long()
 
 
-def mnist_splits(val_size: int, split_seed: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
-    """train / val / test; val is ``val_size`` training images picked by a seeded permutation."""
+def mnist_splits(
+    val_size: int, split_seed: int = 0, train_size: int | None = None
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """train / val / test; val is ``val_size`` training images picked by a seeded permutation,
+    and train keeps its first ``train_size`` images when that is given."""
     images, labels = load_mnist("train")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(split_seed))
     train, val = order[val_size:].sort().values, order[:val_size].sort().values
+    train = train[:train_size]
     return {
         "train": (images[train], labels[train]),
         "val": (images[val], labels[val]),

@@ -130,10 +130,8 @@ class ImageGenerationTask(Task):
     def setup(self) -> None:
         self._check()
         d = self.data
-        splits = mnist_splits(d.val_size, d.split_seed)
+        splits = mnist_splits(d.val_size, d.split_seed, d.train_size)
         images, labels = splits.pop("train")
-        if d.train_size is not None:
-            images, labels = images[: d.train_size], labels[: d.train_size]
         self.train, self.examples = (images, labels), splits
         self._classifier = self._load_classifier()
         self._real_stats: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}

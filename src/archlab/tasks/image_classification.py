@@ -91,10 +91,8 @@ class ImageClassificationTask(Task):
     def setup(self) -> None:
         self._check()
         d = self.data
-        splits = mnist_splits(d.val_size, d.split_seed)
+        splits = mnist_splits(d.val_size, d.split_seed, d.train_size)
         images, labels = splits.pop("train")
-        if d.train_size is not None:
-            images, labels = images[: d.train_size], labels[: d.train_size]
         self.train = (images, labels)
         self.examples = {
             name: (place(x, d.canvas), y) for name, (x, y) in splits.items()
