@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from archlab.data.files import DataError, DataFile, Dataset, fetch, register_dataset
+from archlab.errors import ConfigError
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 MNIST_FILES = {  # (split, kind) -> file name, SHA-256
@@ -133,6 +134,16 @@ def load_mnist(split: str) -> tuple[Tensor, Tensor]:
     if len(images) != len(labels):
         raise DataError(f"MNIST {split}: {len(images)} images but {len(labels)} labels")
     return images, labels.long()
+
+
+def check_split_settings(dataset: str, val_size: int, train_size: int | None) -> None:
+    """The data settings every MNIST task shares, checked before any file is read."""
+    if dataset != "mnist":
+        raise ConfigError(f"data.dataset must be 'mnist', got {dataset!r}")
+    if not 0 < val_size < 60000:
+        raise ConfigError(f"data.val_size must lie in (0, 60000), got {val_size}")
+    if train_size is not None and train_size < 1:
+        raise ConfigError(f"data.train_size must be positive, got {train_size}")
 
 
 def mnist_splits(

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from archlab.data.batching import EpochBatches
-from archlab.data.mnist import mnist_splits
+from archlab.data.mnist import check_split_settings, mnist_splits
 from archlab.errors import ArchlabError, ConfigError
 from archlab.tasks import Task, register_task
 
@@ -116,16 +116,11 @@ class ImageGenerationTask(Task):
 
     def _check(self) -> None:
         d = self.data
-        if d.dataset != "mnist":
-            raise ConfigError(f"data.dataset must be 'mnist', got {d.dataset!r}")
-        if not 0 < d.val_size < 60000:
-            raise ConfigError(f"data.val_size must lie in (0, 60000), got {d.val_size}")
+        check_split_settings(d.dataset, d.val_size, d.train_size)
         if min(d.fid_samples, d.val_fid_samples) < 2:
             raise ConfigError("data.fid_samples and data.val_fid_samples must be at least 2")
         if d.d_lr_scale <= 0:
             raise ConfigError(f"data.d_lr_scale must be positive, got {d.d_lr_scale}")
-        if d.train_size is not None and d.train_size < 1:
-            raise ConfigError(f"data.train_size must be positive, got {d.train_size}")
 
     def setup(self) -> None:
         self._check()

@@ -45,6 +45,7 @@ from archlab.data.mnist import (
     IMAGE_SIZE,
     affine_test_set,
     center_of_mass_crop,
+    check_split_settings,
     mnist_splits,
     place,
     random_shift,
@@ -77,16 +78,11 @@ class ImageClassificationTask(Task):
 
     def _check(self) -> None:
         d = self.data
-        if d.dataset != "mnist":
-            raise ConfigError(f"data.dataset must be 'mnist', got {d.dataset!r}")
+        check_split_settings(d.dataset, d.val_size, d.train_size)
         if d.canvas not in CANVASES:
             raise ConfigError(f"data.canvas must be 28 or 40, got {d.canvas}")
         if not 0 <= d.shift < d.canvas // 2:
             raise ConfigError(f"data.shift must lie in [0, {d.canvas // 2}), got {d.shift}")
-        if not 0 < d.val_size < 60000:
-            raise ConfigError(f"data.val_size must lie in (0, 60000), got {d.val_size}")
-        if d.train_size is not None and d.train_size < 1:
-            raise ConfigError(f"data.train_size must be positive, got {d.train_size}")
 
     def setup(self) -> None:
         self._check()
