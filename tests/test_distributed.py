@@ -5,6 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from archlab.errors import ConfigError
+from archlab.run import train
 from tests.conftest import TINY_GPT
 
 
@@ -37,6 +41,8 @@ def assert_two_processes_match_one(recipe: str, sets: list[str], tmp_path, steps
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     two = [*launcher, *args, "--out", str(tmp_path / "two")]
     assert run_logged(two, tmp_path / "two.log") == 0, (tmp_path / "two.log").read_text()[-3000:]
+    printed = (tmp_path / "two.log").read_text().splitlines()
+    assert sum(line.startswith('{"val"') for line in printed) == 1  # rank 0 speaks for both
     single, parallel = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
     assert len(single) == len(parallel) == steps
     for a, b in zip(single, parallel, strict=True):
@@ -67,3 +73,11 @@ def test_bert_classifier_trains_data_parallel(mr, tmp_path) -> None:
         "trainer.precision=fp32",
     ]
     assert_two_processes_match_one("bert-mr", sets, tmp_path, steps=4)
+
+
+def test_a_graph_task_refuses_torchrun(tmp_path, monkeypatch) -> None:
+    """One graph per batch cannot be split by rows: one clear error before any process group."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="node_classification task trains in one process"):
+        train("gcn-karate", ["trainer.max_steps=2"], out=str(tmp_path / "run"), progress=False)

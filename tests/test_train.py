@@ -1,6 +1,8 @@
 """The Trainer on real data: learning, exact resume, Ctrl-C, NaN, checkpoints, run files."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -74,6 +76,23 @@ def test_interrupted_then_resumed_equals_uninterrupted(shakespeare, tmp_path, mo
         assert torch.equal(value, expected[key]), key
     assert resumed_results["val"] == full_results["val"]
     assert steps_logged(tmp_path / "cut") == steps_logged(full)
+
+
+def test_sigterm_saves_like_ctrl_c(shakespeare, tmp_path, monkeypatch) -> None:
+    """``kill PID`` (or a job scheduler's SIGTERM) keeps the steps done, as Ctrl-C does."""
+    original = CharLMTask.train_batch
+
+    def terminate_at_step_3(self, step, batch_size, seed):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, step, batch_size, seed)
+
+    monkeypatch.setattr(CharLMTask, "train_batch", terminate_at_step_3)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "cut", 8, "trainer.checkpoint_every=100")
+    assert signal.getsignal(signal.SIGTERM) is handler  # restored after training
+    assert torch.load(tmp_path / "cut/state.pt", weights_only=True)["step"] == 3
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(

@@ -27,6 +27,9 @@ class Task(ABC):
     metric: ClassVar[str] = "loss"  # validation metric that picks the best checkpoint
     maximize: ClassVar[bool] = False
     unit: ClassVar[str] = "ex"  # what train_batch sizes count, for throughput: tok, ex, ...
+    # whether torchrun ranks may each take their rows of a training batch (a batch that is
+    # one graph, or graphs packed into one, cannot be split by rows)
+    data_parallel: ClassVar[bool] = True
 
     def __init__(self, data: Any) -> None:
         self.data = data

@@ -57,6 +57,7 @@ class NodeClassificationTask(Task):
     metric = "accuracy"
     maximize = True
     unit = "nodes"
+    data_parallel = False
 
     def setup(self) -> None:
         if self.data.dataset not in DATASETS:

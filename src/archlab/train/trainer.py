@@ -19,7 +19,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,6 +167,19 @@ def _rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a job scheduler) stops training as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _shard(batch: Any, rank: int, world: int) -> Any:
     """This rank's rows of a global batch (a tensor or a tuple/list of tensors)."""
     if world == 1:
@@ -190,6 +207,10 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_precision(cfg.precision, self.device)
+        if self.world > 1 and not task.data_parallel:
+            raise ConfigError(
+                f"the {task.name} task trains in one process only; run it without torchrun"
+            )
         if cfg.batch_size % self.world:
             raise ConfigError(
                 f"trainer.batch_size ({cfg.batch_size}) must divide evenly over {self.world} "
@@ -320,6 +341,11 @@ class Trainer:
         return total_loss, count
 
     def fit(self) -> dict[str, dict[str, float]]:
+        """Train to ``max_steps`` (or an early stop); Ctrl-C or SIGTERM saves and re-raises."""
+        with _sigterm_as_interrupt():
+            return self._fit()
+
+    def _fit(self) -> dict[str, dict[str, float]]:
         from tqdm import tqdm
 
         cfg = self.cfg
