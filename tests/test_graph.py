@@ -5,16 +5,21 @@ import torch
 
 import archlab
 from archlab.errors import ShapeError
+from archlab.models import gat
 from archlab.nn.graph import (
     EdgeList,
     Readout,
     SparsePattern,
     SparseTensor,
     add_remaining_self_loops,
+    add_self_loops,
+    as_features,
     check_graph,
     dropout,
     edge_weighted_sum,
     gcn_norm,
+    linear,
+    per_head_linear,
     scatter,
     segment_softmax,
     spmm,
@@ -133,12 +138,12 @@ def _copy_gat(ours, ref) -> None:
 def test_gat_layer_matches_pyg_gatconv_with_attention(concat: bool) -> None:
     model = archlab.create_model("gat", in_dim=5, hidden_dim=3, heads=4, out_dim=3, n_layer=1)
     model.eval()
-    ours_layer = model._conv(5, 3, 4, concat=concat)
+    ours_layer = gat.GATConv(5, 3, 4, concat=concat)
     ref = GATConv(5, 3, heads=4, concat=concat)
     _copy_gat(ours_layer, ref)
     ours_layer.eval(), ref.eval()
     x = torch.randn(N, 5)
-    edges = model.edges(EDGES, N)
+    edges = model.graph(EDGES, N)
     out, alpha = ours_layer(x, edges, return_attention=True)
     out_ref, (e_ref, alpha_ref) = ref(x, EDGES, return_attention_weights=True)
     torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
@@ -157,6 +162,82 @@ def test_gat_model_matches_two_pyg_layers() -> None:
     x = torch.randn(N, 5)
     expected = refs[1](torch.nn.functional.elu(refs[0](x, EDGES)), EDGES)
     torch.testing.assert_close(model(x, EDGES), expected, atol=1e-5, rtol=1e-5)
+
+
+def _bag_of_words(sparse: bool) -> torch.Tensor:
+    """(N, 6) features, about half of them zero, node 3 none; dense or sparse CSR."""
+    x = (torch.rand(N, 6) < 0.5) * torch.rand(N, 6)
+    x[3] = 0
+    return x.to_sparse_csr() if sparse else x
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_per_head_linear_drops_each_heads_input_on_its_own(sparse: bool) -> None:
+    x, heads, p = as_features(_bag_of_words(sparse)), 64, 0.5
+    dense = x @ torch.eye(6) if sparse else x
+    # W_k = [I; R_k]: outputs 0..5 of head k are its dropped input x_k, 6..8 are x_k R_k^T
+    R = torch.randn(heads, 3, 6)
+    weight = torch.cat([torch.eye(6).expand(heads, 6, 6), R], dim=1).reshape(-1, 6)
+    out = per_head_linear(x, weight, heads, p, training=True)
+    assert out.shape == (N, heads, 9)
+    x_k = out[..., :6]
+    kept = x_k != 0
+    assert torch.equal(x_k[kept], (dense.expand(heads, N, 6).transpose(0, 1) / (1 - p))[kept])
+    assert not kept[:, :, dense.sum(0) == 0].any() and not kept[3].any()  # zeros stay zeros
+    rate = kept.sum() / ((dense != 0).sum() * heads)
+    assert 0.4 < rate < 0.6
+    masks = kept.transpose(0, 1).flatten(1)
+    assert len({tuple(m.tolist()) for m in masks}) > heads - 3  # (almost) every head its own
+    torch.testing.assert_close(out[..., 6:], torch.einsum("nkf,kcf->nkc", x_k, R))
+    # without dropout: x W^T, values and gradients, sparse or dense
+    weight = torch.randn(heads * 2, 6, requires_grad=True)
+    ours = per_head_linear(x, weight, heads, p, training=False)
+    ref = linear(dense, weight).view(N, heads, 2)
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ref)
+    (grad,) = torch.autograd.grad((ours * g).sum(), weight)
+    torch.testing.assert_close(grad, torch.autograd.grad((ref * g).sum(), weight)[0])
+
+
+def _gat_pair(**kw) -> tuple[torch.nn.Module, torch.nn.Module]:
+    shared = archlab.create_model("gat", in_dim=6, hidden_dim=2, heads=3, out_dim=4, **kw)
+    per_head = archlab.create_model(
+        "gat", in_dim=6, hidden_dim=2, heads=3, out_dim=4, per_head_dropout=True, **kw
+    )
+    per_head.load_state_dict(shared.state_dict())
+    return shared, per_head
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_per_head_dropout_is_each_head_on_its_own_dropped_input(sparse: bool) -> None:
+    x, heads, p = _bag_of_words(sparse), 3, 0.5
+    layer = gat.GATConv(6, 2, heads, dropout=p, per_head_dropout=True)
+    edges = EdgeList(add_self_loops(EDGES, N)[0], N)
+    torch.manual_seed(0)
+    out = layer(as_features(x), edges).view(N, heads, 2)
+    torch.manual_seed(0)  # the same masks: head k's dropped copy of x
+    eye = torch.eye(6).repeat(heads, 1)
+    x_k = per_head_linear(as_features(x), eye, heads, p, training=True)
+    assert not torch.equal(x_k[:, 0], x_k[:, 1])
+    for k in range(heads):  # head k alone, as a one-head layer, on x_k
+        one = gat.GATConv(6, 2, 1).eval()
+        with torch.no_grad():
+            one.W.weight.copy_(layer.W.weight[2 * k : 2 * k + 2])
+            one.a_src.copy_(layer.a_src[k : k + 1])
+            one.a_dst.copy_(layer.a_dst[k : k + 1])
+            one.bias.copy_(layer.bias[2 * k : 2 * k + 2])
+        torch.testing.assert_close(out[:, k], one(x_k[:, k], edges), atol=1e-6, rtol=1e-5)
+    # in eval mode, or with nothing to drop, it is the plain GAT
+    shared, per_head = _gat_pair()
+    torch.testing.assert_close(per_head.eval()(x, EDGES), shared.eval()(x, EDGES))
+    shared, per_head = _gat_pair(dropout=0.0, attn_dropout=0.0)
+    torch.testing.assert_close(per_head.train()(x, EDGES), shared.train()(x, EDGES))
+    torch.manual_seed(1)  # and in training it is not
+    shared, per_head = _gat_pair(attn_dropout=0.0)
+    torch.manual_seed(2)
+    a = shared.train()(x, EDGES)
+    torch.manual_seed(2)
+    assert not torch.allclose(per_head.train()(x, EDGES), a)
 
 
 @pytest.mark.parametrize("name", ["gcn", "gat"])

@@ -10,7 +10,11 @@ neighbours with the normalised scores:
 
 a_k^T [W h_i ‖ W h_j] splits into a_dst·W h_i + a_src·W h_j, so scores cost two
 dot products per node, not one per edge.  Dropout (p = 0.6 in the paper) is
-applied to each layer's input and to the attention coefficients.  The
+applied to each layer's input and to the attention coefficients.  The authors'
+code drops the input inside each attention head, so every head sees its own
+mask: with ``per_head_dropout`` the h of W_k h is head k's own dropped copy
+(one block-diagonal sparse matmul for all heads on bag-of-words input).  Their
+code also drops W_k h_j as it is aggregated (``message_dropout``).  The
 aggregation is one sparse matmul per head forward and backward; the (edges x
 features) message tensor is never built.
 
@@ -30,15 +34,13 @@ from archlab.errors import ConfigError
 from archlab.nn.graph import (
     READOUTS,
     EdgeList,
-    Readout,
+    GraphNetwork,
     SparseTensor,
-    TensorCache,
     add_self_loops,
-    as_features,
-    check_graph,
     dropout,
     edge_weighted_sum,
     linear,
+    per_head_linear,
     remove_self_loops,
     segment_softmax,
 )
@@ -57,6 +59,7 @@ class GATConfig:
     attn_dropout: float = 0.6  # on the attention coefficients
     negative_slope: float = 0.2
     message_dropout: float = 0.0  # on W h_j as it is aggregated (the authors' code: = dropout)
+    per_head_dropout: bool = False  # each head its own input mask (the authors' code: True)
     cached: bool = True  # keep the edge structure between calls on the same edge_index
     readout: str | None = None  # None: node-level; sum, mean, max or attention: graph-level
 
@@ -68,7 +71,7 @@ class GATConfig:
 
 
 class GATConv(nn.Module):
-    """One multi-head graph attention layer (Veličković et al., eqs. 1-6)."""
+    """One multi-head graph attention layer (Veličković et al., eqs. 1-6), input dropout first."""
 
     def __init__(
         self,
@@ -76,14 +79,16 @@ class GATConv(nn.Module):
         out_dim: int,
         heads: int,
         concat: bool = True,
+        dropout: float = 0.0,
         attn_dropout: float = 0.0,
         negative_slope: float = 0.2,
         message_dropout: float = 0.0,
+        per_head_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.heads, self.out_dim, self.concat = heads, out_dim, concat
-        self.attn_dropout, self.negative_slope = attn_dropout, negative_slope
-        self.message_dropout = message_dropout
+        self.dropout, self.attn_dropout, self.negative_slope = dropout, attn_dropout, negative_slope
+        self.message_dropout, self.per_head_dropout = message_dropout, per_head_dropout
         self.W = nn.Linear(in_dim, heads * out_dim, bias=False)
         self.a_src = nn.Parameter(torch.empty(heads, out_dim))
         self.a_dst = nn.Parameter(torch.empty(heads, out_dim))
@@ -91,11 +96,18 @@ class GATConv(nn.Module):
         for weight in (self.W.weight, self.a_src, self.a_dst):
             nn.init.xavier_uniform_(weight)
 
+    def project(self, h: Tensor | SparseTensor) -> Tensor:
+        """W_k h for every head k (nodes, heads, out_dim), h dropped out once or per head."""
+        if self.per_head_dropout and self.heads > 1 and self.training and self.dropout > 0:
+            return per_head_linear(h, self.W.weight, self.heads, self.dropout, self.training)
+        h = dropout(h, self.dropout, self.training)
+        return linear(h, self.W.weight).view(-1, self.heads, self.out_dim)
+
     def forward(
         self, h: Tensor | SparseTensor, edges: EdgeList, return_attention: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         """New node features; with ``return_attention`` also alpha (edges, heads), edge order."""
-        Wh = linear(h, self.W.weight).view(-1, self.heads, self.out_dim)
+        Wh = self.project(h)
         score_src = (Wh * self.a_src).sum(-1)  # (nodes, heads)
         score_dst = (Wh * self.a_dst).sum(-1)
         pair = score_src.index_select(0, edges.source) + score_dst.index_select(0, edges.target)
@@ -109,59 +121,29 @@ class GATConv(nn.Module):
 
 
 @register_model("gat", GATConfig)
-class GAT(nn.Module):
+class GAT(GraphNetwork):
     """Graph attention network (Veličković et al. 2018), node- or graph-level."""
 
     def __init__(self, cfg: GATConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        layers = []
-        in_dim = cfg.in_dim
+        def conv(in_dim: int, out_dim: int, heads: int, concat: bool) -> GATConv:
+            return GATConv(
+                in_dim, out_dim, heads, concat, cfg.dropout, cfg.attn_dropout,
+                cfg.negative_slope, cfg.message_dropout, cfg.per_head_dropout,
+            )  # fmt: skip
+
+        width = cfg.hidden_dim * cfg.heads
+        layers, in_dim = [], cfg.in_dim
         for _ in range(cfg.n_layer - 1):
-            layers.append(self._conv(in_dim, cfg.hidden_dim, cfg.heads, concat=True))
-            in_dim = cfg.hidden_dim * cfg.heads
+            layers.append(conv(in_dim, cfg.hidden_dim, cfg.heads, concat=True))
+            in_dim = width
         if cfg.readout is None:  # output layer: out_heads averaged
-            layers.append(self._conv(in_dim, cfg.out_dim, cfg.out_heads, concat=False))
+            layers.append(conv(in_dim, cfg.out_dim, cfg.out_heads, concat=False))
         else:
-            layers.append(self._conv(in_dim, cfg.hidden_dim, cfg.heads, concat=True))
-            self.readout = Readout(cfg.readout, cfg.hidden_dim * cfg.heads)
-            self.head = nn.Linear(cfg.hidden_dim * cfg.heads, cfg.out_dim)
-        self.layers = nn.ModuleList(layers)
-        self._edges = TensorCache(cfg.cached)
-        self._features = TensorCache(cfg.cached)
+            layers.append(conv(in_dim, cfg.hidden_dim, cfg.heads, concat=True))
+        super().__init__(layers, F.elu, cfg.in_dim, cfg.readout, width, cfg.out_dim, cfg.cached)
+        self.cfg = cfg
 
-    def _conv(self, in_dim: int, out_dim: int, heads: int, concat: bool) -> GATConv:
-        cfg = self.cfg
-        return GATConv(
-            in_dim, out_dim, heads, concat, cfg.attn_dropout, cfg.negative_slope,
-            cfg.message_dropout,
-        )  # fmt: skip
-
-    def edges(self, edge_index: Tensor, num_nodes: int) -> EdgeList:
+    def build_graph(self, edge_index: Tensor, num_nodes: int) -> EdgeList:
         """The edges with exactly one self-loop per node, as PyG's GATConv uses them."""
-
-        def build() -> EdgeList:
-            return EdgeList(
-                add_self_loops(remove_self_loops(edge_index)[0], num_nodes)[0], num_nodes
-            )
-
-        return self._edges.get(edge_index, build)
-
-    def forward(
-        self,
-        x: Tensor,
-        edge_index: Tensor,
-        batch: Tensor | None = None,
-        num_graphs: int | None = None,
-    ) -> Tensor:
-        """Node outputs (nodes, out_dim); with a readout, graph outputs (num_graphs, out_dim)."""
-        num_nodes = check_graph(x, edge_index, features=self.cfg.in_dim)
-        edges = self.edges(edge_index, num_nodes)
-        h = self._features.get(x, lambda: as_features(x))
-        for n, layer in enumerate(self.layers):
-            h = layer(dropout(h, self.cfg.dropout, self.training), edges)
-            if n < len(self.layers) - 1 or self.cfg.readout is not None:
-                h = F.elu(h)
-        if self.cfg.readout is None:
-            return h
-        return self.head(self.readout(h, batch, num_graphs))
+        edge_index = add_self_loops(remove_self_loops(edge_index)[0], num_nodes)[0]
+        return EdgeList(edge_index, num_nodes)

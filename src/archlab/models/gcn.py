@@ -31,11 +31,8 @@ from archlab.errors import ConfigError
 from archlab.nn.graph import (
     READOUTS,
     EdgeList,
-    Readout,
+    GraphNetwork,
     SparseTensor,
-    TensorCache,
-    as_features,
-    check_graph,
     dropout,
     gcn_norm,
     linear,
@@ -62,62 +59,35 @@ class GCNConfig:
 
 
 class GCNConv(nn.Module):
-    """H' = Â H W + b (Kipf & Welling, eq. 2)."""
+    """H' = Â dropout(H) W + b (Kipf & Welling, eq. 2; the input dropout as in their code)."""
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = dropout
         self.W = nn.Linear(in_dim, out_dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_dim))
         nn.init.xavier_uniform_(self.W.weight)  # Glorot, as the paper
 
     def forward(self, h: Tensor | SparseTensor, A_hat: SparseTensor) -> Tensor:
+        h = dropout(h, self.dropout, self.training)
         return A_hat @ linear(h, self.W.weight) + self.bias
 
 
 @register_model("gcn", GCNConfig)
-class GCN(nn.Module):
+class GCN(GraphNetwork):
     """Graph convolutional network (Kipf & Welling 2017), node- or graph-level."""
 
     def __init__(self, cfg: GCNConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
         node_out = cfg.out_dim if cfg.readout is None else cfg.hidden_dim
         dims = [cfg.in_dim] + [cfg.hidden_dim] * (cfg.n_layer - 1) + [node_out]
-        self.layers = nn.ModuleList(GCNConv(a, b) for a, b in zip(dims, dims[1:], strict=False))
-        if cfg.readout is not None:
-            self.readout = Readout(cfg.readout, cfg.hidden_dim)
-            self.head = nn.Linear(cfg.hidden_dim, cfg.out_dim)
-        self._adjacency = TensorCache(cfg.cached)
-        self._features = TensorCache(cfg.cached)
+        layers = [GCNConv(a, b, cfg.dropout) for a, b in zip(dims, dims[1:], strict=False)]
+        super().__init__(
+            layers, torch.relu, cfg.in_dim, cfg.readout, cfg.hidden_dim, cfg.out_dim, cfg.cached
+        )
+        self.cfg = cfg
 
-    def adjacency(self, edge_index: Tensor, num_nodes: int) -> SparseTensor:
+    def build_graph(self, edge_index: Tensor, num_nodes: int) -> SparseTensor:
         """Â of this graph as a sparse matrix."""
-
-        def build() -> SparseTensor:
-            edges, weight = gcn_norm(edge_index, num_nodes, self_loops=self.cfg.self_loops)
-            pattern = EdgeList(edges, num_nodes)
-            return SparseTensor(pattern, weight[pattern.order])
-
-        return self._adjacency.get(edge_index, build)
-
-    def forward(
-        self,
-        x: Tensor,
-        edge_index: Tensor,
-        batch: Tensor | None = None,
-        num_graphs: int | None = None,
-    ) -> Tensor:
-        """Node outputs (nodes, out_dim); with a readout, graph outputs (num_graphs, out_dim).
-
-        ``x`` is dense, or a sparse CSR tensor (then kept sparse in the first layer).
-        """
-        num_nodes = check_graph(x, edge_index, features=self.cfg.in_dim)
-        A_hat = self.adjacency(edge_index, num_nodes)
-        h = self._features.get(x, lambda: as_features(x))
-        for n, layer in enumerate(self.layers):
-            h = layer(dropout(h, self.cfg.dropout, self.training), A_hat)
-            if n < len(self.layers) - 1 or self.cfg.readout is not None:
-                h = torch.relu(h)
-        if self.cfg.readout is None:
-            return h
-        return self.head(self.readout(h, batch, num_graphs))
+        edges, weight = gcn_norm(edge_index, num_nodes, self_loops=self.cfg.self_loops)
+        pattern = EdgeList(edges, num_nodes)
+        return SparseTensor(pattern, weight[pattern.order])

@@ -17,6 +17,7 @@ index of each node; the readouts pool node vectors into one vector per graph.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -184,6 +185,13 @@ class SparsePattern:
         self.crow, self.csr_col = _crow(rows, n_rows).to(index), cols.to(index)
         self.crow_t = _crow(cols[self.perm_t], n_cols).to(index)
         self.col_t = rows[self.perm_t].to(index)
+        self._blocks: dict[int, BlockDiagonalPattern] = {}
+
+    def blocks(self, k: int) -> BlockDiagonalPattern:
+        """The pattern of diag(S, ..., S), k blocks; built once per k."""
+        if k not in self._blocks:
+            self._blocks[k] = BlockDiagonalPattern(self, k)
+        return self._blocks[k]
 
     def matrix(self, values: Tensor) -> Tensor:
         """The CSR matrix with ``values`` (nnz,) in this pattern's order."""
@@ -196,10 +204,29 @@ class SparsePattern:
         return torch.sparse_csr_tensor(
             self.crow_t,
             self.col_t,
-            values.index_select(0, self.perm_t),
+            self.values_t(values),
             self.shape[::-1],
             check_invariants=False,
         )
+
+    def values_t(self, values: Tensor) -> Tensor:
+        """``values`` in the transpose's CSR order."""
+        return values.index_select(0, self.perm_t)
+
+
+class BlockDiagonalPattern(SparsePattern):
+    """diag(S, ..., S): k copies of a pattern S; values are the k copies' values in turn."""
+
+    def __init__(self, base: SparsePattern, k: int) -> None:
+        (n_rows, n_cols), nnz = base.shape, base.row.numel()
+        block = torch.arange(k, device=base.row.device).repeat_interleave(nnz)
+        row, col = block * n_rows + base.row.repeat(k), block * n_cols + base.col.repeat(k)
+        super().__init__(row, col, (n_rows * k, n_cols * k), presorted=True)
+        self.base, self.k = base, k
+
+    def values_t(self, values: Tensor) -> Tensor:
+        # block by block with S's permutation: several times faster than one long gather
+        return values.view(self.k, -1).index_select(1, self.base.perm_t).reshape(-1)
 
 
 def _crow(rows_sorted: Tensor, n_rows: int) -> Tensor:
@@ -281,7 +308,9 @@ def dropout(x: Tensor | SparseTensor, p: float, training: bool) -> Tensor | Spar
     """Dropout for dense tensors, or for the stored values of sparse ones.
 
     The mask is drawn as ``rand >= p``, about 3x faster on CPU than the Bernoulli
-    sampler of ``F.dropout`` (which was the largest cost of a GAT epoch on Cora).
+    sampler of ``F.dropout`` (which was the largest cost of a GAT epoch on Cora), and
+    then multiplied by x and scaled in place: one buffer, also when x is an expanded
+    view (a mask per copy, as per-head dropout draws them).
     """
     if isinstance(x, SparseTensor):
         return x.dropout(p, training)
@@ -289,12 +318,34 @@ def dropout(x: Tensor | SparseTensor, p: float, training: bool) -> Tensor | Spar
         return x
     if p == 1.0:
         return torch.zeros_like(x)
-    return x * (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
+    return torch.rand_like(x).ge_(p).mul_(x).mul_(1.0 / (1.0 - p))
 
 
 def linear(x: Tensor | SparseTensor, weight: Tensor) -> Tensor:
     """x W^T for dense or sparse x: an SpMM when x is sparse."""
     return x @ weight.t() if isinstance(x, SparseTensor) else F.linear(x, weight)
+
+
+def per_head_linear(
+    x: Tensor | SparseTensor, weight: Tensor, heads: int, p: float, training: bool
+) -> Tensor:
+    """x_k W_k^T for each head k, x_k being x under head k's own dropout mask: (nodes, heads, out).
+
+    ``weight`` (heads * out, in) holds W_1 .. W_H one under another, as a shared
+    ``nn.Linear(in, heads * out)`` does.  Dense x: one batched matmul of the heads'
+    dropped copies (heads, nodes, in).  Sparse x: one SpMM of diag(x_1, ..., x_H) with
+    the W_k^T stacked; masks are drawn for the stored values only, and the
+    multiply-adds are those of x W^T.
+    """
+    out_dim = weight.shape[0] // heads
+    W = weight.view(heads, out_dim, -1).transpose(1, 2)  # (heads, in, out)
+    if isinstance(x, SparseTensor):
+        values = dropout(x.values.expand(heads, -1), p, training).reshape(-1)
+        out = spmm(x.pattern.blocks(heads), values, W.reshape(-1, out_dim))
+        out = out.view(heads, -1, out_dim)
+    else:
+        out = torch.bmm(dropout(x.expand(heads, *x.shape), p, training), W)
+    return out.transpose(0, 1)
 
 
 class EdgeList(SparsePattern):
@@ -395,6 +446,66 @@ class Readout(nn.Module):
         if self.attention is not None:
             return self.attention(x, batch, num_graphs)
         return global_pool(x, batch, num_graphs, self.kind)
+
+
+# ----- the layer stack GCN and GAT share -----
+
+
+class GraphNetwork(nn.Module):
+    """Graph layers, then for graph-level outputs a readout and a linear head.
+
+    Each layer is called as ``layer(h, graph)`` and drops out its own input; ``graph``
+    is what the layers need of the edges (Â for GCN, the edge list for GAT), built by
+    :meth:`build_graph`.  With ``cached`` it and the features are built once for
+    the same ``edge_index`` and ``x`` (transductive training).
+    """
+
+    def __init__(
+        self,
+        layers: list[nn.Module],
+        activation: Callable[[Tensor], Tensor],
+        in_dim: int,
+        readout: str | None,
+        width: int,
+        out_dim: int,
+        cached: bool,
+    ) -> None:
+        super().__init__()
+        self.layers, self.activation, self.in_dim = nn.ModuleList(layers), activation, in_dim
+        self.readout = None if readout is None else Readout(readout, width)
+        self.head = None if readout is None else nn.Linear(width, out_dim)
+        self._graph = TensorCache(cached)
+        self._features = TensorCache(cached)
+
+    def build_graph(self, edge_index: Tensor, num_nodes: int):
+        """What the layers take of the graph of ``edge_index``; each model says what."""
+        raise NotImplementedError
+
+    def graph(self, edge_index: Tensor, num_nodes: int):
+        """What the layers take of this graph (see :meth:`build_graph`), cached."""
+        return self._graph.get(edge_index, lambda: self.build_graph(edge_index, num_nodes))
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        batch: Tensor | None = None,
+        num_graphs: int | None = None,
+    ) -> Tensor:
+        """Node outputs (nodes, out_dim); with a readout, graph outputs (num_graphs, out_dim).
+
+        ``x`` is dense, or a sparse CSR tensor (then kept sparse in the first layer).
+        """
+        num_nodes = check_graph(x, edge_index, features=self.in_dim)
+        graph = self.graph(edge_index, num_nodes)
+        h = self._features.get(x, lambda: as_features(x))
+        for n, layer in enumerate(self.layers):
+            h = layer(h, graph)
+            if n < len(self.layers) - 1 or self.readout is not None:
+                h = self.activation(h)
+        if self.readout is None:
+            return h
+        return self.head(self.readout(h, batch, num_graphs))
 
 
 # ----- directed edges -----
