@@ -1,6 +1,8 @@
 """Shared test fixtures: deterministic seeds, and the real data root when it is there."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,10 @@ def mr() -> Path:
 @pytest.fixture
 def planetoid() -> Path:
     return require_data("planetoid/ind.cora.graph")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m archlab ARGS`` in a fresh process, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "archlab", *args], capture_output=True, text=True, check=False
+    )

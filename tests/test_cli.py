@@ -1,12 +1,11 @@
 """The command line as a user runs it: help, listing, errors with exit code 2."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from archlab.cli import main
+from tests.conftest import cli
 
 
 def test_list_models_prints_every_model_with_its_size(capsys) -> None:
@@ -20,9 +19,7 @@ def test_list_models_prints_every_model_with_its_size(capsys) -> None:
 
 
 def test_python_dash_m_runs_the_cli() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "archlab", "list"], capture_output=True, text=True, check=False
-    )
+    proc = cli("list")
     assert proc.returncode == 0, proc.stderr
     assert "gpt" in proc.stdout
 
@@ -50,12 +47,6 @@ def test_bench_gpt_quick_prints_ratios(tmp_path, capsys) -> None:
     assert "train tokens/s" in out and "generate tokens/s" in out
     assert "greedy tokens identical to Hugging Face: True" in out
     assert out_file.exists()
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "archlab", *args], capture_output=True, text=True, check=False
-    )
 
 
 def test_train_eval_generate_end_to_end(shakespeare, tmp_path) -> None:
@@ -86,6 +77,8 @@ def test_train_eval_generate_end_to_end(shakespeare, tmp_path) -> None:
         (["train", "--resume", "/nonexistent/run"], "/nonexistent/run is not a directory"),
         (["eval", "/nonexistent/run"], "is not a directory"),
         (["train"], "give either a RECIPE to train or --resume RUN_DIR"),
+        (["train", "gpt-shakespeare-char", "--splits", "2"], "has no data.split_seed"),
+        (["train", "gnn-esol", "--splits", "2", "--seeds", "2"], "--splits N takes a positive"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_sentence(args, message) -> None:
@@ -111,3 +104,22 @@ def test_bad_prompts_exit_2(shakespeare, tmp_path) -> None:
     ]:
         proc = cli("generate", str(run_dir), "--prompt", prompt)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_splits_trains_once_per_split_seed_from_the_recipes(tmp_path, capsys) -> None:
+    from tests.conftest import require_data
+
+    require_data("molecules/delaney-processed.csv")
+    tiny = ["model.hidden=16", "model.ffn_hidden=16", "model.depth=1", "trainer.max_epochs=1"]
+    sets = [f"--set={s}" for s in [*tiny, "data.split_seed=4", "trainer.warmup_steps=2"]]
+    out = tmp_path / "splits"
+    assert main(["train", "gnn-esol", *sets, "--splits", "2", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads((out / "results.json").read_text())
+    assert results["repeats"] == {"key": "data.split_seed", "values": [4, 5]}
+    assert printed["test"]["rmse"] == results["test"]["rmse"]
+    for seed in (4, 5):
+        config = (out / f"split-{seed}" / "config.yaml").read_text()
+        assert f"split_seed: {seed}\n" in config
+    first, second = results["test"]["rmse_runs"]
+    assert first != second  # different test molecules

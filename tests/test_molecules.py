@@ -1,8 +1,6 @@
 """Molecules from SMILES: featuriser, bad rows, splits, the D-MPNN, training and predict."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,9 +26,11 @@ from archlab.errors import ArchlabError, CheckpointError, ConfigError, ShapeErro
 from archlab.nn.graph import reverse_edge_index
 from archlab.run import load, train
 from archlab.tasks.molecules import MoleculeData, MoleculeRegressionTask
-from tests.conftest import require_data
+from tests.conftest import cli, require_data
 
 TINY_MPNN = [
+    "data.descriptors=null",  # the plain D-MPNN; tests/test_molecule_descriptors.py adds them
+    "model.dropout=0",
     "model.hidden=64",
     "model.ffn_hidden=64",
     "model.depth=2",
@@ -276,12 +276,7 @@ def test_training_beats_the_train_mean_and_predicts(esol, tmp_path) -> None:
     with pytest.raises(ArchlabError, match="cannot parse the SMILES 'C1CC'"):
         run.task.predict(run.model, ["CCO", "C1CC"])
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "archlab", "predict", str(run_dir), "CCO"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = cli("predict", str(run_dir), "CCO")
     assert proc.returncode == 0, proc.stderr
     value, smiles = proc.stdout.strip().split("\t")
     assert smiles == "CCO" and float(value) == pytest.approx(preds[0]["value"], abs=1e-4)

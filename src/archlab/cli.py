@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -72,28 +73,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in ("seed", "device"):
         if getattr(args, key) is not None:
             overrides.append(f"trainer.{key}={getattr(args, key)}")
-    repeats = [n for n in (args.seeds, args.folds) if n is not None]
+    repeats = [n for n in (args.seeds, args.folds, args.splits) if n is not None]
     if repeats and (args.resume or len(repeats) > 1 or repeats[0] < 1):
-        raise ArchlabError("--seeds N or --folds N takes a positive N, once, and no --resume")
+        raise ArchlabError(
+            "--seeds N, --folds N or --splits N takes a positive N, once, and no --resume"
+        )
     try:
-        if args.seeds is not None:
-            first = int(args.seed or 0)
+        if repeats:
+            key, label, values, overrides = _repeat_plan(args, overrides)
             run_dir, results = train_repeats(
-                args.recipe,
-                overrides,
-                key="trainer.seed",
-                label="seed",
-                out=args.out,
-                values=list(range(first, first + args.seeds)),
-            )
-        elif args.folds is not None:
-            run_dir, results = train_repeats(
-                args.recipe,
-                [*overrides, f"data.folds={args.folds}"],
-                key="data.fold",
-                label="fold",
-                out=args.out,
-                values=list(range(args.folds)),
+                args.recipe, overrides, key=key, label=label, out=args.out, values=values
             )
         else:
             run_dir, results = train(args.recipe, overrides, out=args.out, resume=args.resume)
@@ -103,9 +92,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("archlab: interrupted; the run is saved, continue it with --resume", file=sys.stderr)
         return 130
-    print(json.dumps({k: v for k, v in results.items() if k in ("val", "test")}))
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(json.dumps({k: v for k, v in results.items() if k in ("val", "test")}))
+        print(f"run directory: {run_dir}", file=sys.stderr)
     return 0
+
+
+def _repeat_plan(
+    args: argparse.Namespace, overrides: list[str]
+) -> tuple[str, str, list[int], list[str]]:
+    """What ``--seeds``, ``--folds`` or ``--splits`` varies: (key, run label, values, overrides)."""
+    if args.seeds is not None:
+        first = int(args.seed or 0)
+        return "trainer.seed", "seed", list(range(first, first + args.seeds)), overrides
+    if args.folds is not None:
+        folds = [*overrides, f"data.folds={args.folds}"]
+        return "data.fold", "fold", list(range(args.folds)), folds
+    first = _split_seed(args.recipe, overrides)
+    return "data.split_seed", "split", list(range(first, first + args.splits)), overrides
+
+
+def _split_seed(recipe_name: str, overrides: list[str]) -> int:
+    """The recipe's data.split_seed (after ``--set``), where ``--splits`` starts counting."""
+    from archlab.config import apply_overrides, read_recipe
+    from archlab.run import resolve
+
+    data = resolve(apply_overrides(read_recipe(recipe_name), overrides)).task.data
+    if not hasattr(data, "split_seed"):
+        raise ArchlabError(
+            f"recipe {recipe_name} has no data.split_seed, so --splits has no split to vary"
+        )
+    return data.split_seed
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -209,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--folds", type=int, metavar="N", help="N-fold cross-validation (tasks with folds)"
+    )
+    p.add_argument(
+        "--splits",
+        type=int,
+        metavar="N",
+        help="train on N data splits (data.split_seed S..S+N-1, S the recipe's) and aggregate",
     )
     p.add_argument(
         "--device", choices=["cpu", "cuda", "auto"], help="same as --set trainer.device=..."

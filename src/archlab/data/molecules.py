@@ -18,6 +18,28 @@ that names its line; RDKit's own error messages are silenced.  Reading and
 featurising ESOL takes 0.4 s and Lipophilicity 3 s (on a busy 2-core machine), a
 small part of a training run, so the graphs are not cached.
 
+Molecule descriptors (``rdkit2d``): RDKit's 2-D descriptors, every function of
+``rdkit.Chem.Descriptors.descList`` in its order (217 in RDKit 2026.09), as
+chemprop 2's ``rdkit_2d`` featurizer computes them, with NaN and +-inf (e.g. the
+BCUT2D values of a lone ion) replaced by 0, chemprop's ``replace_nan_token``.
+They take about 3 ms a molecule (3 s for ESOL, on a busy 2-core machine), so a
+dataset's table is cached in ``$ARCHLAB_CACHE/molecules``, keyed by the file's
+SHA-256, the RDKit version and the descriptor names.  :class:`DescriptorScaler` normalises them
+with the statistics of the training split only:
+
+    z_j = clip((d_j - mu_j) / sigma_j, -5, 5)     mu_j, sigma_j over the training split
+    z_j = 0                                       if sigma_j = 0 (constant in training)
+
+This is chemprop's default scaling of features (a ``StandardScaler`` fitted on
+the training data), clipped: the descriptors are heavy-tailed (Ipc, Kappa3 and
+rare fragment counts reach 30 standard deviations on ESOL), and the clip keeps
+one unusual test molecule from pushing the FFN far outside what it was trained
+on.  chemprop's other choice, ``rdkit_2d_normalized`` (the paper's), maps each
+descriptor through a CDF fitted beforehand on a large external set of molecules
+(descriptastorus), which is not a statistic of the training split and is not
+available here.  A descriptor constant in training maps to 0: its weights would
+get no gradient, and a test molecule would meet them untrained.
+
 Splits (80/10/10 by default, seeded): ``random_split`` deals a seeded permutation
 as chemprop does; ``scaffold_split`` groups molecules by Bemis-Murcko scaffold and
 puts whole groups, largest first, into train, then validation, then test, as
@@ -28,6 +50,8 @@ groups of equal size come in a seeded random order, so the seed matters).
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import warnings
 from collections import defaultdict
@@ -35,12 +59,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import rdkit
 import torch
 from rdkit import Chem, rdBase
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 from torch import Tensor
 
-from archlab.data.files import DataError, DataFile, Dataset, fetch, register_dataset
+from archlab.data.files import (
+    DataError,
+    DataFile,
+    Dataset,
+    cache_root,
+    fetch,
+    get_dataset,
+    register_dataset,
+)
 from archlab.errors import ConfigError
+from archlab.io import atomic_write
 
 DEEPCHEM_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/"
 
@@ -269,6 +305,67 @@ def load_molecules(name: str) -> Molecules:
     """A registered molecule dataset (``esol``, ``freesolv``, ``lipo``), verified and parsed."""
     table = TABLES[name]
     return read_molecules(fetch(name)[table.path], table.target, table.smiles)
+
+
+# ----- molecule descriptors -----
+
+DESCRIPTOR_SETS = ("rdkit2d",)
+DESCRIPTOR_CLIP = 5.0
+
+
+def rdkit2d_names() -> list[str]:
+    """The names of RDKit's 2-D descriptors, in ``Descriptors.descList`` order."""
+    from rdkit.Chem import Descriptors  # 0.1 s to import, so only here
+
+    return [name for name, _ in Descriptors.descList]
+
+
+def rdkit2d(mol: Chem.Mol) -> list[float]:
+    """RDKit's 2-D descriptors of a molecule (chemprop's ``rdkit_2d``); NaN and +-inf -> 0."""
+    from rdkit.Chem import Descriptors
+
+    with rdBase.BlockLogs():
+        values = [func(mol) for _, func in Descriptors.descList]
+    return [float(v) if math.isfinite(v) else 0.0 for v in values]
+
+
+def dataset_descriptors(name: str, smiles: Sequence[str]) -> Tensor:
+    """``rdkit2d`` of each molecule of a registered dataset, (molecules, D) float64, cached."""
+    names = rdkit2d_names()
+    key = json.dumps([[f.sha256 for f in get_dataset(name).files], rdkit.__version__, names])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = cache_root() / "molecules" / f"{name}-rdkit2d-{digest}.safetensors"
+    try:
+        table = load(path.read_bytes())["rdkit2d"]  # read, not mapped: the file may change
+        if table.shape == (len(smiles), len(names)):
+            return table
+    except (OSError, SafetensorError, KeyError):
+        pass  # absent or unreadable: compute it afresh
+    table = torch.tensor([rdkit2d(parse_smiles(s)) for s in smiles], dtype=torch.float64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file({"rdkit2d": table}, tmp))
+    return table
+
+
+@dataclass
+class DescriptorScaler:
+    """z_j = clip((d_j - mu_j) / sigma_j, -clip, clip), and 0 where sigma_j = 0."""
+
+    mean: Tensor  # (D,) float64, over the training split
+    std: Tensor  # (D,) float64, 0 for a descriptor constant in training
+    clip: float = DESCRIPTOR_CLIP
+
+    @classmethod
+    def fit(cls, train: Tensor) -> DescriptorScaler:
+        train = train.double()
+        constant = train.amax(0) == train.amin(0)  # exactly 0, not a rounding error's 1e-17
+        return cls(train.mean(0), train.std(0, correction=0).masked_fill(constant, 0.0))
+
+    def __call__(self, descriptors: Tensor) -> Tensor:
+        """Normalised descriptors, float32, of the same shape (molecules, D)."""
+        scale = torch.where(self.std > 0, 1.0 / self.std, torch.zeros_like(self.std))
+        z = (descriptors.double() - self.mean) * scale
+        return z.clamp(-self.clip, self.clip).float()
 
 
 # ----- splits -----

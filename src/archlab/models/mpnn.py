@@ -9,7 +9,7 @@ bonds v -> w, so a message never flows straight back along the bond it came by:
     h_vw^{t+1} = ReLU(h_vw^0 + W_m m_vw^{t+1})                     t = 0 .. depth - 1
     m_v        = sum_{k in N(v)} h_kv^depth
     h_v        = ReLU(W_a [x_v || m_v])
-    y          = FFN(readout_{v in molecule} h_v)
+    y          = FFN([readout_{v in molecule} h_v || d])
 
 with dropout after every ReLU, as the paper writes it.  ``depth`` counts the
 updates of h; chemprop's ``--depth`` also counts h^0, so its depth 3 is ``depth=2``
@@ -18,10 +18,16 @@ in chemprop, W_i and W_m have no bias, the readout is a mean over atoms by
 default (the recipes use a sum, which keeps the molecule's size), and the FFN is
 ``ffn_layers`` linear layers with ReLU and dropout between them.
 
+d is optional: ``descriptor_dim`` molecule-level features (none by default)
+concatenated to the learned readout before the FFN, the paper's "D-MPNN +
+features" (chemprop's ``--features_generator``; the paper used RDKit 2-D
+descriptors, CDF-normalised).  The task computes and normalises them (the
+molecule task's ``data.descriptors: rdkit2d``, see archlab.data.molecules).
+
 Inputs are a batch of molecules as one disconnected graph: x (atoms, atom_dim),
 edge_index (2, E) with every bond in both directions, edge_attr (E, bond_dim),
-batch (atoms,) holding each atom's molecule index; the output is (molecules,
-n_targets).
+batch (atoms,) holding each atom's molecule index, and with descriptors d
+(molecules, descriptor_dim); the output is (molecules, n_targets).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class MPNNConfig:
     ffn_hidden: int = 300
     ffn_layers: int = 2
     n_targets: int = 1
+    descriptor_dim: int = 0  # molecule-level features d, set by the task (data.descriptors)
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -54,15 +61,16 @@ class MPNNConfig:
         for key in ("atom_dim", "bond_dim", "hidden", "ffn_hidden", "ffn_layers", "n_targets"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.depth < 0:
-            raise ConfigError(f"depth must be at least 0, got {self.depth}")
+        for key in ("depth", "descriptor_dim"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be at least 0, got {getattr(self, key)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
 
 
 @register_model("mpnn", MPNNConfig)
 class DMPNN(nn.Module):
-    """D-MPNN (Yang et al. 2019): messages on directed bonds, a readout, then an FFN."""
+    """D-MPNN (Yang et al. 2019): messages on directed bonds, a readout (+ features), an FFN."""
 
     def __init__(self, config: MPNNConfig) -> None:
         super().__init__()
@@ -73,7 +81,7 @@ class DMPNN(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.readout = Readout(c.readout, c.hidden)
         layers: list[nn.Module] = []
-        width = c.hidden
+        width = c.hidden + c.descriptor_dim
         for _ in range(c.ffn_layers - 1):
             layers += [nn.Dropout(c.dropout), nn.Linear(width, c.ffn_hidden), nn.ReLU()]
             width = c.ffn_hidden
@@ -115,7 +123,20 @@ class DMPNN(nn.Module):
         return self.readout(h_v, batch, num_graphs)
 
     def forward(
-        self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, num_graphs: int
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor,
+        batch: Tensor,
+        num_graphs: int,
+        descriptors: Tensor | None = None,
     ) -> Tensor:
-        """Predicted properties (num_graphs, n_targets)."""
-        return self.ffn(self.encode(x, edge_index, edge_attr, batch, num_graphs))
+        """Predicted properties (num_graphs, n_targets); ``descriptors`` d if the model has any."""
+        readout = self.encode(x, edge_index, edge_attr, batch, num_graphs)
+        d = readout.new_zeros(num_graphs, 0) if descriptors is None else descriptors
+        if d.shape != (num_graphs, self.config.descriptor_dim):
+            raise ShapeError(
+                f"descriptors must be (molecules, descriptor_dim) = ({num_graphs}, "
+                f"{self.config.descriptor_dim}), got {tuple(d.shape)}"
+            )
+        return self.ffn(torch.cat([readout, d.to(readout.dtype)], dim=1))

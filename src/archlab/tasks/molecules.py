@@ -9,8 +9,14 @@ the property's own units after undoing the standardisation:
 
 The split is ``random`` or Bemis-Murcko ``scaffold`` (80/10/10, seeded by
 ``split_seed``, not by the training seed, so every seed of ``--seeds N`` sees
-the same split).  A batch is one disconnected graph of its molecules: the tuple
-(x, edge_index, edge_attr, batch, y), with y standardised, (molecules, 1).
+the same split).  ``descriptors: rdkit2d`` adds RDKit's 2-D descriptors of each
+molecule, normalised with the training split's statistics
+(:class:`archlab.data.molecules.DescriptorScaler`), which the model joins to its
+readout ("D-MPNN + features"); the statistics are saved with the run, so
+``predict`` and ``eval`` of a loaded run use the ones it was trained with.  A
+batch is one disconnected graph of its molecules: the tuple (x, edge_index,
+edge_attr, batch, descriptors, y), with descriptors (molecules, D), D = 0
+without them, and y standardised, (molecules, 1).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import rdkit
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,15 +34,19 @@ from archlab.data.batching import EpochBatches
 from archlab.data.molecules import (
     ATOM_DIM,
     BOND_DIM,
+    DESCRIPTOR_SETS,
     FEATURISER,
     TABLES,
-    MolGraph,
+    DescriptorScaler,
     check_split_sizes,
     collate,
+    dataset_descriptors,
     featurise,
     load_molecules,
     parse_smiles,
     random_split,
+    rdkit2d,
+    rdkit2d_names,
     scaffold_split,
 )
 from archlab.errors import ArchlabError, CheckpointError, ConfigError
@@ -45,7 +56,7 @@ from archlab.tasks import Task, register_task
 SPLIT_KINDS = ("random", "scaffold")
 ARTIFACT = "molecules.json"
 
-Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 @dataclass
@@ -54,6 +65,7 @@ class MoleculeData:
     split: str = "random"  # random or scaffold
     split_seed: int = 0
     sizes: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
+    descriptors: str | None = None  # rdkit2d: RDKit 2-D descriptors joined to the readout
 
 
 @register_task
@@ -63,6 +75,11 @@ class MoleculeRegressionTask(Task):
     metric = "rmse"
     maximize = False
     unit = "mol"
+    data_parallel = False
+
+    def __init__(self, data: MoleculeData) -> None:
+        super().__init__(data)
+        self.scaler: DescriptorScaler | None = None  # fitted in setup, or a run's, loaded
 
     def _check(self) -> None:
         d = self.data
@@ -71,6 +88,10 @@ class MoleculeRegressionTask(Task):
         if d.split not in SPLIT_KINDS:
             raise ConfigError(f"data.split must be one of {SPLIT_KINDS}, got {d.split!r}")
         check_split_sizes(d.sizes)
+        if d.descriptors is not None and d.descriptors not in DESCRIPTOR_SETS:
+            raise ConfigError(
+                f"data.descriptors must be null or one of {DESCRIPTOR_SETS}, got {d.descriptors!r}"
+            )
 
     def setup(self) -> None:
         self._check()
@@ -82,20 +103,35 @@ class MoleculeRegressionTask(Task):
             index = scaffold_split(molecules.smiles, d.split_seed, d.sizes)
         self.graphs = {k: [molecules.graphs[i] for i in rows] for k, rows in index.items()}
         self.y = {k: molecules.y[rows] for k, rows in index.items()}
+        if d.descriptors:
+            raw = dataset_descriptors(d.dataset, molecules.smiles)
+            if self.scaler is None:  # a loaded run keeps the statistics it was trained with
+                self.scaler = DescriptorScaler.fit(raw[index["train"]])
+            features = self.scaler(raw)
+        else:
+            features = torch.zeros(len(molecules.smiles), 0)
+        self.descriptors = {k: features[rows] for k, rows in index.items()}
         train_y = self.y["train"]
         self.mean, self.std = train_y.mean(0), train_y.std(0, correction=0).clamp_min(1e-8)
         self._samplers: dict[tuple[int, int], EpochBatches] = {}
         self._eval_batches: dict[tuple[str, int], list[Batch]] = {}
 
     def model_overrides(self) -> dict:
-        return {"atom_dim": ATOM_DIM, "bond_dim": BOND_DIM, "n_targets": 1}
+        descriptor_dim = len(rdkit2d_names()) if self.data.descriptors else 0
+        return {
+            "atom_dim": ATOM_DIM,
+            "bond_dim": BOND_DIM,
+            "n_targets": 1,
+            "descriptor_dim": descriptor_dim,
+        }
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-len(self.graphs["train"]) // batch_size)
 
     def _batch(self, split: str, rows: list[int]) -> Batch:
         y = (self.y[split][rows] - self.mean) / self.std
-        return (*collate([self.graphs[split][i] for i in rows]), y)
+        graphs = collate([self.graphs[split][i] for i in rows])
+        return (*graphs, self.descriptors[split][rows], y)
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
         key = (batch_size, seed)
@@ -107,8 +143,8 @@ class MoleculeRegressionTask(Task):
         return batch[-1].shape[0]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        *graph, y = batch
-        return F.mse_loss(model(*graph, y.shape[0]).float(), y)
+        *graph, descriptors, y = batch
+        return F.mse_loss(model(*graph, y.shape[0], descriptors).float(), y)
 
     def splits(self) -> tuple[str, ...]:
         return ("val", "test")
@@ -125,8 +161,8 @@ class MoleculeRegressionTask(Task):
         device = next(model.parameters()).device
         predicted, targets = [], []
         for batch in self._eval_batches[key]:
-            *graph, y = (t.to(device) for t in batch)
-            predicted.append(model(*graph, y.shape[0]).float().cpu())
+            *graph, descriptors, y = (t.to(device) for t in batch)
+            predicted.append(model(*graph, y.shape[0], descriptors).float().cpu())
             targets.append(y.cpu())
         z, y = torch.cat(predicted), torch.cat(targets)
         error = (z - y) * self.std  # in the property's units
@@ -139,15 +175,21 @@ class MoleculeRegressionTask(Task):
     @torch.no_grad()
     def predict(self, model: nn.Module, smiles: list[str]) -> list[dict[str, str | float]]:
         """The predicted property of each SMILES, in the dataset's units."""
-        graphs: list[MolGraph] = []
+        mols = []
         for text in smiles:
             mol = parse_smiles(text.strip())
             if mol is None:
                 raise ArchlabError(f"RDKit cannot parse the SMILES {text!r}")
-            graphs.append(featurise(mol))
+            mols.append(mol)
+        if self.data.descriptors:
+            raw = torch.tensor([rdkit2d(mol) for mol in mols], dtype=torch.float64)
+            descriptors = self.scaler(raw)
+        else:
+            descriptors = torch.zeros(len(mols), 0)
         device = next(model.parameters()).device
-        x, edge_index, edge_attr, batch = (t.to(device) for t in collate(graphs))
-        z = model(x, edge_index, edge_attr, batch, len(graphs)).float().cpu()
+        graph = collate([featurise(mol) for mol in mols])
+        x, edge_index, edge_attr, batch, d = (t.to(device) for t in (*graph, descriptors))
+        z = model(x, edge_index, edge_attr, batch, len(mols), d).float().cpu()
         values = z * self.std + self.mean
         return [{"value": float(v[0])} for v in values]
 
@@ -160,7 +202,16 @@ class MoleculeRegressionTask(Task):
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
             "featuriser": FEATURISER,
+            "descriptors": None,
         }
+        if self.scaler is not None:
+            artifact["descriptors"] = {
+                "set": self.data.descriptors,
+                "names": rdkit2d_names(),
+                "mean": self.scaler.mean.tolist(),
+                "std": self.scaler.std.tolist(),
+                "clip": self.scaler.clip,
+            }
         atomic_write_text(run_dir / ARTIFACT, json.dumps(artifact, indent=2) + "\n")
 
     def load_artifacts(self, run_dir: Path) -> None:
@@ -176,3 +227,25 @@ class MoleculeRegressionTask(Task):
                 "computes; retrain it"
             )
         self.mean, self.std = torch.tensor(mean), torch.tensor(std)
+        if self.data.descriptors:
+            self.scaler = self._load_scaler(artifact.get("descriptors"), path)
+
+    def _load_scaler(self, saved, path: Path) -> DescriptorScaler:
+        """The descriptor statistics a run was trained with, if this RDKit computes the same."""
+        try:
+            names, mean, std = saved["names"], saved["mean"], saved["std"]
+            scaler = DescriptorScaler(
+                torch.tensor(mean, dtype=torch.float64),
+                torch.tensor(std, dtype=torch.float64),
+                float(saved["clip"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                f"{path} holds no descriptor statistics; retrain the run"
+            ) from None
+        if saved.get("set") != self.data.descriptors or names != rdkit2d_names():
+            raise CheckpointError(
+                f"{path.parent} was trained with other molecule descriptors than this RDKit "
+                f"{rdkit.__version__} computes; retrain it"
+            )
+        return scaler
