@@ -45,7 +45,7 @@ def _fmt(value: float) -> str:
 
 def _metrics(results: dict) -> str:
     parts = []
-    for split in ("val", "test"):
+    for split in ("val", "test", "affine"):
         metrics = results.get(split, {})
         for key, value in metrics.items():
             if key.endswith(("_std", "_runs")) or not isinstance(value, int | float):
@@ -79,8 +79,9 @@ def render() -> str:
                 f"`{entry['command']}` | {where} |"
             )
         for name, bench in entry.get("benchmarks", {}).items():
+            label = name if name.startswith("claim") else f"bench {name}"
             rows.append(
-                f"| bench {name} | {bench['summary']} | {bench['reference']} | "
+                f"| {label} | {bench['summary']} | {bench['reference']} | "
                 f"`{entry['command']}` | {where} |"
             )
     return "\n".join(rows)
