@@ -17,6 +17,7 @@ index of each node; the readouts pool node vectors into one vector per graph.
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -451,7 +452,7 @@ class Readout(nn.Module):
 # ----- the layer stack GCN and GAT share -----
 
 
-class GraphNetwork(nn.Module):
+class GraphNetwork(nn.Module, ABC):
     """Graph layers, then for graph-level outputs a readout and a linear head.
 
     Each layer is called as ``layer(h, graph)`` and drops out its own input; ``graph``
@@ -477,9 +478,9 @@ class GraphNetwork(nn.Module):
         self._graph = TensorCache(cached)
         self._features = TensorCache(cached)
 
+    @abstractmethod
     def build_graph(self, edge_index: Tensor, num_nodes: int):
         """What the layers take of the graph of ``edge_index``; each model says what."""
-        raise NotImplementedError
 
     def graph(self, edge_index: Tensor, num_nodes: int):
         """What the layers take of this graph (see :meth:`build_graph`), cached."""
