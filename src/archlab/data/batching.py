@@ -40,6 +40,29 @@ class EpochBatches:
         return self._batches[index]
 
 
+class TrainBatches:
+    """The training batches of a task's n examples, for any (step, batch_size, seed).
+
+    One :class:`EpochBatches` per (batch_size, seed), made on first use, so that a
+    task only says how many examples it has (and their lengths, to batch by length).
+    """
+
+    def __init__(self, n: int, lengths: list[int] | None = None) -> None:
+        self.n, self.lengths = n, lengths
+        self._epochs: dict[tuple[int, int], EpochBatches] = {}
+
+    def indices(self, step: int, batch_size: int, seed: int) -> list[int]:
+        """The example indices of the batch at ``step``."""
+        key = (batch_size, seed)
+        if key not in self._epochs:
+            self._epochs[key] = EpochBatches(self.n, batch_size, seed, self.lengths)
+        return self._epochs[key].indices(step)
+
+    def per_epoch(self, batch_size: int) -> int:
+        """Steps in one pass over the examples (the last batch may be short)."""
+        return -(-self.n // batch_size)
+
+
 def pad(seqs: list[list[int]], pad_id: int = 0, min_width: int = 1) -> torch.Tensor:
     """Token-id lists as one (batch, longest) tensor, right-padded with ``pad_id``."""
     out = torch.full((len(seqs), max(min_width, *map(len, seqs))), pad_id, dtype=torch.long)

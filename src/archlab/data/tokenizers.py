@@ -66,15 +66,20 @@ class SubwordTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SubwordTokenizer:
-        from tokenizers import Tokenizer
-
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the library raises its own exception types
-            raise CheckpointError(f"cannot read the tokenizer {Path(path)}: {exc}") from None
+        tok = _read_tokenizer(path)
         if [tok.id_to_token(i) for i in range(len(SPECIALS))] != list(SPECIALS):
             raise CheckpointError(f"{path} does not reserve ids 0-3 for {', '.join(SPECIALS)}")
         return cls(tok)
+
+
+def _read_tokenizer(path: str | os.PathLike):
+    """A Hugging Face ``tokenizers`` file (tokenizer.json), or a CheckpointError."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # the library raises its own exception types
+        raise CheckpointError(f"cannot read the tokenizer {Path(path)}: {exc}") from None
 
 
 class WordPieceTokenizer:
@@ -148,13 +153,7 @@ class WordPieceTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> WordPieceTokenizer:
-        from tokenizers import Tokenizer
-
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the library raises its own exception types
-            raise CheckpointError(f"cannot read the tokenizer {Path(path)}: {exc}") from None
-        return cls._checked(tokenizer, Path(path))
+        return cls._checked(_read_tokenizer(path), Path(path))
 
 
 class Vocab:

@@ -19,6 +19,11 @@ from archlab.errors import ConfigError
 from archlab.registry import unknown_name_message
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, also when the Trainer has wrapped it in DistributedDataParallel."""
+    return getattr(model, "module", model)
+
+
 class Task(ABC):
     """Base class; subclasses set the class variables and implement the methods."""
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.data.batching import EpochBatches, pad
+from archlab.data.batching import TrainBatches, pad
 from archlab.data.text import MR_LABELS, load_mr
 from archlab.data.tokenizers import Vocab, WordPieceTokenizer
 from archlab.errors import ArchlabError, ConfigError
@@ -90,7 +90,8 @@ class ClassificationTask(Task):
             name: ([self._encode(text) for text, _ in rows], torch.tensor([y for _, y in rows]))
             for name, rows in split.items()
         }
-        self._samplers: dict[tuple[int, int], EpochBatches] = {}
+        ids = self.examples["train"][0]
+        self.batches = TrainBatches(len(ids), list(map(len, ids)))
 
     def _encode(self, text: str) -> list[int]:
         """The sentence's ids, at most max_len: <cls> words, or [CLS] word pieces [SEP]."""
@@ -108,14 +109,11 @@ class ClassificationTask(Task):
         return Classify(model)
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return -(-len(self.examples["train"][0]) // batch_size)
+        return self.batches.per_epoch(batch_size)
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
         ids, labels = self.examples["train"]
-        key = (batch_size, seed)
-        if key not in self._samplers:
-            self._samplers[key] = EpochBatches(len(ids), batch_size, seed, list(map(len, ids)))
-        rows = self._samplers[key].indices(step)
+        rows = self.batches.indices(step, batch_size, seed)
         return (*self._pad([ids[i] for i in rows]), labels[rows])
 
     def batch_size_of(self, batch: tuple[Tensor, Tensor, Tensor]) -> int:

@@ -49,10 +49,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from archlab.data.batching import EpochBatches
+from archlab.data.batching import TrainBatches
 from archlab.data.mnist import check_split_settings, mnist_splits
 from archlab.errors import ArchlabError, ConfigError
-from archlab.tasks import Task, register_task
+from archlab.tasks import Task, register_task, unwrap
 
 EVAL_NOISE_SEED = 1234  # fixed noise for the evaluation images, so evaluations compare
 
@@ -101,11 +101,6 @@ def image_grid(images: Tensor, rows: int, cols: int, pad: int = 2) -> Tensor:
     return (grid * 255).round().to(torch.uint8)
 
 
-def _inner(model: nn.Module) -> nn.Module:
-    """The model itself, also when wrapped by DistributedDataParallel."""
-    return getattr(model, "module", model)
-
-
 @register_task
 class ImageGenerationTask(Task):
     name = "image_generation"
@@ -130,7 +125,7 @@ class ImageGenerationTask(Task):
         self.train, self.examples = (images, labels), splits
         self._classifier = self._load_classifier()
         self._real_stats: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
-        self._sampler: EpochBatches | None = None
+        self.batches = TrainBatches(len(self.train[0]))
 
     def _load_classifier(self) -> nn.Module:
         from archlab.models.cnn import ImageCNN
@@ -159,19 +154,14 @@ class ImageGenerationTask(Task):
         return {"discriminator.": self.data.d_lr_scale}
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return -(-len(self.train[0]) // batch_size)
+        return self.batches.per_epoch(batch_size)
 
     def splits(self) -> tuple[str, ...]:
         return ("val", "test")
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
         images, labels = self.train
-        if self._sampler is None or (self._sampler.batch_size, self._sampler.seed) != (
-            batch_size,
-            seed,
-        ):
-            self._sampler = EpochBatches(len(images), batch_size, seed)
-        rows = torch.tensor(self._sampler.indices(step))
+        rows = torch.tensor(self.batches.indices(step, batch_size, seed))
         return to_unit(images[rows]), labels[rows]
 
     def batch_size_of(self, batch: tuple[Tensor, Tensor]) -> int:
@@ -179,7 +169,7 @@ class ImageGenerationTask(Task):
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         real, labels = batch
-        config = _inner(model).config
+        config = unwrap(model).config
         z = torch.randn(len(real), config.z_dim, device=real.device)
         return model(real, z, labels if config.num_classes else None)
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from archlab.data.batching import EpochBatches
+from archlab.data.batching import TrainBatches
 from archlab.data.mnist import (
     AFFINE_CANVAS,
     IMAGE_SIZE,
@@ -51,7 +51,7 @@ from archlab.data.mnist import (
     random_shift,
 )
 from archlab.errors import ArchlabError, ConfigError
-from archlab.tasks import Task, register_task
+from archlab.tasks import Task, register_task, unwrap
 
 MNIST_LABELS = tuple(str(d) for d in range(10))
 CANVASES = (IMAGE_SIZE, AFFINE_CANVAS)
@@ -99,25 +99,20 @@ class ImageClassificationTask(Task):
                 x if d.canvas == AFFINE_CANVAS else center_of_mass_crop(x),
                 y,
             )
-        self._sampler: EpochBatches | None = None
+        self.batches = TrainBatches(len(self.train[0]))
 
     def model_overrides(self) -> dict:
         return {"in_channels": 1, "input_size": self.data.canvas, "num_classes": len(MNIST_LABELS)}
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return -(-len(self.train[0]) // batch_size)
+        return self.batches.per_epoch(batch_size)
 
     def splits(self) -> tuple[str, ...]:
         return ("val", "test", "affine") if self.data.affine else ("val", "test")
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
         images, labels = self.train
-        if self._sampler is None or (self._sampler.batch_size, self._sampler.seed) != (
-            batch_size,
-            seed,
-        ):
-            self._sampler = EpochBatches(len(images), batch_size, seed)
-        rows = torch.tensor(self._sampler.indices(step))
+        rows = torch.tensor(self.batches.indices(step, batch_size, seed))
         # a stream of its own (offset 2**40), apart from the epoch permutations' seeds
         g = torch.Generator().manual_seed(2**40 + seed * 1_000_003 + step)
         shifted = random_shift(images[rows], self.data.shift, g, size=self.data.canvas)
@@ -128,12 +123,12 @@ class ImageClassificationTask(Task):
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         images, labels = batch
-        return _inner(model).loss(model(images), labels, images)
+        return unwrap(model).loss(model(images), labels, images)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
         images, labels = self.examples[split]
-        inner = _inner(model)
+        inner = unwrap(model)
         total, correct = 0.0, 0
         for i in range(0, len(images), batch_size):
             x, y = as_input(images[i : i + batch_size]), labels[i : i + batch_size]
@@ -157,11 +152,6 @@ class ImageClassificationTask(Task):
 def as_input(images: Tensor) -> Tensor:
     """uint8 images (batch, size, size) -> float (batch, 1, size, size) in [0, 1]."""
     return images.unsqueeze(1).float().div_(255)
-
-
-def _inner(model: nn.Module) -> nn.Module:
-    """The model itself, also when wrapped by DistributedDataParallel."""
-    return getattr(model, "module", model)
 
 
 def read_digit(path: str | Path) -> Tensor:

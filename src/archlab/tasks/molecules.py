@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.data.batching import EpochBatches
+from archlab.data.batching import TrainBatches
 from archlab.data.molecules import (
     ATOM_DIM,
     BOND_DIM,
@@ -113,7 +113,7 @@ class MoleculeRegressionTask(Task):
         self.descriptors = {k: features[rows] for k, rows in index.items()}
         train_y = self.y["train"]
         self.mean, self.std = train_y.mean(0), train_y.std(0, correction=0).clamp_min(1e-8)
-        self._samplers: dict[tuple[int, int], EpochBatches] = {}
+        self.batches = TrainBatches(len(self.graphs["train"]))
         self._eval_batches: dict[tuple[str, int], list[Batch]] = {}
 
     def model_overrides(self) -> dict:
@@ -126,7 +126,7 @@ class MoleculeRegressionTask(Task):
         }
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return -(-len(self.graphs["train"]) // batch_size)
+        return self.batches.per_epoch(batch_size)
 
     def _batch(self, split: str, rows: list[int]) -> Batch:
         y = (self.y[split][rows] - self.mean) / self.std
@@ -134,10 +134,7 @@ class MoleculeRegressionTask(Task):
         return (*graphs, self.descriptors[split][rows], y)
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        key = (batch_size, seed)
-        if key not in self._samplers:
-            self._samplers[key] = EpochBatches(len(self.graphs["train"]), batch_size, seed)
-        return self._batch("train", self._samplers[key].indices(step))
+        return self._batch("train", self.batches.indices(step, batch_size, seed))
 
     def batch_size_of(self, batch: Batch) -> int:
         return batch[-1].shape[0]

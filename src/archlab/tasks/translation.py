@@ -7,7 +7,7 @@ Evaluation: teacher-forced cross-entropy (no smoothing) on the split, and, in th
 final evaluation, corpus BLEU (sacrebleu, its default 13a tokenisation) of
 beam-search translations, detokenized, against the raw references.
 
-Batches come from :class:`archlab.data.batching.EpochBatches`, sorted by source
+Batches come from :class:`archlab.data.batching.TrainBatches`, sorted by source
 length within chunks (less padding); the same (seed, step) gives the same batch.
 """
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.data.batching import EpochBatches, pad
+from archlab.data.batching import TrainBatches, pad
 from archlab.data.text import load_multi30k
 from archlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer
 from archlab.errors import ArchlabError, ConfigError
@@ -79,7 +79,7 @@ class TranslationTask(Task):
         train = self.ids["train"]
         keep = [i for i, (s, t) in enumerate(train) if len(s) <= d.max_len and len(t) < d.max_len]
         self.ids["train"] = [train[i] for i in keep]
-        self._samplers: dict[tuple[int, int], EpochBatches] = {}
+        self.batches = TrainBatches(len(self.ids["train"]), [len(s) for s, _ in self.ids["train"]])
 
     def _encode(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
         src = self.tokenizer.encode_batch([s for s, _ in pairs])
@@ -100,16 +100,12 @@ class TranslationTask(Task):
     # ----- training -----
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-        key = (batch_size, seed)
-        if key not in self._samplers:
-            lengths = [len(s) for s, _ in self.ids["train"]]
-            self._samplers[key] = EpochBatches(len(lengths), batch_size, seed, lengths)
-        rows = [self.ids["train"][i] for i in self._samplers[key].indices(step)]
+        rows = [self.ids["train"][i] for i in self.batches.indices(step, batch_size, seed)]
         tgt = pad([t for _, t in rows])
         return pad([s for s, _ in rows]), tgt[:, :-1], tgt[:, 1:]
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return -(-len(self.ids["train"]) // batch_size)
+        return self.batches.per_epoch(batch_size)
 
     def batch_size_of(self, batch: tuple[Tensor, Tensor, Tensor]) -> int:
         return int((batch[2] != PAD_ID).sum())
