@@ -18,6 +18,8 @@ from archlab.data.molecules import (
     random_split,
     rdkit2d,
     rdkit2d_names,
+    rdkit2d_normalized,
+    rdkit2d_normalized_names,
 )
 from archlab.errors import CheckpointError, ConfigError, ShapeError
 from archlab.run import load, train
@@ -50,6 +52,26 @@ def test_non_finite_descriptors_become_zero() -> None:
     values = dict(zip(rdkit2d_names(), rdkit2d(mol), strict=True))
     assert values["BCUT2D_MWHI"] == 0.0 and all(v == v for v in values.values())
     assert values["MolWt"] == pytest.approx(direct["MolWt"])
+
+
+def test_rdkit2d_normalized_is_chemprops_cdf_features_from_descriptastorus() -> None:
+    from descriptastorus.descriptors import rdNormalizedDescriptors
+
+    names = rdkit2d_normalized_names()
+    assert len(names) == 200 and {"MolLogP", "TPSA", "BalabanJ"} <= set(names)
+    for smiles in (PARACETAMOL, "[Na+].[Cl-]", "c1ccc2ccccc2c1"):
+        values = rdkit2d_normalized(Chem.MolFromSmiles(smiles))
+        # chemprop 1's rdkit_2d_normalized_features_generator: process(SMILES) minus its flag
+        expected = rdNormalizedDescriptors.RDKit2DNormalized().process(smiles)[1:]
+        assert values == pytest.approx([v if v == v else 0.0 for v in expected], abs=1e-12)
+        assert all(0.0 <= v <= 1.0 for v in values)
+    logp = rdNormalizedDescriptors.cdfs["MolLogP"]  # F(d), the fitted distribution's CDF
+    cdf = {}
+    for smiles in (PARACETAMOL, "CCCCCCCCCCCCCCCC"):
+        mol = Chem.MolFromSmiles(smiles)
+        cdf[smiles] = dict(zip(names, rdkit2d_normalized(mol), strict=True))["MolLogP"]
+        assert cdf[smiles] == pytest.approx(float(logp(Crippen.MolLogP(mol))), abs=1e-12)
+    assert 0.05 < cdf[PARACETAMOL] < cdf["CCCCCCCCCCCCCCCC"] < 1.0  # hexadecane: more lipophilic
 
 
 def test_scaler_is_a_clipped_z_score_with_zero_for_constant_columns() -> None:

@@ -1,5 +1,6 @@
 """Molecules from SMILES: featuriser, bad rows, splits, the D-MPNN, training and predict."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tests.conftest import cli, require_data
 TINY_MPNN = [
     "data.descriptors=null",  # the plain D-MPNN; tests/test_molecule_descriptors.py adds them
     "model.dropout=0",
+    "model.members=1",  # one D-MPNN; the recipe trains an ensemble of 5
     "model.hidden=64",
     "model.ffn_hidden=64",
     "model.depth=2",
@@ -257,6 +259,34 @@ def test_dmpnn_names_bad_inputs() -> None:
         model(x, edge_index, edge_attr, batch + 1, 1)
 
 
+def test_ensemble_averages_members_each_trained_on_its_own_loss() -> None:
+    ensemble = archlab.create_model("mpnn_ensemble", hidden=16, ffn_hidden=8, members=3).eval()
+    graphs = collate([graph("CC(=O)Nc1ccc(O)cc1"), graph("C=CC#N")])
+    each = ensemble.each(*graphs, 2)
+    assert each.shape == (3, 2, 1)
+    torch.testing.assert_close(ensemble(*graphs, 2), each.mean(0))
+    assert (each[0] - each[1]).abs().min() > 1e-4  # initialised independently
+    assert ensemble.members[0].W_m.weight.data_ptr() != ensemble.members[1].W_m.weight.data_ptr()
+
+    task = MoleculeRegressionTask(MoleculeData())
+    batch = (*graphs, torch.zeros(2, 0), torch.tensor([[0.5], [-1.0]]))
+    alone = copy.deepcopy(ensemble.members[1])
+    loss = task.loss(task.train_module(ensemble), batch)
+    losses = [task.loss(member, batch) for member in ensemble.members]
+    torch.testing.assert_close(loss, torch.stack(losses).mean())  # mean_m MSE(f_m, y)
+    loss.backward()
+    task.loss(alone, batch).backward()
+    for p, q in zip(ensemble.members[1].parameters(), alone.parameters(), strict=True):
+        torch.testing.assert_close(p.grad * 3, q.grad)  # as if trained alone, scaled by 1/M
+    with pytest.raises(ConfigError, match="members must be at least 1"):
+        archlab.create_model("mpnn_ensemble", members=0)
+    torch.manual_seed(0)
+    one = archlab.create_model("mpnn_ensemble", hidden=16, ffn_hidden=8, members=1).eval()
+    torch.manual_seed(0)
+    single = archlab.create_model("mpnn", hidden=16, ffn_hidden=8).eval()
+    assert torch.equal(one(*graphs, 2), single(*graphs, 2))  # an ensemble of one is the model
+
+
 # ----- training and predict -----
 
 
@@ -285,6 +315,23 @@ def test_training_beats_the_train_mean_and_predicts(esol, tmp_path) -> None:
     (run_dir / "molecules.json").write_text(json.dumps(artifact))
     with pytest.raises(CheckpointError, match="other atom/bond features"):
         load(run_dir)
+
+
+def test_an_ensemble_trains_saves_and_predicts_as_one_model(esol, tmp_path) -> None:
+    members = ["model.members=2", "trainer.max_epochs=3"]  # the recipe's model is the ensemble
+    run_dir, results = train(
+        "gnn-esol", [*TINY_MPNN, *members], out=str(tmp_path / "run"), progress=False
+    )
+    run = load(run_dir)
+    assert len(run.model.members) == 2
+    run.task.setup()
+    baseline = (run.task.y["val"] - run.task.y["train"].mean()).pow(2).mean().sqrt().item()
+    assert results["val"]["rmse"] < 0.7 * baseline, (results["val"], baseline)
+    assert run.evaluate("test") == pytest.approx(results["test"], rel=1e-5)
+    (value,) = run.task.predict(run.model, ["CCO"])
+    graphs = collate([featurise(Chem.MolFromSmiles("CCO"))])
+    z = run.model.each(*graphs, 1, torch.zeros(1, 0)).mean(0) * run.task.std + run.task.mean
+    assert value["value"] == pytest.approx(z.item(), abs=1e-5)
 
 
 @pytest.mark.parametrize(

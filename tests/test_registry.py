@@ -60,6 +60,16 @@ TINY = {
             2,
         ),
     ),
+    "mpnn_ensemble": (
+        dict(atom_dim=4, bond_dim=3, hidden=8, depth=2, ffn_hidden=8, members=3),
+        lambda: (
+            torch.randn(5, 4),
+            torch.tensor([[0, 1, 1, 2, 3, 4], [1, 0, 2, 1, 4, 3]]),
+            torch.randn(6, 3),
+            torch.tensor([0, 0, 0, 1, 1]),
+            2,
+        ),
+    ),
     "textcnn": (
         dict(vocab_size=50, embed_dim=8, filter_sizes=[2, 3], n_filters=4),
         lambda: (ids(50, 2, 7),),

@@ -7,7 +7,7 @@ from archlab.models.gan import DCGAN, GANConfig
 from archlab.models.gat import GAT, GATConfig
 from archlab.models.gcn import GCN, GCNConfig
 from archlab.models.gpt import GPT, GPTConfig
-from archlab.models.mpnn import DMPNN, MPNNConfig
+from archlab.models.mpnn import DMPNN, DMPNNEnsemble, MPNNConfig, MPNNEnsembleConfig
 from archlab.models.rnn import RNNClassifier, RNNConfig
 from archlab.models.transformer import (
     Transformer,
@@ -23,6 +23,7 @@ __all__ = [
     "CapsNetConfig",
     "DCGAN",
     "DMPNN",
+    "DMPNNEnsemble",
     "GANConfig",
     "GAT",
     "GATConfig",
@@ -33,6 +34,7 @@ __all__ = [
     "ImageCNN",
     "ImageCNNConfig",
     "MPNNConfig",
+    "MPNNEnsembleConfig",
     "RNNClassifier",
     "RNNConfig",
     "TextCNN",

@@ -24,6 +24,10 @@ features" (chemprop's ``--features_generator``; the paper used RDKit 2-D
 descriptors, CDF-normalised).  The task computes and normalises them (the
 molecule task's ``data.descriptors: rdkit2d``, see archlab.data.molecules).
 
+``mpnn_ensemble`` is ``members`` independently initialised D-MPNNs whose predictions
+are averaged, chemprop's ``--ensemble_size`` (archlab.nn.ensemble); the molecule
+task trains each member on its own loss.
+
 Inputs are a batch of molecules as one disconnected graph: x (atoms, atom_dim),
 edge_index (2, E) with every bond in both directions, edge_attr (E, bond_dim),
 batch (atoms,) holding each atom's molecule index, and with descriptors d
@@ -38,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from archlab.errors import ConfigError, ShapeError
+from archlab.nn.ensemble import Ensemble
 from archlab.nn.graph import READOUTS, Readout, check_graph, reverse_edge_index, scatter
 from archlab.registry import register_model
 
@@ -140,3 +145,22 @@ class DMPNN(nn.Module):
                 f"{self.config.descriptor_dim}), got {tuple(d.shape)}"
             )
         return self.ffn(torch.cat([readout, d.to(readout.dtype)], dim=1))
+
+
+@dataclass
+class MPNNEnsembleConfig(MPNNConfig):
+    members: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.members < 1:
+            raise ConfigError(f"members must be at least 1, got {self.members}")
+
+
+@register_model("mpnn_ensemble", MPNNEnsembleConfig)
+class DMPNNEnsemble(Ensemble):
+    """An ensemble of D-MPNNs: the mean of ``members`` independently trained predictions."""
+
+    def __init__(self, config: MPNNEnsembleConfig) -> None:
+        super().__init__(lambda: DMPNN(config), config.members)
+        self.config = config

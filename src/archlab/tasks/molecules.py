@@ -9,14 +9,18 @@ the property's own units after undoing the standardisation:
 
 The split is ``random`` or Bemis-Murcko ``scaffold`` (80/10/10, seeded by
 ``split_seed``, not by the training seed, so every seed of ``--seeds N`` sees
-the same split).  ``descriptors: rdkit2d`` adds RDKit's 2-D descriptors of each
-molecule, normalised with the training split's statistics
-(:class:`archlab.data.molecules.DescriptorScaler`), which the model joins to its
-readout ("D-MPNN + features"); the statistics are saved with the run, so
-``predict`` and ``eval`` of a loaded run use the ones it was trained with.  A
-batch is one disconnected graph of its molecules: the tuple (x, edge_index,
-edge_attr, batch, descriptors, y), with descriptors (molecules, D), D = 0
-without them, and y standardised, (molecules, 1).
+the same split).  ``descriptors`` adds molecule-level features that the model
+joins to its readout ("D-MPNN + features"): ``rdkit2d``, RDKit's 2-D descriptors
+normalised with the training split's statistics
+(:class:`archlab.data.molecules.DescriptorScaler`), which are saved with the run,
+so ``predict`` and ``eval`` of a loaded run use the ones it was trained with; or
+``rdkit2d_normalized``, chemprop's CDF-normalised descriptors, used as they are.
+An ensemble (model ``mpnn_ensemble``) trains each member on its own loss, the mean
+over members of their MSE (:mod:`archlab.nn.ensemble`), and predicts their mean.
+
+A batch is one disconnected graph of its molecules: the tuple (x, edge_index,
+edge_attr, batch, descriptors, y), with descriptors (molecules, D), D = 0 without
+them, and y standardised, (molecules, 1).
 """
 
 from __future__ import annotations
@@ -45,12 +49,11 @@ from archlab.data.molecules import (
     load_molecules,
     parse_smiles,
     random_split,
-    rdkit2d,
-    rdkit2d_names,
     scaffold_split,
 )
 from archlab.errors import ArchlabError, CheckpointError, ConfigError
 from archlab.io import atomic_write_text
+from archlab.nn.ensemble import EachMember, Ensemble
 from archlab.tasks import Task, register_task
 
 SPLIT_KINDS = ("random", "scaffold")
@@ -65,7 +68,7 @@ class MoleculeData:
     split: str = "random"  # random or scaffold
     split_seed: int = 0
     sizes: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
-    descriptors: str | None = None  # rdkit2d: RDKit 2-D descriptors joined to the readout
+    descriptors: str | None = None  # rdkit2d or rdkit2d_normalized, joined to the readout
 
 
 @register_task
@@ -90,7 +93,8 @@ class MoleculeRegressionTask(Task):
         check_split_sizes(d.sizes)
         if d.descriptors is not None and d.descriptors not in DESCRIPTOR_SETS:
             raise ConfigError(
-                f"data.descriptors must be null or one of {DESCRIPTOR_SETS}, got {d.descriptors!r}"
+                f"data.descriptors must be null or one of {tuple(DESCRIPTOR_SETS)}, got "
+                f"{d.descriptors!r}"
             )
 
     def setup(self) -> None:
@@ -104,10 +108,11 @@ class MoleculeRegressionTask(Task):
         self.graphs = {k: [molecules.graphs[i] for i in rows] for k, rows in index.items()}
         self.y = {k: molecules.y[rows] for k, rows in index.items()}
         if d.descriptors:
-            raw = dataset_descriptors(d.dataset, molecules.smiles)
-            if self.scaler is None:  # a loaded run keeps the statistics it was trained with
+            raw = dataset_descriptors(d.dataset, molecules.smiles, d.descriptors)
+            # a loaded run keeps the statistics it was trained with
+            if self.scaler is None and DESCRIPTOR_SETS[d.descriptors].scaled:
                 self.scaler = DescriptorScaler.fit(raw[index["train"]])
-            features = self.scaler(raw)
+            features = self._normalise(raw)
         else:
             features = torch.zeros(len(molecules.smiles), 0)
         self.descriptors = {k: features[rows] for k, rows in index.items()}
@@ -117,13 +122,20 @@ class MoleculeRegressionTask(Task):
         self._eval_batches: dict[tuple[str, int], list[Batch]] = {}
 
     def model_overrides(self) -> dict:
-        descriptor_dim = len(rdkit2d_names()) if self.data.descriptors else 0
+        descriptor_dim = len(self._descriptor_names()) if self.data.descriptors else 0
         return {
             "atom_dim": ATOM_DIM,
             "bond_dim": BOND_DIM,
             "n_targets": 1,
             "descriptor_dim": descriptor_dim,
         }
+
+    def _descriptor_names(self) -> list[str]:
+        return DESCRIPTOR_SETS[self.data.descriptors].names()
+
+    def _normalise(self, raw: Tensor) -> Tensor:
+        """Descriptors as the model sees them: z-scored, or as they come for a set that is not."""
+        return raw.float() if self.scaler is None else self.scaler(raw)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.batches.per_epoch(batch_size)
@@ -139,9 +151,15 @@ class MoleculeRegressionTask(Task):
     def batch_size_of(self, batch: Batch) -> int:
         return batch[-1].shape[0]
 
+    def train_module(self, model: nn.Module) -> nn.Module:
+        """An ensemble trains each member on its own loss, so the loss sees every member."""
+        return EachMember(model) if isinstance(model, Ensemble) else model
+
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The MSE; of an ensemble's members, their mean, mean_m MSE(f_m(G), y)."""
         *graph, descriptors, y = batch
-        return F.mse_loss(model(*graph, y.shape[0], descriptors).float(), y)
+        z = model(*graph, y.shape[0], descriptors).float()  # (molecules, 1) or (M, molecules, 1)
+        return F.mse_loss(z, y.expand_as(z))
 
     def splits(self) -> tuple[str, ...]:
         return ("val", "test")
@@ -179,8 +197,9 @@ class MoleculeRegressionTask(Task):
                 raise ArchlabError(f"RDKit cannot parse the SMILES {text!r}")
             mols.append(mol)
         if self.data.descriptors:
-            raw = torch.tensor([rdkit2d(mol) for mol in mols], dtype=torch.float64)
-            descriptors = self.scaler(raw)
+            compute = DESCRIPTOR_SETS[self.data.descriptors].compute
+            raw = torch.tensor([compute(mol) for mol in mols], dtype=torch.float64)
+            descriptors = self._normalise(raw)
         else:
             descriptors = torch.zeros(len(mols), 0)
         device = next(model.parameters()).device
@@ -201,14 +220,15 @@ class MoleculeRegressionTask(Task):
             "featuriser": FEATURISER,
             "descriptors": None,
         }
-        if self.scaler is not None:
+        if self.data.descriptors:
             artifact["descriptors"] = {
                 "set": self.data.descriptors,
-                "names": rdkit2d_names(),
-                "mean": self.scaler.mean.tolist(),
-                "std": self.scaler.std.tolist(),
-                "clip": self.scaler.clip,
+                "names": self._descriptor_names(),
             }
+        if self.scaler is not None:
+            artifact["descriptors"].update(
+                mean=self.scaler.mean.tolist(), std=self.scaler.std.tolist(), clip=self.scaler.clip
+            )
         atomic_write_text(run_dir / ARTIFACT, json.dumps(artifact, indent=2) + "\n")
 
     def load_artifacts(self, run_dir: Path) -> None:
@@ -227,20 +247,22 @@ class MoleculeRegressionTask(Task):
         if self.data.descriptors:
             self.scaler = self._load_scaler(artifact.get("descriptors"), path)
 
-    def _load_scaler(self, saved, path: Path) -> DescriptorScaler:
+    def _load_scaler(self, saved, path: Path) -> DescriptorScaler | None:
         """The descriptor statistics a run was trained with, if this RDKit computes the same."""
         try:
-            names, mean, std = saved["names"], saved["mean"], saved["std"]
-            scaler = DescriptorScaler(
-                torch.tensor(mean, dtype=torch.float64),
-                torch.tensor(std, dtype=torch.float64),
-                float(saved["clip"]),
-            )
+            names = saved["names"]
+            scaler = None
+            if DESCRIPTOR_SETS[self.data.descriptors].scaled:
+                scaler = DescriptorScaler(
+                    torch.tensor(saved["mean"], dtype=torch.float64),
+                    torch.tensor(saved["std"], dtype=torch.float64),
+                    float(saved["clip"]),
+                )
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(
                 f"{path} holds no descriptor statistics; retrain the run"
             ) from None
-        if saved.get("set") != self.data.descriptors or names != rdkit2d_names():
+        if saved.get("set") != self.data.descriptors or names != self._descriptor_names():
             raise CheckpointError(
                 f"{path.parent} was trained with other molecule descriptors than this RDKit "
                 f"{rdkit.__version__} computes; retrain it"
