@@ -111,7 +111,6 @@ def test_splits_trains_once_per_split_seed_from_the_recipes(tmp_path, capsys) ->
 
     require_data("molecules/delaney-processed.csv")
     tiny = ["model.hidden=16", "model.ffn_hidden=16", "model.depth=1", "trainer.max_epochs=1"]
-    tiny.append("model.members=1")
     sets = [f"--set={s}" for s in [*tiny, "data.split_seed=4", "trainer.warmup_steps=2"]]
     out = tmp_path / "splits"
     assert main(["train", "gnn-esol", *sets, "--splits", "2", "--out", str(out)]) == 0

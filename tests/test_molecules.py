@@ -32,7 +32,6 @@ from tests.conftest import cli, require_data
 TINY_MPNN = [
     "data.descriptors=null",  # the plain D-MPNN; tests/test_molecule_descriptors.py adds them
     "model.dropout=0",
-    "model.members=1",  # one D-MPNN; the recipe trains an ensemble of 5
     "model.hidden=64",
     "model.ffn_hidden=64",
     "model.depth=2",
@@ -318,7 +317,7 @@ def test_training_beats_the_train_mean_and_predicts(esol, tmp_path) -> None:
 
 
 def test_an_ensemble_trains_saves_and_predicts_as_one_model(esol, tmp_path) -> None:
-    members = ["model.members=2", "trainer.max_epochs=3"]  # the recipe's model is the ensemble
+    members = ["model.name=mpnn_ensemble", "model.members=2", "trainer.max_epochs=3"]
     run_dir, results = train(
         "gnn-esol", [*TINY_MPNN, *members], out=str(tmp_path / "run"), progress=False
     )
