@@ -10,7 +10,9 @@ from safetensors.torch import save_file
 
 import archlab
 from archlab.data.molecules import (
+    DESCRIPTOR_SETS,
     DescriptorScaler,
+    DescriptorSet,
     collate,
     dataset_descriptors,
     featurise,
@@ -166,6 +168,39 @@ def test_features_variant_learns_esol_and_predicts_from_a_loaded_run(
     (run_dir / "molecules.json").write_text(json.dumps(artifact))
     with pytest.raises(CheckpointError, match="holds no descriptor statistics"):
         load(run_dir)
+
+
+def test_an_unscaled_descriptor_set_reaches_the_model_as_computed(
+    esol, tmp_path, monkeypatch
+) -> None:
+    from tests.test_molecules import TINY_MPNN
+
+    monkeypatch.setenv("ARCHLAB_CACHE", str(tmp_path / "cache"))
+    # rdkit2d_normalized's plumbing, with two quick features in place of its 35 s of CDFs
+    quick = DescriptorSet(
+        lambda: ["MolLogP", "TPSA"],
+        lambda mol: [Crippen.MolLogP(mol) / 10, rdMolDescriptors.CalcTPSA(mol) / 100],
+        lambda: "quick",
+        scaled=False,
+    )
+    monkeypatch.setitem(DESCRIPTOR_SETS, "rdkit2d_normalized", quick)
+    sets = [*TINY_MPNN, "data.descriptors=rdkit2d_normalized", "trainer.max_epochs=2"]
+    run_dir, results = train("gnn-esol", sets, out=str(tmp_path / "run"), progress=False)
+    artifact = json.loads((run_dir / "molecules.json").read_text())["descriptors"]
+    assert artifact == {"set": "rdkit2d_normalized", "names": ["MolLogP", "TPSA"]}
+    run = load(run_dir)
+    assert run.task.scaler is None and run.model.config.descriptor_dim == 2
+    run.task.setup()
+    smiles = load_molecules("esol").smiles
+    rows = random_split(len(smiles), 0)["test"]
+    mols = [Chem.MolFromSmiles(smiles[i]) for i in rows]
+    expected = torch.tensor([quick.compute(mol) for mol in mols])
+    torch.testing.assert_close(run.task.descriptors["test"], expected)  # not z-scored
+    assert run.evaluate("test") == pytest.approx(results["test"], rel=1e-5)
+    (value,) = run.task.predict(run.model, [smiles[rows[0]]])
+    graphs = collate([featurise(mols[0])])
+    z = run.model(*graphs, 1, expected[:1]) * run.task.std + run.task.mean
+    assert value["value"] == pytest.approx(z.item(), abs=1e-5)
 
 
 def test_unknown_descriptor_set_is_refused_before_reading() -> None:

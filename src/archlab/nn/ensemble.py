@@ -18,16 +18,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from archlab.errors import ConfigError
-
 
 class Ensemble(nn.Module):
     """M members built by ``make``; forward is their mean, :meth:`each` their stack."""
 
     def __init__(self, make: Callable[[], nn.Module], members: int) -> None:
         super().__init__()
-        if members < 1:
-            raise ConfigError(f"an ensemble needs at least 1 member, got {members}")
         self.members = nn.ModuleList(make() for _ in range(members))
 
     def each(self, *args, **kwargs) -> Tensor:
