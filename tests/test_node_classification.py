@@ -13,7 +13,9 @@ import torch
 import archlab
 from archlab.data.files import DataError
 from archlab.data.graphs import _PlanetoidUnpickler, load_karate, load_planetoid
+from archlab.errors import ConfigError
 from archlab.run import train
+from archlab.tasks.node_classification import NodeClassificationData, NodeClassificationTask
 
 
 @pytest.mark.parametrize("name", ["cora", "citeseer"])
@@ -79,6 +81,49 @@ def test_training_on_cora_learns(planetoid, tmp_path, recipe: str, extra: list[s
     assert losses[-1] < losses[0]
     run = archlab.load(run_dir)
     assert run.evaluate("test")["accuracy"] == pytest.approx(results["test"]["accuracy"])
+
+
+def gat_authors_rule(records: list[dict], patience: int) -> tuple[int, int]:
+    """The step kept and the last step evaluated, by the loop of the GAT authors' code."""
+    acc_max, loss_min, kept, waited = 0.0, float("inf"), None, 0
+    for r in records:
+        if r["accuracy"] >= acc_max or r["loss"] <= loss_min:
+            if r["accuracy"] >= acc_max and r["loss"] <= loss_min:
+                kept = r["step"]
+            acc_max, loss_min, waited = max(r["accuracy"], acc_max), min(r["loss"], loss_min), 0
+        else:
+            waited += 1
+            if waited == patience:
+                return kept, r["step"]
+    return kept, records[-1]["step"]
+
+
+def test_loss_and_accuracy_selection_follows_the_gat_authors_loop(planetoid, tmp_path) -> None:
+    task = NodeClassificationTask(NodeClassificationData(select_by="loss_and_accuracy"))
+    history = [(1.0, 0.5), (0.9, 0.5), (0.8, 0.4), (0.85, 0.6), (0.7, 0.6), (0.9, 0.55)]
+    judged, best = [], None
+    for loss, accuracy in history:
+        keep, progress, best = task.select({"loss": loss, "accuracy": accuracy}, best)
+        judged.append((keep, progress))
+    # a tie counts; lower loss alone is progress, not kept; both at once is kept
+    expected = [(True, True), (True, True), (False, True), (False, True), (True, True)]
+    assert judged == [*expected, (False, False)] and best == {"loss": 0.7, "accuracy": 0.6}
+    records = [{"step": i, "loss": a, "accuracy": b} for i, (a, b) in enumerate(history)]
+    assert gat_authors_rule(records, patience=1) == (4, 5)
+
+    sets = ["data.select_by=loss_and_accuracy", "trainer.max_steps=300"]
+    sets += ["trainer.early_stopping_patience=10", "model.hidden_dim=4", "trainer.lr=0.02"]
+    run_dir, results = train("gat-cora", sets, out=str(tmp_path / "run"), progress=False)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    val = [r for r in map(json.loads, lines) if r["split"] == "val"]
+    kept, last = gat_authors_rule(val, patience=10)
+    assert val[-1]["step"] == last < 300  # stopped by the patience rule
+    expected = next(r for r in val if r["step"] == kept)
+    assert not any(r["accuracy"] > expected["accuracy"] for r in val if r["step"] <= kept)
+    assert results["val"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert results["val"]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    with pytest.raises(ConfigError, match="data.select_by must be one of"):
+        train("gat-cora", ["data.select_by=f1"], out=str(tmp_path / "bad"), progress=False)
 
 
 def test_seeds_aggregate_mean_and_std(planetoid, tmp_path) -> None:

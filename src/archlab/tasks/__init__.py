@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor, nn
 
@@ -22,6 +22,14 @@ from archlab.registry import unknown_name_message
 def unwrap(model: nn.Module) -> nn.Module:
     """The model itself, also when the Trainer has wrapped it in DistributedDataParallel."""
     return getattr(model, "module", model)
+
+
+class Selection(NamedTuple):
+    """What a validation result means to the Trainer (see :meth:`Task.select`)."""
+
+    keep: bool  # keep this model as the best so far
+    progress: bool  # counts as progress: resets early stopping's patience
+    best: dict[str, float]  # the best values to compare the next result with
 
 
 class Task(ABC):
@@ -79,6 +87,18 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
         """Metrics of ``model`` on a whole split, as a flat name -> number map."""
+
+    def select(self, metrics: dict[str, float], best: dict[str, float] | None) -> Selection:
+        """Judge validation ``metrics`` against ``best`` (None before the first evaluation).
+
+        By default on ``metric`` alone: a strictly better value is kept and is progress.
+        """
+        value = metrics[self.metric]
+        if best is not None:
+            better = value > best[self.metric] if self.maximize else value < best[self.metric]
+            if not better:
+                return Selection(False, False, best)
+        return Selection(True, True, {self.metric: value})
 
     def final_metrics(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
         """Metrics for results.json; may add costly ones (BLEU) to :meth:`evaluate`'s."""

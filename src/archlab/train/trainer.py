@@ -224,7 +224,7 @@ class Trainer:
             self.train_module = nn.parallel.DistributedDataParallel(self.train_module)
         self.optimizer = make_optimizer(self.model, cfg, self.device, task.lr_scales())
         self.step = 0
-        self.best: float | None = None
+        self.best: dict[str, float] | None = None  # the task's best validation values
         self.stale_evals = 0
         self.train_seconds = 0.0  # time in training steps
         self.eval_seconds = 0.0  # time in evaluations during training
@@ -268,6 +268,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         self.step, self.best = state["step"], state["best"]
+        if isinstance(self.best, float):  # written before tasks chose how to compare
+            self.best = {self.task.metric: self.best}
         self.stale_evals, self.train_seconds = state["stale_evals"], state["train_seconds"]
         self.eval_seconds = state["eval_seconds"]
         self.log.truncate_after(self.step)
@@ -285,24 +287,16 @@ class Trainer:
         self.model.train()
         return metrics
 
-    def _improved(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        return value > self.best if self.task.maximize else value < self.best
-
     def _evaluate_and_keep_best(self) -> bool:
         """Evaluate on validation; save the model if best. Returns True to stop early."""
         started = time.perf_counter()
         metrics = self.evaluate("val")
         self.eval_seconds += time.perf_counter() - started
         self.log.write({"step": self.step, "split": "val", **metrics})
-        value = metrics[self.task.metric]
-        if self._improved(value):
-            self.best, self.stale_evals = value, 0
-            if self.is_main:
-                ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
-        else:
-            self.stale_evals += 1
+        keep, progress, self.best = self.task.select(metrics, self.best)
+        if keep and self.is_main:
+            ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
+        self.stale_evals = 0 if progress else self.stale_evals + 1
         self.log.plot(self.task.metric)
         patience = self.cfg.early_stopping_patience
         return patience > 0 and self.stale_evals >= patience
