@@ -122,6 +122,20 @@ def test_resume_refuses_a_changed_model_config(shakespeare, tmp_path) -> None:
         train(None, ["model.n_embd=64"], resume=str(tmp_path / "a"), progress=False)
 
 
+def test_resume_reads_the_best_value_of_an_older_state_file(shakespeare, tmp_path) -> None:
+    from archlab.train.checkpoint import STATE_FILE
+
+    run_dir, _ = run(tmp_path, "a", 2, "trainer.eval_every=1")
+    state = torch.load(run_dir / STATE_FILE, weights_only=True)
+    assert set(state["best"]) == {"loss"}
+    state["best"] = 0.0  # before tasks judged results, best was one float: nothing beats it
+    torch.save(state, run_dir / STATE_FILE)
+    kept = (run_dir / "model.safetensors").read_bytes()
+    train(None, ["trainer.max_steps=4"], resume=str(run_dir), progress=False)
+    assert torch.load(run_dir / STATE_FILE, weights_only=True)["best"] == {"loss": 0.0}
+    assert (run_dir / "model.safetensors").read_bytes() == kept  # no later model beat 0.0
+
+
 def test_truncated_checkpoint_is_refused(shakespeare, tmp_path) -> None:
     run_dir, _ = run(tmp_path, "a", 2)
     data = (run_dir / "model.safetensors").read_bytes()

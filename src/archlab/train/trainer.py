@@ -385,7 +385,7 @@ class Trainer:
                     self.save_checkpoint()
                 if stop:
                     bar.write(
-                        f"early stop at step {self.step}: no better val {self.task.metric} "
+                        f"early stop at step {self.step}: no progress on validation "
                         f"in {cfg.early_stopping_patience} evaluations"
                     )
                     break
