@@ -240,6 +240,36 @@ def test_per_head_dropout_is_each_head_on_its_own_dropped_input(sparse: bool) ->
     assert not torch.allclose(per_head.train()(x, EDGES), a)
 
 
+def test_attention_bias_sits_inside_the_leaky_relu_as_in_the_authors_code() -> None:
+    """The authors' dense attn_head, transcribed: softmax_j(LeakyReLU(f1_i + f2_j + b) + mask)."""
+    heads, C = 2, 3
+    layer = gat.GATConv(5, C, heads, attention_bias=True).eval()
+    plain = gat.GATConv(5, C, heads).eval()
+    plain.load_state_dict(layer.state_dict(), strict=False)
+    x = torch.randn(N, 5)
+    unique = EDGES.unique(dim=1)  # a dense adjacency cannot hold the duplicate edge
+    edges = archlab.create_model("gat", in_dim=5, out_dim=C).graph(unique, N)
+    assert torch.equal(layer(x, edges), plain(x, edges))  # b starts at zero
+    with torch.no_grad():
+        layer.attn_bias.copy_(torch.tensor([1.5, -2.0]))
+        layer.bias.normal_()
+    out, alpha = layer(x, edges, return_attention=True)
+
+    Wh = layer.W(x).view(N, heads, C)
+    f1 = (Wh * layer.a_dst).sum(-1)  # (N, heads): the target's half
+    f2 = (Wh * layer.a_src).sum(-1)  # the source's half
+    logits = f1.t()[:, :, None] + f2.t()[:, None, :] + layer.attn_bias[:, None, None]
+    adjacency = torch.zeros(N, N, dtype=torch.bool)
+    adjacency[edges.target, edges.source] = True  # [i, j]: an edge j -> i
+    bias_mat = torch.where(adjacency, 0.0, -1e9)
+    coefs = torch.softmax(torch.nn.functional.leaky_relu(logits, 0.2) + bias_mat, dim=-1)
+    expected = torch.einsum("hij,jhc->ihc", coefs, Wh).flatten(1) + layer.bias
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alpha, coefs[:, edges.target, edges.source].t())
+    _, alpha_plain = plain(x, edges, return_attention=True)
+    assert (alpha - alpha_plain).abs().max() > 1e-3  # the bias moves the kink: alpha changes
+
+
 @pytest.mark.parametrize("name", ["gcn", "gat"])
 @pytest.mark.parametrize("readout", ["sum", "mean", "max", "attention"])
 def test_graph_level_readout_is_per_graph(name: str, readout: str) -> None:

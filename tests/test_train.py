@@ -12,7 +12,7 @@ from archlab.errors import CheckpointError, ConfigError
 from archlab.run import load, train
 from archlab.tasks.char_lm import CharLMTask
 from archlab.train import TrainingStopped
-from archlab.train.trainer import TrainerConfig, lr_at
+from archlab.train.trainer import TrainerConfig, lr_at, make_optimizer
 from tests.conftest import TINY_GPT
 
 
@@ -159,6 +159,27 @@ def test_schedule_warms_up_then_decays_to_min_lr() -> None:
     assert lr_at(10, cfg) == pytest.approx(1.0)
     assert lr_at(55, cfg) == pytest.approx(0.55)
     assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("settings", "decayed"),
+    [
+        ({}, {"0.weight", "2.weight"}),
+        ({"decay_vectors": True}, {"0.weight", "0.bias", "1.weight", "1.bias", "2.weight"}),
+        ({"decay_only": "0."}, {"0.weight"}),
+        ({"decay_only": "0.", "decay_vectors": True}, {"0.weight", "0.bias"}),
+    ],
+)
+def test_weight_decay_goes_to_the_parameters_asked_for(settings, decayed) -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2, bias=False)
+    )
+    cfg = TrainerConfig(weight_decay=0.1, optimizer="adam", **settings)
+    optimizer = make_optimizer(model, cfg, torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    got = {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in optimizer.param_groups}
+    assert got[0.1] == decayed
+    assert got[0.0] == set(names.values()) - decayed
 
 
 def test_tensorboard_events_hold_the_logged_scalars(shakespeare, tmp_path, monkeypatch) -> None:

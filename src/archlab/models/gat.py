@@ -9,14 +9,19 @@ neighbours with the normalised scores:
               or mean_k sum_j alpha_ij^k W_k h_j (mean, the output layer)
 
 a_k^T [W h_i ‖ W h_j] splits into a_dst·W h_i + a_src·W h_j, so scores cost two
-dot products per node, not one per edge.  Dropout (p = 0.6 in the paper) is
-applied to each layer's input and to the attention coefficients.  The authors'
-code drops the input inside each attention head, so every head sees its own
-mask: with ``per_head_dropout`` the h of W_k h is head k's own dropped copy
-(one block-diagonal sparse matmul for all heads on bag-of-words input).  Their
-code also drops W_k h_j as it is aggregated (``message_dropout``).  The
-aggregation is one sparse matmul per head forward and backward; the (edges x
-features) message tensor is never built.
+dot products per node, not one per edge.  The authors' code computes each half
+with a biased 1x1 convolution, so its scores are LeakyReLU(a_k^T [W h_i ‖ W h_j] + b_k):
+``attention_bias`` adds that b_k (one per head, the sum of the two biases; zero
+at the start).  It moves the LeakyReLU's kink, so it changes alpha, unlike a
+shift after it.  PyG's GATConv has no such bias, and the default follows PyG.
+
+Dropout (p = 0.6 in the paper) is applied to each layer's input and to the attention
+coefficients. The authors' code drops the input inside each attention head, so every
+head sees its own mask: with ``per_head_dropout`` the h of W_k h is head k's own dropped
+copy (one block-diagonal sparse matmul for all heads on bag-of-words input). Their code
+also drops W_k h_j as it is aggregated (``message_dropout``). The aggregation is one
+sparse matmul per head forward and backward; the (edges x features) message tensor is
+never built.
 
 With ``readout`` set the model is graph-level (pooled node vectors and a linear
 head), as in :mod:`archlab.models.gcn`.
@@ -60,6 +65,7 @@ class GATConfig:
     negative_slope: float = 0.2
     message_dropout: float = 0.0  # on W h_j as it is aggregated (the authors' code: = dropout)
     per_head_dropout: bool = False  # each head its own input mask (the authors' code: True)
+    attention_bias: bool = False  # b_k inside the LeakyReLU of the scores (the authors' code)
     cached: bool = True  # keep the edge structure between calls on the same edge_index
     readout: str | None = None  # None: node-level; sum, mean, max or attention: graph-level
 
@@ -84,6 +90,7 @@ class GATConv(nn.Module):
         negative_slope: float = 0.2,
         message_dropout: float = 0.0,
         per_head_dropout: bool = False,
+        attention_bias: bool = False,
     ) -> None:
         super().__init__()
         self.heads, self.out_dim, self.concat = heads, out_dim, concat
@@ -92,6 +99,7 @@ class GATConv(nn.Module):
         self.W = nn.Linear(in_dim, heads * out_dim, bias=False)
         self.a_src = nn.Parameter(torch.empty(heads, out_dim))
         self.a_dst = nn.Parameter(torch.empty(heads, out_dim))
+        self.attn_bias = nn.Parameter(torch.zeros(heads)) if attention_bias else None
         self.bias = nn.Parameter(torch.zeros(heads * out_dim if concat else out_dim))
         for weight in (self.W.weight, self.a_src, self.a_dst):
             nn.init.xavier_uniform_(weight)
@@ -111,6 +119,8 @@ class GATConv(nn.Module):
         score_src = (Wh * self.a_src).sum(-1)  # (nodes, heads)
         score_dst = (Wh * self.a_dst).sum(-1)
         pair = score_src.index_select(0, edges.source) + score_dst.index_select(0, edges.target)
+        if self.attn_bias is not None:
+            pair = pair + self.attn_bias
         e = F.leaky_relu(pair, self.negative_slope).float()
         alpha = segment_softmax(e, edges.target, edges.num_nodes, edges.in_degree)
         messages = dropout(Wh, self.message_dropout, self.training)
@@ -128,7 +138,7 @@ class GAT(GraphNetwork):
         def conv(in_dim: int, out_dim: int, heads: int, concat: bool) -> GATConv:
             return GATConv(
                 in_dim, out_dim, heads, concat, cfg.dropout, cfg.attn_dropout,
-                cfg.negative_slope, cfg.message_dropout, cfg.per_head_dropout,
+                cfg.negative_slope, cfg.message_dropout, cfg.per_head_dropout, cfg.attention_bias,
             )  # fmt: skip
 
         width = cfg.hidden_dim * cfg.heads

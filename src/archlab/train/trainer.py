@@ -54,6 +54,7 @@ class TrainerConfig:
     optimizer: str = "adamw"  # adamw; adam (L2 added to the gradient); adadelta (rho = beta2)
     weight_decay: float = 0.0
     decay_only: str = ""  # if set, only parameters whose name starts with it are decayed
+    decay_vectors: bool = False  # decay biases and norm gains too (the GAT authors' code does)
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
@@ -130,19 +131,20 @@ def make_optimizer(
     device: torch.device,
     lr_scales: dict[str, float] | None = None,
 ):
-    """Weight decay goes to matrices and embeddings (not biases or norms), and with
-    ``decay_only`` only to those under that name prefix (Kipf & Welling decay GCN's
-    first layer only).  ``adamw`` decouples the decay; ``adam`` adds it to the gradient,
-    i.e. an L2 penalty (weight_decay / 2) ||w||^2 in the loss, as the GCN and GAT papers do.
-    ``lr_scales`` (:meth:`~archlab.tasks.Task.lr_scales`) multiplies the learning rate of
-    the parameters under a name prefix (a GAN's two time-scale update rule); each group
+    """Weight decay goes to matrices and embeddings (not biases or norms, unless
+    ``decay_vectors``), and with ``decay_only`` only to those under that name prefix
+    (Kipf & Welling decay GCN's first layer only). ``adamw`` decouples the decay;
+    ``adam`` adds it to the gradient, i.e. an L2 penalty (weight_decay / 2) ||w||^2 in
+    the loss, as the GCN and GAT papers do. ``lr_scales``
+    (:meth:`~archlab.tasks.Task.lr_scales`) multiplies the learning rate of the
+    parameters under a name prefix (a GAN's two time-scale update rule); each group
     keeps its factor as ``lr_scale``, and the first group is always the unscaled one.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     lr_scales = lr_scales or {}
 
     def decayed(name: str, p: torch.Tensor) -> bool:
-        return p.dim() >= 2 and name.startswith(cfg.decay_only)
+        return (p.dim() >= 2 or cfg.decay_vectors) and name.startswith(cfg.decay_only)
 
     def scale(name: str) -> float:
         return next((s for prefix, s in lr_scales.items() if name.startswith(prefix)), 1.0)
