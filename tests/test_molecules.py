@@ -208,13 +208,15 @@ def naive_dmpnn(model, g) -> torch.Tensor:
     """D-MPNN of one molecule from the formula, one directed bond at a time."""
     W_i, W_m, W_a = model.W_i, model.W_m, model.W_a
     edges = [tuple(e) for e in g.edge_index.T.tolist()]
-    h0 = {e: torch.relu(W_i(torch.cat([g.x[e[0]], g.edge_attr[k]]))) for k, e in enumerate(edges)}
+    inputs = {e: W_i(torch.cat([g.x[e[0]], g.edge_attr[k]])) for k, e in enumerate(edges)}
+    h0 = {e: torch.relu(inputs[e]) for e in edges}
+    skip = h0 if model.config.update == "paper" else inputs  # chemprop: before the ReLU
     into = {v: [(k, u) for k, u in edges if u == v] for v in range(g.x.shape[0])}
     zero = torch.zeros(model.config.hidden)
     h = dict(h0)
     for _ in range(model.config.depth):
         m = {(v, w): sum((h[(k, u)] for k, u in into[v] if k != w), zero) for v, w in edges}
-        h = {e: torch.relu(h0[e] + W_m(m[e])) for e in edges}
+        h = {e: torch.relu(skip[e] + W_m(m[e])) for e in edges}
     atoms = []
     for v in range(g.x.shape[0]):
         m_v = sum((h[e] for e in into[v]), zero)
@@ -222,14 +224,20 @@ def naive_dmpnn(model, g) -> torch.Tensor:
     return model.ffn(torch.stack(atoms).mean(0, keepdim=True))
 
 
-def test_dmpnn_matches_the_formula_edge_by_edge() -> None:
-    model = archlab.create_model("mpnn", hidden=16, ffn_hidden=8, depth=3).eval()
+@pytest.mark.parametrize("update", ["paper", "chemprop"])
+def test_dmpnn_matches_the_formula_edge_by_edge(update: str) -> None:
+    model = archlab.create_model("mpnn", hidden=16, ffn_hidden=8, depth=3, update=update).eval()
     graphs = [graph("CC(=O)Nc1ccc(O)cc1"), graph("C=CC#N"), graph("[Na+]")]
     x, edge_index, edge_attr, batch = collate(graphs)
     out = model(x, edge_index, edge_attr, batch, 3)
     with torch.no_grad():
         expected = torch.cat([naive_dmpnn(model, g) for g in graphs])
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    other = "chemprop" if update == "paper" else "paper"
+    model.config.update = other  # the two forms differ: W_i [x || e] has negative entries
+    assert not torch.allclose(model(x, edge_index, edge_attr, batch, 3), out, atol=1e-4)
+    with pytest.raises(ConfigError, match="update must be one of"):
+        archlab.create_model("mpnn", update="gru")
 
 
 def test_dmpnn_is_invariant_to_atom_order() -> None:
@@ -258,7 +266,7 @@ def test_dmpnn_names_bad_inputs() -> None:
         model(x, edge_index, edge_attr, batch + 1, 1)
 
 
-def test_ensemble_averages_members_each_trained_on_its_own_loss() -> None:
+def test_ensemble_averages_members_each_trained_on_its_own_loss_and_batches() -> None:
     ensemble = archlab.create_model("mpnn_ensemble", hidden=16, ffn_hidden=8, members=3).eval()
     graphs = collate([graph("CC(=O)Nc1ccc(O)cc1"), graph("C=CC#N")])
     each = ensemble.each(*graphs, 2)
@@ -268,15 +276,22 @@ def test_ensemble_averages_members_each_trained_on_its_own_loss() -> None:
     assert ensemble.members[0].W_m.weight.data_ptr() != ensemble.members[1].W_m.weight.data_ptr()
 
     task = MoleculeRegressionTask(MoleculeData())
-    batch = (*graphs, torch.zeros(2, 0), torch.tensor([[0.5], [-1.0]]))
+    assert task.train_module(ensemble) is ensemble and task.members == 3
+    batches = [  # member m's own batch
+        (*collate([graph(smiles)]), torch.zeros(1, 0), torch.tensor([[y]]))
+        for smiles, y in [("CCO", 0.5), ("c1ccccc1", -1.0), ("CC(=O)O", 0.2)]
+    ]
     alone = copy.deepcopy(ensemble.members[1])
-    loss = task.loss(task.train_module(ensemble), batch)
-    losses = [task.loss(member, batch) for member in ensemble.members]
-    torch.testing.assert_close(loss, torch.stack(losses).mean())  # mean_m MSE(f_m, y)
+    loss = task.loss(ensemble, batches)
+    losses = [task.loss(m, b) for m, b in zip(ensemble.members, batches, strict=True)]
+    assert len({round(x.item(), 6) for x in losses}) == 3
+    torch.testing.assert_close(loss, torch.stack(losses).mean())  # mean_m MSE(f_m(G_m), y_m)
     loss.backward()
-    task.loss(alone, batch).backward()
+    task.loss(alone, batches[1]).backward()
     for p, q in zip(ensemble.members[1].parameters(), alone.parameters(), strict=True):
         torch.testing.assert_close(p.grad * 3, q.grad)  # as if trained alone, scaled by 1/M
+    single = archlab.create_model("mpnn", hidden=16, ffn_hidden=8)
+    assert task.train_module(single) is single and task.members == 0
     with pytest.raises(ConfigError, match="members must be at least 1"):
         archlab.create_model("mpnn_ensemble", members=0)
     torch.manual_seed(0)
@@ -284,6 +299,21 @@ def test_ensemble_averages_members_each_trained_on_its_own_loss() -> None:
     torch.manual_seed(0)
     single = archlab.create_model("mpnn", hidden=16, ffn_hidden=8).eval()
     assert torch.equal(one(*graphs, 2), single(*graphs, 2))  # an ensemble of one is the model
+
+
+def test_ensemble_members_draw_their_own_batches(esol) -> None:
+    task = MoleculeRegressionTask(MoleculeData())
+    task.setup()
+    single = task.train_batch(5, 50, seed=0)
+    task.train_module(archlab.create_model("mpnn_ensemble", hidden=8, ffn_hidden=8, members=3))
+    batches = task.train_batch(5, 50, seed=0)
+    assert len(batches) == 3 and task.batch_size_of(batches) == 50
+    for a, b in zip(batches[0], single, strict=True):  # member 0 draws the single model's batch
+        assert torch.equal(a, b)
+    targets = [b[-1].flatten().tolist() for b in batches]
+    assert targets[0] != targets[1] != targets[2] != targets[0]
+    again = task.train_batch(5, 50, seed=0)  # a pure function of (step, seed): resumable
+    assert all(torch.equal(a[-1], b[-1]) for a, b in zip(again, batches, strict=True))
 
 
 # ----- training and predict -----

@@ -13,7 +13,9 @@ bonds v -> w, so a message never flows straight back along the bond it came by:
 
 with dropout after every ReLU, as the paper writes it.  ``depth`` counts the
 updates of h; chemprop's ``--depth`` also counts h^0, so its depth 3 is ``depth=2``
-here (and chemprop's code adds W_i [x_v || e_vw] before its ReLU, not h^0).  As
+here.  chemprop's code adds W_i [x_v || e_vw] before its ReLU, not h^0:
+h_vw^{t+1} = ReLU(W_i [x_v || e_vw] + W_m m_vw^{t+1}), which ``update="chemprop"`` selects
+(the default ``"paper"`` is the formula above).  As
 in chemprop, W_i and W_m have no bias, the readout is a mean over atoms by
 default (the recipes use a sum, which keeps the molecule's size), and the FFN is
 ``ffn_layers`` linear layers with ReLU and dropout between them.
@@ -26,7 +28,7 @@ molecule task's ``data.descriptors: rdkit2d``, see archlab.data.molecules).
 
 ``mpnn_ensemble`` is ``members`` independently initialised D-MPNNs whose predictions
 are averaged, chemprop's ``--ensemble_size`` (archlab.nn.ensemble); the molecule
-task trains each member on its own loss.
+task trains each member on its own loss and its own batches.
 
 Inputs are a batch of molecules as one disconnected graph: x (atoms, atom_dim),
 edge_index (2, E) with every bond in both directions, edge_attr (E, bond_dim),
@@ -46,6 +48,8 @@ from archlab.nn.ensemble import Ensemble
 from archlab.nn.graph import READOUTS, Readout, check_graph, reverse_edge_index, scatter
 from archlab.registry import register_model
 
+UPDATES = ("paper", "chemprop")
+
 
 @dataclass
 class MPNNConfig:
@@ -59,6 +63,7 @@ class MPNNConfig:
     ffn_layers: int = 2
     n_targets: int = 1
     descriptor_dim: int = 0  # molecule-level features d, set by the task (data.descriptors)
+    update: str = "paper"  # h^{t+1} = ReLU(h^0 + W_m m); "chemprop": ReLU(W_i [x || e] + W_m m)
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -69,6 +74,8 @@ class MPNNConfig:
         for key in ("depth", "descriptor_dim"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be at least 0, got {getattr(self, key)}")
+        if self.update not in UPDATES:
+            raise ConfigError(f"update must be one of {UPDATES}, got {self.update!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
 
@@ -117,12 +124,14 @@ class DMPNN(nn.Module):
         source, target = edge_index
         rev = reverse_edge_index(edge_index, atoms)
         # index_select, not x[source]: its backward is an index_add, several times faster
-        h0 = torch.relu(self.W_i(torch.cat([x.index_select(0, source), edge_attr], dim=1)))
+        inputs = self.W_i(torch.cat([x.index_select(0, source), edge_attr], dim=1))
+        h0 = torch.relu(inputs)
+        skip = h0 if self.config.update == "paper" else inputs
         h = self.dropout(h0)
         for _ in range(self.config.depth):
             a = scatter(h, target, atoms)  # a_v = sum of the states on bonds into v
             m = a.index_select(0, source) - h.index_select(0, rev)
-            h = self.dropout(torch.relu(h0 + self.W_m(m)))
+            h = self.dropout(torch.relu(skip + self.W_m(m)))
         m_v = scatter(h, target, atoms)
         h_v = self.dropout(torch.relu(self.W_a(torch.cat([x, m_v], dim=1))))
         return self.readout(h_v, batch, num_graphs)

@@ -4,11 +4,11 @@
 
 The members share no weights and start from different random initialisations
 (each drawn in turn from the generator).  :meth:`Ensemble.each` gives every member's
-output stacked on a new first axis; a task trains on the mean of the members' own
-losses, mean_m L(f_m(x), y), so each member learns as if it were trained alone
-(with its own dropout masks, on the same batches), and only their predictions are
-averaged.  Training on L(f(x), y) instead would let the members co-adapt into one
-wide model and lose the variance reduction that makes an ensemble worth its cost.
+output stacked on a new first axis.  A task trains on the mean of the members' own
+losses, mean_m L(f_m(x_m), y_m), each member on its own batches, so each learns as
+if it were trained alone, and only their predictions are averaged.  Training on
+L(f(x), y) instead would let the members co-adapt into one wide model and lose the
+variance reduction that makes an ensemble worth its cost.
 """
 
 from __future__ import annotations
@@ -32,14 +32,3 @@ class Ensemble(nn.Module):
 
     def forward(self, *args, **kwargs) -> Tensor:
         return self.each(*args, **kwargs).mean(0)
-
-
-class EachMember(nn.Module):
-    """A model seen through :meth:`Ensemble.each` (a task's ``train_module``)."""
-
-    def __init__(self, ensemble: Ensemble) -> None:
-        super().__init__()
-        self.ensemble = ensemble
-
-    def forward(self, *args, **kwargs) -> Tensor:
-        return self.ensemble.each(*args, **kwargs)

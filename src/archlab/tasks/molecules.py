@@ -15,12 +15,16 @@ normalised with the training split's statistics
 (:class:`archlab.data.molecules.DescriptorScaler`), which are saved with the run,
 so ``predict`` and ``eval`` of a loaded run use the ones it was trained with; or
 ``rdkit2d_normalized``, chemprop's CDF-normalised descriptors, used as they are.
-An ensemble (model ``mpnn_ensemble``) trains each member on its own loss, the mean
-over members of their MSE (:mod:`archlab.nn.ensemble`), and predicts their mean.
+An ensemble (model ``mpnn_ensemble``) trains each member on its own loss and its
+own batches, as chemprop trains its members as separate runs: the loss is the
+mean over members of their MSE, member m on the batch drawn with seed
+``seed + m * MEMBER_SEED_STRIDE`` (member 0 draws the single model's batches); the
+ensemble predicts the members' mean (:mod:`archlab.nn.ensemble`).
 
 A batch is one disconnected graph of its molecules: the tuple (x, edge_index,
 edge_attr, batch, descriptors, y), with descriptors (molecules, D), D = 0 without
-them, and y standardised, (molecules, 1).
+them, and y standardised, (molecules, 1).  An ensemble's training batch is a list
+of M such tuples, one per member.
 """
 
 from __future__ import annotations
@@ -53,11 +57,12 @@ from archlab.data.molecules import (
 )
 from archlab.errors import ArchlabError, CheckpointError, ConfigError
 from archlab.io import atomic_write_text
-from archlab.nn.ensemble import EachMember, Ensemble
+from archlab.nn.ensemble import Ensemble
 from archlab.tasks import Task, register_task
 
 SPLIT_KINDS = ("random", "scaffold")
 ARTIFACT = "molecules.json"
+MEMBER_SEED_STRIDE = 1_000_003  # member m of an ensemble shuffles with seed + m * stride
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
@@ -83,6 +88,7 @@ class MoleculeRegressionTask(Task):
     def __init__(self, data: MoleculeData) -> None:
         super().__init__(data)
         self.scaler: DescriptorScaler | None = None  # fitted in setup, or a run's, loaded
+        self.members = 0  # the size of the ensemble being trained (0: one model)
 
     def _check(self) -> None:
         d = self.data
@@ -145,21 +151,28 @@ class MoleculeRegressionTask(Task):
         graphs = collate([self.graphs[split][i] for i in rows])
         return (*graphs, self.descriptors[split][rows], y)
 
-    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        return self._batch("train", self.batches.indices(step, batch_size, seed))
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch | list[Batch]:
+        """The batch at ``step``; for an ensemble, one per member, each from its own shuffle."""
+        if not self.members:
+            return self._batch("train", self.batches.indices(step, batch_size, seed))
+        seeds = [seed + m * MEMBER_SEED_STRIDE for m in range(self.members)]
+        return [self._batch("train", self.batches.indices(step, batch_size, s)) for s in seeds]
 
-    def batch_size_of(self, batch: Batch) -> int:
-        return batch[-1].shape[0]
+    def batch_size_of(self, batch: Batch | list[Batch]) -> int:
+        return (batch[0] if isinstance(batch, list) else batch)[-1].shape[0]
 
     def train_module(self, model: nn.Module) -> nn.Module:
-        """An ensemble trains each member on its own loss, so the loss sees every member."""
-        return EachMember(model) if isinstance(model, Ensemble) else model
+        """The model; an ensemble's size is noted, as :meth:`train_batch` draws per member."""
+        self.members = len(model.members) if isinstance(model, Ensemble) else 0
+        return model
 
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        """The MSE; of an ensemble's members, their mean, mean_m MSE(f_m(G), y)."""
+    def loss(self, model: nn.Module, batch: Batch | list[Batch]) -> Tensor:
+        """The MSE; of an ensemble, mean_m MSE(f_m(G_m), y_m), member m on its batch m."""
+        if isinstance(batch, list):
+            members = zip(model.members, batch, strict=True)
+            return torch.stack([self.loss(member, own) for member, own in members]).mean()
         *graph, descriptors, y = batch
-        z = model(*graph, y.shape[0], descriptors).float()  # (molecules, 1) or (M, molecules, 1)
-        return F.mse_loss(z, y.expand_as(z))
+        return F.mse_loss(model(*graph, y.shape[0], descriptors).float(), y)
 
     def splits(self) -> tuple[str, ...]:
         return ("val", "test")
