@@ -305,14 +305,22 @@ def test_ensemble_members_draw_their_own_batches(esol) -> None:
     task = MoleculeRegressionTask(MoleculeData())
     task.setup()
     single = task.train_batch(5, 50, seed=0)
-    task.train_module(archlab.create_model("mpnn_ensemble", hidden=8, ffn_hidden=8, members=3))
+    ensemble = archlab.create_model("mpnn_ensemble", hidden=8, ffn_hidden=8, members=3)
+    with pytest.raises(ArchlabError, match="one batch per member"):
+        task.loss(ensemble, single)  # not the MSE of the mean: the members would co-adapt
+    task.train_module(ensemble)
     batches = task.train_batch(5, 50, seed=0)
-    assert len(batches) == 3 and task.batch_size_of(batches) == 50
+    assert len(batches) == 3 and task.batch_size_of(batches) == 150
     for a, b in zip(batches[0], single, strict=True):  # member 0 draws the single model's batch
         assert torch.equal(a, b)
     targets = [b[-1].flatten().tolist() for b in batches]
     assert targets[0] != targets[1] != targets[2] != targets[0]
-    again = task.train_batch(5, 50, seed=0)  # a pure function of (step, seed): resumable
+    with pytest.raises(ArchlabError, match="one batch per member"):
+        task.loss(ensemble, batches[:2])
+    resumed = MoleculeRegressionTask(MoleculeData())  # a fresh process draws the same batches
+    resumed.setup()
+    resumed.train_module(ensemble)
+    again = resumed.train_batch(5, 50, seed=0)
     assert all(torch.equal(a[-1], b[-1]) for a, b in zip(again, batches, strict=True))
 
 

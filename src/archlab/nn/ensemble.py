@@ -5,8 +5,11 @@
 The members share no weights and start from different random initialisations
 (each drawn in turn from the generator).  :meth:`Ensemble.each` gives every member's
 output stacked on a new first axis.  A task trains on the mean of the members' own
-losses, mean_m L(f_m(x_m), y_m), each member on its own batches, so each learns as
-if it were trained alone, and only their predictions are averaged.  Training on
+losses, mean_m L(f_m(x_m), y_m), each member on its own batches, so each member's
+gradient is the one it would get trained alone, scaled by 1/M, and only their
+predictions are averaged.  What stays joint: one checkpoint and one early stop,
+chosen on the ensemble's validation score (chemprop keeps each member's own best
+epoch), and gradient clipping by the global norm, if set.  Training on
 L(f(x), y) instead would let the members co-adapt into one wide model and lose the
 variance reduction that makes an ensemble worth its cost.
 """

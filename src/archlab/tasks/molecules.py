@@ -16,10 +16,11 @@ normalised with the training split's statistics
 so ``predict`` and ``eval`` of a loaded run use the ones it was trained with; or
 ``rdkit2d_normalized``, chemprop's CDF-normalised descriptors, used as they are.
 An ensemble (model ``mpnn_ensemble``) trains each member on its own loss and its
-own batches, as chemprop trains its members as separate runs: the loss is the
+own batches (chemprop trains its members as separate runs): the loss is the
 mean over members of their MSE, member m on the batch drawn with seed
 ``seed + m * MEMBER_SEED_STRIDE`` (member 0 draws the single model's batches); the
-ensemble predicts the members' mean (:mod:`archlab.nn.ensemble`).
+ensemble predicts the members' mean (:mod:`archlab.nn.ensemble`).  The best
+checkpoint and the early stop are the ensemble's, judged on its mean prediction.
 
 A batch is one disconnected graph of its molecules: the tuple (x, edge_index,
 edge_attr, batch, descriptors, y), with descriptors (molecules, D), D = 0 without
@@ -159,7 +160,9 @@ class MoleculeRegressionTask(Task):
         return [self._batch("train", self.batches.indices(step, batch_size, s)) for s in seeds]
 
     def batch_size_of(self, batch: Batch | list[Batch]) -> int:
-        return (batch[0] if isinstance(batch, list) else batch)[-1].shape[0]
+        """Molecules in the step: an ensemble's members' batches counted together."""
+        batches = batch if isinstance(batch, list) else [batch]
+        return sum(b[-1].shape[0] for b in batches)
 
     def train_module(self, model: nn.Module) -> nn.Module:
         """The model; an ensemble's size is noted, as :meth:`train_batch` draws per member."""
@@ -168,6 +171,12 @@ class MoleculeRegressionTask(Task):
 
     def loss(self, model: nn.Module, batch: Batch | list[Batch]) -> Tensor:
         """The MSE; of an ensemble, mean_m MSE(f_m(G_m), y_m), member m on its batch m."""
+        members = len(model.members) if isinstance(model, Ensemble) else 0
+        if members != (len(batch) if isinstance(batch, list) else 0):
+            raise ArchlabError(
+                "an ensemble trains on one batch per member, and one model on one batch: "
+                "draw batches with train_batch after train_module(model)"
+            )
         if isinstance(batch, list):
             members = zip(model.members, batch, strict=True)
             return torch.stack([self.loss(member, own) for member, own in members]).mean()

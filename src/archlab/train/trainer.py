@@ -3,8 +3,8 @@
     lr(s) = lr * s / warmup                                        s < warmup
     lr(s) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2,        p = (s - warmup) / (S - warmup)
 
-AdamW (fused where the device supports it; or Adadelta) with decoupled weight
-decay on matrices and embeddings only (not on biases and norms), gradient clipping by
+AdamW (fused where the device supports it; or Adam, or Adadelta) with weight decay
+on matrices and embeddings (on biases and norms too with ``decay_vectors``), gradient clipping by
 global norm, gradient accumulation, bf16 autocast where asked, evaluation every
 ``eval_every`` steps with best-checkpoint keeping and early stopping, atomic
 checkpoints every ``checkpoint_every`` steps, exact resume, and data parallelism
