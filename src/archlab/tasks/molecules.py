@@ -178,8 +178,8 @@ class MoleculeRegressionTask(Task):
                 "draw batches with train_batch after train_module(model)"
             )
         if isinstance(batch, list):
-            members = zip(model.members, batch, strict=True)
-            return torch.stack([self.loss(member, own) for member, own in members]).mean()
+            pairs = zip(model.members, batch, strict=True)
+            return torch.stack([self.loss(member, own) for member, own in pairs]).mean()
         *graph, descriptors, y = batch
         return F.mse_loss(model(*graph, y.shape[0], descriptors).float(), y)
 

@@ -4,14 +4,14 @@
     lr(s) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2,        p = (s - warmup) / (S - warmup)
 
 AdamW (fused where the device supports it; or Adam, or Adadelta) with weight decay
-on matrices and embeddings (on biases and norms too with ``decay_vectors``), gradient clipping by
-global norm, gradient accumulation, bf16 autocast where asked, evaluation every
-``eval_every`` steps with best-checkpoint keeping and early stopping, atomic
-checkpoints every ``checkpoint_every`` steps, exact resume, and data parallelism
-under torchrun (each rank takes its rows of the same global batch; DDP averages
-the gradients, so N processes compute what one does).  DDP wraps the task's
-:meth:`~archlab.tasks.Task.train_module` (the model, or a view whose forward is
-the method the loss calls), because DDP averages gradients only through forward.
+on matrices and embeddings (on biases and norms too with ``decay_vectors``),
+gradient clipping by global norm, gradient accumulation, bf16 autocast where asked,
+evaluation every ``eval_every`` steps with best-checkpoint keeping and early
+stopping, atomic checkpoints every ``checkpoint_every`` steps, exact resume, and
+data parallelism under torchrun (each rank takes its rows of the same global batch;
+DDP averages the gradients, so N processes compute what one does). DDP wraps the
+task's :meth:`~archlab.tasks.Task.train_module` (the model, or a view whose forward
+is the method the loss calls), because DDP averages gradients only through forward.
 """
 
 from __future__ import annotations
