@@ -9,6 +9,8 @@ import torch
 from rdkit import Chem
 
 import archlab
+from archlab.cli import _repeat_plan, build_parser, main
+from archlab.config import apply_overrides, read_recipe
 from archlab.data.molecules import (
     ATOM,
     ATOM_DIM,
@@ -25,7 +27,7 @@ from archlab.data.molecules import (
 )
 from archlab.errors import ArchlabError, CheckpointError, ConfigError, ShapeError
 from archlab.nn.graph import reverse_edge_index
-from archlab.run import load, train
+from archlab.run import load, resolve, train
 from archlab.tasks.molecules import MoleculeData, MoleculeRegressionTask
 from tests.conftest import cli, require_data
 
@@ -190,6 +192,30 @@ def test_scaffold_split_keeps_each_scaffold_in_one_split(esol) -> None:
     assert len(split["train"]) > 850 and len(split["val"]) > 100  # close to 80/10/10
     assert "" in scaffolds["train"]  # acyclic molecules: the largest group, into train
     assert scaffold_split(smiles, seed=0) == split and scaffold_split(smiles, seed=1) != split
+
+
+def test_a_null_split_seed_is_each_runs_own_seed_as_in_chemprop(esol, tmp_path) -> None:
+    out = tmp_path / "seeds"
+    tiny = [f"--set={s}" for s in [*TINY_MPNN, "trainer.max_epochs=1"]]
+    assert main(["train", "gnn-esol", *tiny, "--seeds", "2", "--out", str(out)]) == 0
+    test_targets = []
+    for seed in (0, 1):
+        assert f"split_seed: {seed}\n" in (out / f"seed-{seed}" / "config.yaml").read_text()
+        run = load(out / f"seed-{seed}")
+        run.task.setup()
+        test_targets.append(run.task.y["test"])
+    assert test_targets[0].shape == test_targets[1].shape
+    assert not torch.equal(*test_targets)  # each seed is tested on its own molecules
+
+    recipe = read_recipe("gnn-esol")
+    assert recipe["data"]["split_seed"] is None
+    assert resolve(apply_overrides(recipe, ["trainer.seed=7"])).task.data.split_seed == 7
+    fixed = resolve(apply_overrides(recipe, ["data.split_seed=5", "trainer.seed=2"]))
+    assert fixed.task.data.split_seed == 5  # a number keeps one split for every seed
+    # --splits N counts from the run's seed where the recipe's split_seed is null
+    args = build_parser().parse_args(["train", "gnn-esol", "--splits", "2", "--seed", "7"])
+    key, _, values, _ = _repeat_plan(args, ["trainer.seed=7"])
+    assert (key, values) == ("data.split_seed", [7, 8])
 
 
 # ----- D-MPNN -----
@@ -377,6 +403,7 @@ def test_an_ensemble_trains_saves_and_predicts_as_one_model(esol, tmp_path) -> N
         (dict(split="weird"), "data.split must be one of"),
         (dict(dataset="tox21"), "data.dataset must be one of"),
         (dict(sizes=[0.5, 0.6, 0.1]), "data.sizes must be three positive fractions"),
+        (dict(split_seed=None), "data.split_seed is null, meaning the run's seed"),
     ],
 )
 def test_bad_data_settings_are_refused_before_reading(data, message) -> None:

@@ -222,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
     p.add_argument("--seed", type=int, help="same as --set trainer.seed=N")
     p.add_argument(
-        "--seeds", type=int, metavar="N", help="train N times (seeds SEED..SEED+N-1) and aggregate"
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train N times (seeds SEED..SEED+N-1) and aggregate; where data.split_seed is "
+        "null (the molecule recipes), each seed also draws its own split, as chemprop's --seed",
     )
     p.add_argument(
         "--folds", type=int, metavar="N", help="N-fold cross-validation (tasks with folds)"
@@ -231,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--splits",
         type=int,
         metavar="N",
-        help="train on N data splits (data.split_seed S..S+N-1, S the recipe's) and aggregate",
+        help="train on N data splits (data.split_seed S..S+N-1, S the recipe's, or its seed "
+        "where that is null) with one training seed, and aggregate",
     )
     p.add_argument(
         "--device", choices=["cpu", "cuda", "auto"], help="same as --set trainer.device=..."

@@ -130,11 +130,14 @@ def resolve(raw: dict[str, dict]) -> Recipe:
             )
         init_from = str(Path(init_from).expanduser().resolve())  # config.yaml works from anywhere
     to_dataclass(entry.config_cls, {**entry.defaults, **model_values}, "model")  # check early
+    trainer = to_dataclass(TrainerConfig, raw["trainer"], "trainer")
+    task = task_cls(to_dataclass(task_cls.DataConfig, raw["data"], "data"))
+    task.use_seed(trainer.seed)
     return Recipe(
-        task=task_cls(to_dataclass(task_cls.DataConfig, raw["data"], "data")),
+        task=task,
         model_name=str(model_name),
         model_values=model_values,
-        trainer=to_dataclass(TrainerConfig, raw["trainer"], "trainer"),
+        trainer=trainer,
         init_from=init_from,
     )
 

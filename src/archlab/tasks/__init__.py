@@ -50,6 +50,9 @@ class Task(ABC):
     def setup(self) -> None:
         """Read and prepare the data (called once before training or evaluation)."""
 
+    def use_seed(self, seed: int) -> None:
+        """Take the run's seed (trainer.seed), for data that depends on it (default: none)."""
+
     def model_overrides(self) -> dict[str, Any]:
         """Model config fields the data decides (e.g. the vocabulary size)."""
         return {}

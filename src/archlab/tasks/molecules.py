@@ -7,20 +7,28 @@ the property's own units after undoing the standardisation:
     loss = mean (f(G) - (y - mu) / sigma)^2        (standardised; reported as ``loss``)
     rmse = sqrt(mean (sigma f(G) + mu - y)^2),  mae = mean |sigma f(G) + mu - y|
 
-The split is ``random`` or Bemis-Murcko ``scaffold`` (80/10/10, seeded by
-``split_seed``, not by the training seed, so every seed of ``--seeds N`` sees
-the same split).  ``descriptors`` adds molecule-level features that the model
-joins to its readout ("D-MPNN + features"): ``rdkit2d``, RDKit's 2-D descriptors
-normalised with the training split's statistics
-(:class:`archlab.data.molecules.DescriptorScaler`), which are saved with the run,
-so ``predict`` and ``eval`` of a loaded run use the ones it was trained with; or
-``rdkit2d_normalized``, chemprop's CDF-normalised descriptors, used as they are.
-An ensemble (model ``mpnn_ensemble``) trains each member on its own loss and its
-own batches (chemprop trains its members as separate runs): the loss is the
-mean over members of their MSE, member m on the batch drawn with seed
-``seed + m * MEMBER_SEED_STRIDE`` (member 0 draws the single model's batches); the
-ensemble predicts the members' mean (:mod:`archlab.nn.ensemble`).  The best
-checkpoint and the early stop are the ensemble's, judged on its mean prediction.
+The split is ``random`` or Bemis-Murcko ``scaffold`` (80/10/10), drawn with
+``split_seed``.  A ``split_seed`` of null (as in the shipped recipes; the
+dataclass default is 0) means the run's own seed (``trainer.seed``), as
+chemprop's ``--seed`` draws its split: each seed S..S+N-1 of ``--seeds N`` then
+trains on its own split, like ``chemprop_train --num_folds N`` (whose folds keep
+one initialisation seed; here the seed draws both), and the mean over seeds is a
+mean over random splits, the way MoleculeNet and chemprop report their figures.
+The resolved number is saved in the run's config.yaml.  An integer keeps one
+split for every seed.
+
+``descriptors`` adds molecule-level features that the model joins to its readout
+("D-MPNN + features"): ``rdkit2d``, RDKit's 2-D descriptors normalised with the
+training split's statistics (:class:`archlab.data.molecules.DescriptorScaler`),
+which are saved with the run, so ``predict`` and ``eval`` of a loaded run use the
+ones it was trained with; or ``rdkit2d_normalized``, chemprop's CDF-normalised
+descriptors, used as they are.  An ensemble (model ``mpnn_ensemble``) trains each
+member on its own loss and its own batches (chemprop trains its members as
+separate runs): the loss is the mean over members of their MSE, member m on the
+batch drawn with seed ``seed + m * MEMBER_SEED_STRIDE`` (member 0 draws the
+single model's batches); the ensemble predicts the members' mean
+(:mod:`archlab.nn.ensemble`).  The best checkpoint and the early stop are the
+ensemble's, judged on its mean prediction.
 
 A batch is one disconnected graph of its molecules: the tuple (x, edge_index,
 edge_attr, batch, descriptors, y), with descriptors (molecules, D), D = 0 without
@@ -72,7 +80,7 @@ Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 class MoleculeData:
     dataset: str = "esol"  # esol, freesolv or lipo
     split: str = "random"  # random or scaffold
-    split_seed: int = 0
+    split_seed: int | None = 0  # null: the run's trainer.seed (chemprop's --seed)
     sizes: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
     descriptors: str | None = None  # rdkit2d or rdkit2d_normalized, joined to the readout
 
@@ -91,6 +99,10 @@ class MoleculeRegressionTask(Task):
         self.scaler: DescriptorScaler | None = None  # fitted in setup, or a run's, loaded
         self.members = 0  # the size of the ensemble being trained (0: one model)
 
+    def use_seed(self, seed: int) -> None:
+        if self.data.split_seed is None:
+            self.data.split_seed = seed
+
     def _check(self) -> None:
         d = self.data
         if d.dataset not in TABLES:
@@ -98,6 +110,11 @@ class MoleculeRegressionTask(Task):
         if d.split not in SPLIT_KINDS:
             raise ConfigError(f"data.split must be one of {SPLIT_KINDS}, got {d.split!r}")
         check_split_sizes(d.sizes)
+        if d.split_seed is None:
+            raise ConfigError(
+                "data.split_seed is null, meaning the run's seed, but the task was given no "
+                "seed: call use_seed(seed) before setup(), or set data.split_seed"
+            )
         if d.descriptors is not None and d.descriptors not in DESCRIPTOR_SETS:
             raise ConfigError(
                 f"data.descriptors must be null or one of {tuple(DESCRIPTOR_SETS)}, got "
