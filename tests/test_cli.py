@@ -116,7 +116,7 @@ def test_splits_trains_once_per_split_seed_from_the_recipes(tmp_path, capsys) ->
     assert main(["train", "gnn-esol", *sets, "--splits", "2", "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     results = json.loads((out / "results.json").read_text())
-    assert results["repeats"] == {"key": "data.split_seed", "values": [4, 5]}
+    assert results["repeats"] == {"key": "data.split_seed", "values": [4, 5], "split_seeds": [4, 5]}
     assert printed["test"]["rmse"] == results["test"]["rmse"]
     for seed in (4, 5):
         config = (out / f"split-{seed}" / "config.yaml").read_text()

@@ -206,6 +206,8 @@ def test_a_null_split_seed_is_each_runs_own_seed_as_in_chemprop(esol, tmp_path) 
         test_targets.append(run.task.y["test"])
     assert test_targets[0].shape == test_targets[1].shape
     assert not torch.equal(*test_targets)  # each seed is tested on its own molecules
+    repeats = json.loads((out / "results.json").read_text())["repeats"]
+    assert repeats == {"key": "trainer.seed", "values": [0, 1], "split_seeds": [0, 1]}
 
     recipe = read_recipe("gnn-esol")
     assert recipe["data"]["split_seed"] is None

@@ -215,20 +215,24 @@ def train_repeats(
     """Train once per value of ``key`` (seeds, folds) into RUN_DIR/LABEL-VALUE; aggregate.
 
     RUN_DIR/results.json holds, per split and metric, the mean under the metric's
-    name, the standard deviation under NAME_std and the per-run values under NAME_runs.
+    name, the standard deviation under NAME_std and the per-run values under NAME_runs;
+    and under ``repeats`` what varied, with each run's data.split_seed where it has one.
     """
     run_dir = Path(out) if out else default_run_dir(recipe_name)
-    runs = []
+    runs, split_seeds = [], []
     for value in values:
-        _, results = train(
+        one_run, results = train(
             recipe_name,
             [*overrides, f"{key}={value}"],
             out=str(run_dir / f"{label}-{value}"),
             progress=progress,
         )
         runs.append(results)
+        split_seeds.append(read_recipe(str(one_run / "config.yaml"))["data"].get("split_seed"))
     aggregated = aggregate(runs)
     aggregated["repeats"] = {"key": key, "values": values}
+    if any(seed is not None for seed in split_seeds):
+        aggregated["repeats"]["split_seeds"] = split_seeds
     atomic_write_text(run_dir / "results.json", json.dumps(aggregated, indent=2) + "\n")
     return run_dir, aggregated
 
