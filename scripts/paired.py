@@ -32,7 +32,9 @@ def correct(run_dir: str, split: str, batch_size: int = 500) -> torch.Tensor:
     images, labels = run.task.examples[split]
     predicted = torch.cat(
         [
-            run.model.probabilities(run.model(as_input(images[i : i + batch_size]))).argmax(1)
+            run.task.probabilities(
+                run.model, run.model(as_input(images[i : i + batch_size]))
+            ).argmax(1)
             for i in range(0, len(images), batch_size)
         ]
     )

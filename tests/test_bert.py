@@ -16,7 +16,7 @@ from archlab.cli import main
 from archlab.config import apply_overrides, read_recipe
 from archlab.data.tokenizers import WordPieceTokenizer
 from archlab.errors import CheckpointError, ConfigError, ShapeError
-from archlab.models import BERT, BERTConfig
+from archlab.models import BERT, BERTClassifier, BERTConfig
 from archlab.run import resolve
 from archlab.tasks.classification import ClassificationData, ClassificationTask
 
@@ -112,12 +112,12 @@ def test_against_hf_pretraining_ignores_next_sentence_head(tmp_path) -> None:
 
 def test_against_hf_sequence_classification(tmp_path) -> None:
     ref = save_hf(transformers.BertForSequenceClassification, tmp_path, num_labels=3)
-    ours = BERT.from_hf(tmp_path).eval()
+    ours = BERTClassifier.from_hf(tmp_path).eval()
     assert (ours.config.pooler, ours.config.mlm_head, ours.config.num_classes) == (True, False, 3)
     ids, attention_mask, token_type_ids = batch()
     with torch.no_grad():
         expected = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-        assert_close(ours.classify(ids, attention_mask, token_type_ids), expected)
+        assert_close(ours(ids, attention_mask, token_type_ids), expected)
 
 
 def test_against_hf_legacy_layernorm_names(tmp_path) -> None:
@@ -174,7 +174,8 @@ def test_against_hf_round_trip(tmp_path, kind: str) -> None:
             assert_close(hidden, out.last_hidden_state)
             assert_close(ours.pool(hidden), out.pooler_output)
         else:
-            assert_close(ours.classify(ids, attention_mask, token_type_ids), out.logits)
+            classifier = BERTClassifier.from_hf(tmp_path).eval()
+            assert_close(classifier(ids, attention_mask, token_type_ids), out.logits)
     again = BERT.from_hf(tmp_path)
     assert again.config == ours.config
     for name, tensor in ours.state_dict().items():
@@ -308,7 +309,7 @@ def test_missing_heads_are_config_errors() -> None:
     for call, message in (
         (lambda: model.pool(hidden), "no pooler"),
         (lambda: model.mlm_logits(hidden), "no masked-LM head"),
-        (lambda: model.classify(ids), "no classification head"),
+        (lambda: BERTClassifier(model.config)(ids), "no classification head"),
     ):
         with pytest.raises(ConfigError, match=message):
             call()
@@ -429,7 +430,7 @@ def test_init_from_loads_the_hf_encoder_and_tokenizer(mr_checkpoint, capsys) -> 
     ref = transformers.BertModel.from_pretrained(mr_checkpoint).eval()
     with torch.no_grad():
         expected = ref(ids, attention_mask=mask)
-        hidden = model.eval()(ids, mask)
+        hidden = model.eval().hidden_states(ids, mask)
         assert_close(hidden, expected.last_hidden_state)
         assert_close(model.pool(hidden), expected.pooler_output)
 

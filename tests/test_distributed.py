@@ -55,7 +55,7 @@ def test_two_processes_match_one_with_the_same_global_batch(shakespeare, tmp_pat
 
 
 def test_bert_classifier_trains_data_parallel(mr, tmp_path) -> None:
-    """Through ``classify``, not forward, which for BERT gives hidden states, not logits.
+    """The classifier's forward gives the logits, so DDP averages every gradient.
 
     Dropout is off: each process draws dropout masks for its own rows only.
     """

@@ -16,7 +16,7 @@ from torch.nn.utils import parametrize
 
 import archlab
 from archlab.errors import ArchlabError, ConfigError
-from archlab.nn.gan import SelfAttention2d, discriminator_loss, generator_loss
+from archlab.nn.gan import SelfAttention2d, discriminator_loss, gan_losses, generator_loss
 from archlab.run import load, resolve, train
 from archlab.tasks.gan import fit_gaussian, frechet_distance, image_grid
 from archlab.train.trainer import Trainer
@@ -40,7 +40,8 @@ def test_generator_and_discriminator_shapes(name: str) -> None:
     assert images.shape == (6, 1, 28, 28)
     assert images.min() >= -1 and images.max() <= 1  # tanh
     assert model.discriminator(images, y).shape == (6,)
-    assert model(real_batch(), torch.randn(6, 16), y).shape == ()
+    scores = model(real_batch(), torch.randn(6, 16), y)
+    assert [s.shape for s in scores] == [(6,)] * 3  # D on real, on fakes for L_D and for L_G
 
 
 def test_the_conditional_gan_uses_its_labels_and_demands_them() -> None:
@@ -149,7 +150,8 @@ def test_one_backward_gives_each_player_the_gradient_of_its_own_loss(name: str) 
     real, z = real_batch(), torch.randn(6, 16)
     y = torch.tensor([0, 3, 3, 9, 1, 5]) if name == "cgan" else None
 
-    model(real, z, y).backward()
+    d_loss, g_loss = gan_losses(model.config.loss, model(real, z, y))
+    (d_loss + g_loss).backward()
 
     G, D, kind = reference.generator, reference.discriminator, reference.config.loss
     fake = G(z, y)
@@ -279,9 +281,16 @@ def test_two_time_scales_give_the_discriminator_its_own_learning_rate(classifier
     recipe = resolve(
         {
             "task": {"name": "image_generation"},
-            "data": {"fid_classifier": str(classifier), "d_lr_scale": 4.0, "train_size": 256},
+            "data": {"fid_classifier": str(classifier), "train_size": 256},
             "model": {"name": "sagan", **SMALL},
-            "trainer": {"lr": 1e-4, "optimizer": "adam", "beta1": 0.0, "beta2": 0.9},
+            "trainer": {
+                "max_steps": 1,
+                "lr": 1e-4,
+                "lr_scales": {"discriminator": 4.0},
+                "optimizer": "adam",
+                "beta1": 0.0,
+                "beta2": 0.9,
+            },
         }
     )
     recipe.task.setup()
@@ -318,7 +327,9 @@ def test_sample_cli_writes_grids_and_refuses_bad_requests(dcgan_run, classifier,
     with pytest.raises(ArchlabError, match="must be positive, got -3"):
         run.task.sample(run.model, tmp_path / "x.png", n=-3)
     not_gan = archlab_cli("sample", str(classifier), "--out", str(tmp_path / "y.png"))
-    assert not_gan.returncode == 2 and "does not generate images" in not_gan.stderr
+    assert (
+        not_gan.returncode == 2 and "run, which cannot sample (it can: predict)" in not_gan.stderr
+    )
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
 
 

@@ -304,7 +304,8 @@ def test_ensemble_averages_members_each_trained_on_its_own_loss_and_batches() ->
     assert ensemble.members[0].W_m.weight.data_ptr() != ensemble.members[1].W_m.weight.data_ptr()
 
     task = MoleculeRegressionTask(MoleculeData())
-    assert task.train_module(ensemble) is ensemble and task.members == 3
+    task.use_model(ensemble)
+    assert task.members == 3
     batches = [  # member m's own batch
         (*collate([graph(smiles)]), torch.zeros(1, 0), torch.tensor([[y]]))
         for smiles, y in [("CCO", 0.5), ("c1ccccc1", -1.0), ("CC(=O)O", 0.2)]
@@ -319,7 +320,8 @@ def test_ensemble_averages_members_each_trained_on_its_own_loss_and_batches() ->
     for p, q in zip(ensemble.members[1].parameters(), alone.parameters(), strict=True):
         torch.testing.assert_close(p.grad * 3, q.grad)  # as if trained alone, scaled by 1/M
     single = archlab.create_model("mpnn", hidden=16, ffn_hidden=8)
-    assert task.train_module(single) is single and task.members == 0
+    task.use_model(single)
+    assert task.members == 0
     with pytest.raises(ConfigError, match="members must be at least 1"):
         archlab.create_model("mpnn_ensemble", members=0)
     torch.manual_seed(0)
@@ -336,7 +338,7 @@ def test_ensemble_members_draw_their_own_batches(esol) -> None:
     ensemble = archlab.create_model("mpnn_ensemble", hidden=8, ffn_hidden=8, members=3)
     with pytest.raises(ArchlabError, match="one batch per member"):
         task.loss(ensemble, single)  # not the MSE of the mean: the members would co-adapt
-    task.train_module(ensemble)
+    task.use_model(ensemble)
     batches = task.train_batch(5, 50, seed=0)
     assert len(batches) == 3 and task.batch_size_of(batches) == 150
     for a, b in zip(batches[0], single, strict=True):  # member 0 draws the single model's batch
@@ -347,7 +349,7 @@ def test_ensemble_members_draw_their_own_batches(esol) -> None:
         task.loss(ensemble, batches[:2])
     resumed = MoleculeRegressionTask(MoleculeData())  # a fresh process draws the same batches
     resumed.setup()
-    resumed.train_module(ensemble)
+    resumed.use_model(ensemble)
     again = resumed.train_batch(5, 50, seed=0)
     assert all(torch.equal(a[-1], b[-1]) for a, b in zip(again, batches, strict=True))
 

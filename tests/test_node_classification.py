@@ -99,11 +99,13 @@ def gat_authors_rule(records: list[dict], patience: int) -> tuple[int, int]:
 
 
 def test_loss_and_accuracy_selection_follows_the_gat_authors_loop(planetoid, tmp_path) -> None:
-    task = NodeClassificationTask(NodeClassificationData(select_by="loss_and_accuracy"))
+    task = NodeClassificationTask(NodeClassificationData())
     history = [(1.0, 0.5), (0.9, 0.5), (0.8, 0.4), (0.85, 0.6), (0.7, 0.6), (0.9, 0.55)]
     judged, best = [], None
     for loss, accuracy in history:
-        keep, progress, best = task.select({"loss": loss, "accuracy": accuracy}, best)
+        keep, progress, best = task.select(
+            {"loss": loss, "accuracy": accuracy}, best, "loss_and_accuracy"
+        )
         judged.append((keep, progress))
     # a tie counts; lower loss alone is progress, not kept; both at once is kept
     expected = [(True, True), (True, True), (False, True), (False, True), (True, True)]
@@ -111,7 +113,7 @@ def test_loss_and_accuracy_selection_follows_the_gat_authors_loop(planetoid, tmp
     records = [{"step": i, "loss": a, "accuracy": b} for i, (a, b) in enumerate(history)]
     assert gat_authors_rule(records, patience=1) == (4, 5)
 
-    sets = ["data.select_by=loss_and_accuracy", "trainer.max_steps=300"]
+    sets = ["trainer.select_by=loss_and_accuracy", "trainer.max_steps=300"]
     sets += ["trainer.early_stopping_patience=10", "model.hidden_dim=4", "trainer.lr=0.02"]
     run_dir, results = train("gat-cora", sets, out=str(tmp_path / "run"), progress=False)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -122,8 +124,8 @@ def test_loss_and_accuracy_selection_follows_the_gat_authors_loop(planetoid, tmp
     assert not any(r["accuracy"] > expected["accuracy"] for r in val if r["step"] <= kept)
     assert results["val"]["accuracy"] == pytest.approx(expected["accuracy"])
     assert results["val"]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
-    with pytest.raises(ConfigError, match="data.select_by must be one of"):
-        train("gat-cora", ["data.select_by=f1"], out=str(tmp_path / "bad"), progress=False)
+    with pytest.raises(ConfigError, match="trainer.select_by must be one of"):
+        train("gat-cora", ["trainer.select_by=f1"], out=str(tmp_path / "bad"), progress=False)
 
 
 def test_seeds_aggregate_mean_and_std(planetoid, tmp_path) -> None:

@@ -38,6 +38,10 @@ TINY = {
         ),
         lambda: (ids(50, 2, 16),),
     ),
+    "bert_classifier": (
+        dict(vocab_size=50, hidden_size=16, n_layer=2, n_head=2, d_ff=32, max_len=16),
+        lambda: (ids(50, 2, 16),),
+    ),
     "lstm": (dict(vocab_size=50, embed_dim=8, hidden_size=6), lambda: (ids(50, 2, 7),)),
     "gru": (dict(vocab_size=50, embed_dim=8, hidden_size=6, n_layer=2), lambda: (ids(50, 2, 7),)),
     "transformer_classifier": (
@@ -75,7 +79,7 @@ TINY = {
         lambda: (ids(50, 2, 7),),
     ),
     "cnn": (dict(channels=[4, 8], hidden=[16]), lambda: (torch.rand(2, 1, 28, 28),)),
-    # a GAN's forward is its training objective L_D + L_G on (real images, noise[, labels])
+    # a GAN's forward gives D's scores on (real images, noise[, labels]) for L_D and L_G
     "dcgan": (
         dict(z_dim=8, ngf=4, ndf=4),
         lambda: (torch.rand(2, 1, 28, 28) * 2 - 1, torch.randn(2, 8)),
@@ -118,7 +122,7 @@ def test_forward_backward_save_load(name: str, tmp_path) -> None:
     overrides, make_input = TINY[name]
     model = archlab.create_model(name, **overrides)
     inputs = make_input()
-    out = model(*inputs)
+    out = torch.cat([o.flatten() for o in outputs(model(*inputs))])
     assert torch.isfinite(out).all()
     out.float().pow(2).mean().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
@@ -129,7 +133,38 @@ def test_forward_backward_save_load(name: str, tmp_path) -> None:
     again = archlab.create_model(name, **overrides)
     load_model(again, str(tmp_path / "model.safetensors"))
     model.eval(), again.eval()
-    torch.testing.assert_close(again(*inputs), model(*inputs), atol=0, rtol=0)
+    for a, b in zip(outputs(again(*inputs)), outputs(model(*inputs)), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def outputs(out: torch.Tensor | tuple) -> tuple[torch.Tensor, ...]:
+    """A forward's output tensors: one, or the fields of a named tuple (GAN scores)."""
+    return tuple(out) if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_model_names_a_role_it_fills(name: str) -> None:
+    """The role says what forward returns; the model has the role's methods."""
+    from archlab.models import roles
+    from archlab.registry import model_entry
+
+    model = archlab.create_model(name, **TINY[name][0])
+    assert model.role in roles.ROLES and model_entry(name).role is model.role
+    assert isinstance(model, model.role), f"{name} lacks a method of {model.role.__name__}"
+
+
+def test_a_task_refuses_a_model_of_another_role() -> None:
+    from archlab.config import read_recipe
+    from archlab.run import resolve
+
+    recipe = read_recipe("cnn-mr")
+    recipe["model"] = {"name": "gpt"}
+    with pytest.raises(
+        ConfigError,
+        match="classification task trains a TextClassifier.*model"
+        " gpt is a LanguageModel; models that fit: bert_classifier",
+    ):
+        resolve(recipe)
 
 
 def test_unknown_names_get_suggestions() -> None:

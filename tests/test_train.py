@@ -69,6 +69,15 @@ def test_interrupted_then_resumed_equals_uninterrupted(shakespeare, tmp_path, mo
     monkeypatch.setattr(CharLMTask, "train_batch", original)
     state = torch.load(tmp_path / "cut/state.pt", weights_only=True)
     assert state["step"] == 5  # Ctrl-C saved where it stopped
+    # the scheduler's plan and the last step it set: warm-up 2, cosine over 8 steps
+    assert state["scheduler"] == {
+        "schedule": "cosine",
+        "lr": 3e-3,
+        "min_lr": 1e-4,
+        "total_steps": 8,
+        "warmup_steps": 2,
+        "last_step": 5,
+    }
 
     _, resumed_results = train(None, [], resume=str(tmp_path / "cut"), progress=False)
     expected = load_file(full / "last.safetensors")
@@ -76,6 +85,38 @@ def test_interrupted_then_resumed_equals_uninterrupted(shakespeare, tmp_path, mo
         assert torch.equal(value, expected[key]), key
     assert resumed_results["val"] == full_results["val"]
     assert steps_logged(tmp_path / "cut") == steps_logged(full)
+    assert learning_rates(tmp_path / "cut") == learning_rates(full)
+
+
+def learning_rates(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["lr"] for r in map(json.loads, lines) if r["split"] == "train"]
+
+
+def test_resume_state_restores_every_random_generator() -> None:
+    import random
+
+    import numpy as np
+
+    from archlab.train.checkpoint import rng_state, set_rng_state
+
+    def draw():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    state = rng_state()
+    first = draw()
+    saved = torch.load(io_roundtrip(state), weights_only=True)  # as state.pt holds it
+    set_rng_state(saved)
+    assert draw() == first
+
+
+def io_roundtrip(obj):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 def test_sigterm_saves_like_ctrl_c(shakespeare, tmp_path, monkeypatch) -> None:
@@ -174,7 +215,7 @@ def test_weight_decay_goes_to_the_parameters_asked_for(settings, decayed) -> Non
     model = torch.nn.Sequential(
         torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2, bias=False)
     )
-    cfg = TrainerConfig(weight_decay=0.1, optimizer="adam", **settings)
+    cfg = TrainerConfig(max_steps=1, weight_decay=0.1, optimizer="adam", **settings)
     optimizer = make_optimizer(model, cfg, torch.device("cpu"))
     names = {id(p): n for n, p in model.named_parameters()}
     got = {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in optimizer.param_groups}

@@ -132,18 +132,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run_that(run_dir: str, method: str, verb: str):
-    """The run in ``run_dir``, if its task offers ``method``; else one clear error."""
+def _load_run_that(run_dir: str, verb: str):
+    """The run in ``run_dir``, if its task supports ``verb``; else one clear error."""
     from archlab.run import load
 
     run = load(run_dir)
-    if not hasattr(run.task, method):
-        raise ArchlabError(f"{run_dir} holds a {run.task.name} model, which does not {verb}")
+    if verb not in run.task.verbs:
+        can = ", ".join(sorted(run.task.verbs)) or "nothing but eval"
+        raise ArchlabError(
+            f"{run_dir} holds a {run.task.name} run, which cannot {verb} (it can: {can})"
+        )
     return run
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    run = _load_run_that(args.run_dir, "generate", "generate text")
+    run = _load_run_that(args.run_dir, "generate")
     text = run.task.generate(
         run.model,
         args.prompt,
@@ -158,13 +161,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    run = _load_run_that(args.run_dir, "translate", "translate")
+    run = _load_run_that(args.run_dir, "translate")
     print(run.task.translate(run.model, args.text, beam=args.beam))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    run = _load_run_that(args.run_dir, "predict", "classify")
+    run = _load_run_that(args.run_dir, "predict")
     for text, prediction in zip(args.inputs, run.task.predict(run.model, args.inputs), strict=True):
         fields = (f"{v:.4f}" if isinstance(v, float) else str(v) for v in prediction.values())
         print("\t".join([*fields, text]))
@@ -172,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    run = _load_run_that(args.run_dir, "sample", "generate images")
+    run = _load_run_that(args.run_dir, "sample")
     layout = run.task.sample(run.model, args.out, n=args.n, seed=args.seed)
     print(f"wrote {args.out} ({layout})", file=sys.stderr)
     return 0

@@ -80,6 +80,19 @@ class _RawValue(str):
     """A value typed on the command line, converted to its field's type later."""
 
 
+def prefer_overrides(values: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Of two keys that say one thing two ways (``eval_every``, ``eval_every_epochs``), the one
+    given with ``--set`` replaces the other from the recipe."""
+    values = dict(values)
+    for a, b in pairs:
+        for given, other in ((a, b), (b, a)):
+            if isinstance(values.get(given), _RawValue) and not isinstance(
+                values.get(other), _RawValue
+            ):
+                values.pop(other, None)
+    return values
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -110,6 +123,21 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key} expects a list, got {value!r}")
         return [coerce(_RawValue(v) if isinstance(v, str) else v, item, key) for v in value]
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if isinstance(value, _RawValue):  # --set trainer.lr_scales={discriminator: 4}
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError:
+                value = None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a mapping such as {{name: value}}, got {value!r}")
+        return {
+            coerce(_RawValue(k), key_type, key): coerce(
+                _RawValue(v) if isinstance(v, str) else v, value_type, f"{key}.{k}"
+            )
+            for k, v in value.items()
+        }
     raw = isinstance(value, _RawValue)
     try:
         if tp is bool:

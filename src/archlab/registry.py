@@ -2,8 +2,9 @@
 
 A model file registers its class with :func:`register_model`, naming the config
 dataclass it takes; a name may fix some config fields (``lstm`` and ``gru`` are one
-class with a different ``cell``).  Tests are parametrized over :func:`list_models`,
-so a model is tested the moment it is registered.
+class with a different ``cell``).  The class names its role
+(:mod:`archlab.models.roles`) in its ``role`` attribute.  Tests are parametrized over
+:func:`list_models`, so a model is tested the moment it is registered.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
 
+    @property
+    def role(self) -> type:
+        """The model's role (:mod:`archlab.models.roles`): what its forward returns."""
+        return self.model_cls.role
+
     def make_config(self, **overrides: Any) -> Any:
         return build_config(self.config_cls, {**self.defaults, **overrides}, what=self.name)
 
@@ -39,6 +45,8 @@ def register_model(
     def wrap(model_cls: type[nn.Module]) -> type[nn.Module]:
         if name in _MODELS:
             raise RuntimeError(f"model name {name!r} registered twice")
+        if not isinstance(getattr(model_cls, "role", None), type):
+            raise RuntimeError(f"model {name!r} must name its role (archlab.models.roles)")
         doc = summary or (model_cls.__doc__ or "").strip().splitlines()[0]
         _MODELS[name] = ModelEntry(name, model_cls, config_cls, dict(defaults or {}), doc)
         return model_cls

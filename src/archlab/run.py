@@ -20,8 +20,6 @@ does, to rebuild the same model).
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -30,21 +28,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from archlab.compat import upgrade_config
 from archlab.config import (
     apply_overrides,
     as_plain,
     coerce,
     dump_yaml,
+    prefer_overrides,
     read_recipe,
     to_dataclass,
 )
+from archlab.console import note
 from archlab.errors import CheckpointError, ConfigError
 from archlab.io import atomic_write_text
-from archlab.registry import model_entry
+from archlab.registry import list_models, model_entry
 from archlab.tasks import Task, get_task
 from archlab.train import Trainer, TrainerConfig
 from archlab.train import checkpoint as ckpt
-from archlab.train.trainer import resolve_device, resolve_precision
+from archlab.train.trainer import EXCLUSIVE, resolve_device, resolve_precision
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Recipe:
         config = replace(config, **fixed)
         model = entry.model_cls(config)
         fresh = model.load_pretrained(pretrained)
-        _note(
+        note(
             f"model.init_from: weights and architecture from {self.init_from}"
             + (f" (overriding the recipe's {', '.join(changed)})" if changed else "")
             + (f"; new: {', '.join(fresh)}" if fresh else "")
@@ -101,11 +102,12 @@ class Recipe:
 
     def resolved(self, model_config: dict) -> dict:
         start = {} if self.init_from is None else {"init_from": self.init_from}
+        unused = self.task.unused_trainer_keys
         return {
             "task": {"name": self.task.name},
             "data": as_plain(self.task.data),
             "model": {"name": self.model_name, **start, **model_config},
-            "trainer": as_plain(self.trainer),
+            "trainer": {k: v for k, v in as_plain(self.trainer).items() if k not in unused},
         }
 
 
@@ -122,6 +124,19 @@ def resolve(raw: dict[str, dict]) -> Recipe:
     if not model_name:
         raise ConfigError("the recipe's model section needs a name (model.name)")
     entry = model_entry(str(model_name))
+    if entry.role not in task_cls.roles:
+        fitting = [n for n in list_models() if model_entry(n).role in task_cls.roles]
+        raise ConfigError(
+            f"the {task_cls.name} task trains a {' or '.join(r.__name__ for r in task_cls.roles)}"
+            f", and model {model_name} is a {entry.role.__name__}; models that fit: "
+            f"{', '.join(fitting)}"
+        )
+    unused = sorted(set(raw["trainer"]) & set(task_cls.unused_trainer_keys))
+    if unused:
+        raise ConfigError(
+            f"trainer.{unused[0]} means nothing to the {task_cls.name} task: "
+            f"{task_cls.unused_trainer_keys[unused[0]]}; remove it"
+        )
     init_from = coerce(model_values.pop("init_from", None), str | None, "model.init_from")
     if init_from is not None:
         if not hasattr(entry.model_cls, "load_pretrained"):
@@ -130,7 +145,14 @@ def resolve(raw: dict[str, dict]) -> Recipe:
             )
         init_from = str(Path(init_from).expanduser().resolve())  # config.yaml works from anywhere
     to_dataclass(entry.config_cls, {**entry.defaults, **model_values}, "model")  # check early
-    trainer = to_dataclass(TrainerConfig, raw["trainer"], "trainer")
+    trainer_values = prefer_overrides(raw["trainer"], EXCLUSIVE)
+    trainer = to_dataclass(TrainerConfig, trainer_values, "trainer")
+    rules = task_cls.selection_rules()
+    if trainer.select_by is not None and trainer.select_by not in rules:
+        raise ConfigError(
+            f"trainer.select_by must be one of {', '.join(rules)} for the {task_cls.name} task, "
+            f"got {trainer.select_by!r}"
+        )
     task = task_cls(to_dataclass(task_cls.DataConfig, raw["data"], "data"))
     task.use_seed(trainer.seed)
     return Recipe(
@@ -140,12 +162,6 @@ def resolve(raw: dict[str, dict]) -> Recipe:
         trainer=trainer,
         init_from=init_from,
     )
-
-
-def _note(message: str) -> None:
-    """A line for the user on stderr, from the main process only."""
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(f"archlab: {message}", file=sys.stderr)
 
 
 def default_run_dir(recipe_name: str) -> Path:
@@ -164,7 +180,7 @@ def train(
     """Train a recipe (or resume a run) and return the run directory and its results."""
     if resume:
         run_dir = Path(resume)
-        raw = read_recipe(str(_run_file(run_dir, "config.yaml")))
+        raw = read_run_config(run_dir)
     else:
         run_dir = Path(out) if out else default_run_dir(recipe_name)
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -285,17 +301,13 @@ class LoadedRun:
 def load(run_dir: str | Path) -> LoadedRun:
     """The trained model (in eval mode) and its task, from a run directory."""
     run_dir = Path(run_dir)
-    config = read_recipe(str(_run_file(run_dir, "config.yaml")))
+    config = read_run_config(run_dir)
     recipe = resolve(config)
-    try:
-        spec = json.loads(_run_file(run_dir, ckpt.MODEL_JSON).read_text("utf-8"))
-        name, values = spec["name"], spec["config"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"{run_dir / ckpt.MODEL_JSON} is not a model description: {exc}"
-        ) from None
-    entry = model_entry(name)
-    model = entry.model_cls(to_dataclass(entry.config_cls, values, "model"))
-    ckpt.load_weights(model, run_dir / ckpt.MODEL_FILE)
+    model = ckpt.load_model(run_dir)
     recipe.task.load_artifacts(run_dir)
-    return LoadedRun(model.eval(), recipe.task, recipe.trainer, config, run_dir)
+    return LoadedRun(model, recipe.task, recipe.trainer, config, run_dir)
+
+
+def read_run_config(run_dir: Path) -> dict[str, dict]:
+    """A run directory's config.yaml, with the keys of today's archlab (:mod:`archlab.compat`)."""
+    return upgrade_config(read_recipe(str(_run_file(run_dir, "config.yaml"))))

@@ -11,6 +11,17 @@ from __future__ import annotations
 
 import torch
 
+SEED_STRIDE = 1_000_003  # a prime: runs seeded s and s + 1 draw from far-apart seeds
+
+
+def stream_seed(seed: int, index: int, stream: int = 0) -> int:
+    """The generator seed of draw ``index`` (a step, an epoch) of a run seeded ``seed``.
+
+    stream * 2**40 + seed * SEED_STRIDE + index: each ``stream`` (epoch permutations,
+    image shifts, ...) draws from its own range of seeds.
+    """
+    return stream * 2**40 + seed * SEED_STRIDE + index
+
 
 class EpochBatches:
     def __init__(self, n: int, batch_size: int, seed: int, lengths: list[int] | None = None):
@@ -20,7 +31,7 @@ class EpochBatches:
         self._batches: list[list[int]] = []
 
     def _make(self, epoch: int) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(stream_seed(self.seed, epoch))
         order = torch.randperm(self.n, generator=g).tolist()
         if self.lengths is None:
             return [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]

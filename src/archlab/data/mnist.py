@@ -35,6 +35,7 @@ import gzip
 import math
 import struct
 import zlib
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -136,14 +137,27 @@ def load_mnist(split: str) -> tuple[Tensor, Tensor]:
     return images, labels.long()
 
 
-def check_split_settings(dataset: str, val_size: int, train_size: int | None) -> None:
-    """The data settings every MNIST task shares, checked before any file is read."""
-    if dataset != "mnist":
-        raise ConfigError(f"data.dataset must be 'mnist', got {dataset!r}")
-    if not 0 < val_size < 60000:
-        raise ConfigError(f"data.val_size must lie in (0, 60000), got {val_size}")
-    if train_size is not None and train_size < 1:
-        raise ConfigError(f"data.train_size must be positive, got {train_size}")
+@dataclass
+class MNISTSplitData:
+    """The data settings every MNIST task shares (a task's data section extends them)."""
+
+    dataset: str = "mnist"
+    val_size: int = 5000  # validation images carved from the 60,000 training images
+    split_seed: int = 0  # the data seed that picks them (kept apart from the training seed)
+    train_size: int | None = None  # use only the first N training images (quick checks)
+
+    def check(self) -> None:
+        """Refuse bad settings before any file is read."""
+        if self.dataset != "mnist":
+            raise ConfigError(f"data.dataset must be 'mnist', got {self.dataset!r}")
+        if not 0 < self.val_size < 60000:
+            raise ConfigError(f"data.val_size must lie in (0, 60000), got {self.val_size}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ConfigError(f"data.train_size must be positive, got {self.train_size}")
+
+    def splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """train / val / test images and labels (:func:`mnist_splits`)."""
+        return mnist_splits(self.val_size, self.split_seed, self.train_size)
 
 
 def mnist_splits(

@@ -1,6 +1,6 @@
 """archlab's models: one file per family, each a Config dataclass and the module."""
 
-from archlab.models.bert import BERT, BERTConfig
+from archlab.models.bert import BERT, BERTClassifier, BERTConfig
 from archlab.models.capsnet import CapsNet, CapsNetConfig
 from archlab.models.cnn import ImageCNN, ImageCNNConfig, TextCNN, TextCNNConfig
 from archlab.models.gan import DCGAN, GANConfig
@@ -18,6 +18,7 @@ from archlab.models.transformer import (
 
 __all__ = [
     "BERT",
+    "BERTClassifier",
     "BERTConfig",
     "CapsNet",
     "CapsNetConfig",

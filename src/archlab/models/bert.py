@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from archlab.errors import CheckpointError, ConfigError, expect
 from archlab.interop import hf
+from archlab.models import roles
 from archlab.nn.checks import check_token_ids
 from archlab.nn.positional import LearnedPositionalEmbedding
 from archlab.nn.transformer import EncoderBlock, activation_fn
@@ -164,6 +165,8 @@ def _key_padding_mask(attention_mask: Tensor, shape: torch.Size) -> Tensor | Non
 class BERT(nn.Module):
     """BERT: bidirectional Transformer encoder with pooler, masked-LM and classification heads."""
 
+    role = roles.Encoder
+
     def __init__(self, config: BERTConfig) -> None:
         super().__init__()
         self.config = c = config
@@ -205,6 +208,15 @@ class BERT(nn.Module):
                 module.weight[module.padding_idx].zero_()
 
     def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Last hidden states h_L (batch, time, hidden_size) for token ids (batch, time)."""
+        return self.hidden_states(input_ids, attention_mask, token_type_ids)
+
+    def hidden_states(
         self,
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
@@ -264,18 +276,6 @@ class BERT(nn.Module):
             raise ConfigError("this BERT has no masked-LM head (config.mlm_head=False)")
         self._check_hidden(hidden)
         return self.mlm(hidden, self.token_emb.weight)
-
-    def classify(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-    ) -> Tensor:
-        """Class logits (batch, num_classes) = W_c Dropout(p) + b_c."""
-        if self.classifier is None:
-            raise ConfigError("this BERT has no classification head (config.num_classes=0)")
-        pooled = self.pool(self(input_ids, attention_mask, token_type_ids))
-        return self.classifier(self.drop(pooled))
 
     # ----- fine-tuning from a pretrained model (a recipe's model.init_from) -----
 
@@ -401,6 +401,34 @@ class BERT(nn.Module):
         base = "bert." if c.mlm_head or c.num_classes else ""
         state = hf.export_state(split_qkv(self.state_dict()), self._hf_key_map(base))
         hf.write_checkpoint(path, config_to_hf(c), state)
+
+
+@register_model(
+    "bert_classifier",
+    BERTConfig,
+    defaults={"num_classes": 2, "mlm_head": False},
+    summary="BERT with its classification head on the pooled [CLS] state",
+)
+class BERTClassifier(BERT):
+    """BERT for sentence classification: logits = W_c Dropout(tanh(W_p h_L[CLS] + b_p)) + b_c.
+
+    The same parameters as :class:`BERT` with its pooler and classification head
+    (Hugging Face's ``BertForSequenceClassification``); only forward differs.
+    """
+
+    role = roles.TextClassifier
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Class logits (batch, num_classes) for token ids (batch, time)."""
+        if self.classifier is None:
+            raise ConfigError("this BERT has no classification head (model.num_classes is 0)")
+        pooled = self.pool(self.hidden_states(input_ids, attention_mask, token_type_ids))
+        return self.classifier(self.drop(pooled))
 
 
 def _modern_norm_name(match: re.Match[str]) -> str:

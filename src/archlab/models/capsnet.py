@@ -24,12 +24,14 @@ autocast the two convolutions run in bf16 and everything from the primary
 capsules on in fp32.  With 28 x 28 inputs there are 8.2M parameters (6.8M
 without the decoder), as in the paper.
 
-An image classifier's interface (used by the ``image_classification`` task):
-``forward(images)`` -> the digit capsules v (batch, classes, 16);
-``probabilities(v)`` -> their lengths (batch, classes), each in [0, 1);
-``loss(v, labels, images)`` -> margin loss + 0.0005 x reconstruction loss;
-``reconstruct(v, labels=None)`` -> images rebuilt from the masked capsules.
-With ``reconstruction_scale: 0`` the decoder is left out.
+A capsule classifier (:class:`archlab.models.roles.CapsuleClassifier`):
+``forward(images)`` -> the digit capsules v (batch, classes, 16), whose lengths
+(:func:`archlab.nn.capsule.capsule_lengths`) are the class probabilities;
+``reconstruct(v, labels=None)`` -> images rebuilt from the masked capsules.  The
+``image_classification`` task trains it with the margin loss plus the scaled
+reconstruction loss (:func:`archlab.nn.capsule.margin_loss`), with the loss
+settings of this config (m_plus, m_minus, lam, reconstruction_scale).  With
+``reconstruction_scale: 0`` the decoder is left out.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.errors import ConfigError
-from archlab.nn.capsule import routing_by_agreement, squash
+from archlab.models import roles
+from archlab.nn.capsule import capsule_lengths, routing_by_agreement, squash
 from archlab.nn.checks import check_images
 from archlab.registry import register_model
 
@@ -89,6 +92,8 @@ class CapsNetConfig:
 class CapsNet(nn.Module):
     """CapsNet (Sabour et al. 2017): PrimaryCaps, DigitCaps with routing by agreement."""
 
+    role = roles.CapsuleClassifier
+
     def __init__(self, config: CapsNetConfig) -> None:
         super().__init__()
         self.config = c = config
@@ -126,18 +131,6 @@ class CapsNet(nn.Module):
             u_hat = torch.einsum("ijdk,bik->bjid", self.W.float(), u)  # (batch, 10, 1152, 16)
         return routing_by_agreement(u_hat, c.routing_iters).v
 
-    def probabilities(self, v: Tensor) -> Tensor:
-        """||v_j||: the probability that each digit is present (they need not sum to 1)."""
-        return v.float().norm(dim=-1)
-
-    def margin_loss(self, v: Tensor, labels: Tensor) -> Tensor:
-        c = self.config
-        lengths = self.probabilities(v)
-        T = F.one_hot(labels, c.num_classes).to(lengths.dtype)
-        present = T * F.relu(c.m_plus - lengths).pow(2)
-        absent = c.lam * (1 - T) * F.relu(lengths - c.m_minus).pow(2)
-        return (present + absent).sum(dim=1).mean()
-
     def reconstruct(self, v: Tensor, labels: Tensor | None = None) -> Tensor:
         """Images (batch, channels, size, size) decoded from the capsule of ``labels``.
 
@@ -147,15 +140,7 @@ class CapsNet(nn.Module):
             raise ConfigError("this CapsNet has no decoder (model.reconstruction_scale is 0)")
         c = self.config
         if labels is None:
-            labels = self.probabilities(v).argmax(dim=1)
+            labels = capsule_lengths(v).argmax(dim=1)
         mask = F.one_hot(labels, c.num_classes).to(v.dtype).unsqueeze(2)
         out = self.decoder((v * mask).flatten(1))
         return out.view(-1, c.in_channels, c.input_size, c.input_size)
-
-    def loss(self, v: Tensor, labels: Tensor, images: Tensor) -> Tensor:
-        """Margin loss + reconstruction_scale x sum of squared pixel errors, per image."""
-        loss = self.margin_loss(v, labels)
-        if self.decoder is not None:
-            error = (self.reconstruct(v, labels).float() - images.float()).pow(2)
-            loss = loss + self.config.reconstruction_scale * error.flatten(1).sum(dim=1).mean()
-        return loss

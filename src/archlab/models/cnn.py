@@ -33,9 +33,8 @@ stage, one stage per entry of ``channels``, each after the first starting with
 stride 2; then global average pooling, dropout and a linear classifier.
 
 An image classifier maps images (batch, channels, height, width) in [0, 1] to
-class logits; ``probabilities`` turns them into softmax probabilities and ``loss``
-is the cross-entropy.  Inputs are used in channels-last memory order, which
-oneDNN convolutions run fastest on the CPU.
+class logits (the task trains them with the cross-entropy).  Inputs are used in
+channels-last memory order, which oneDNN convolutions run fastest on the CPU.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.errors import ConfigError
+from archlab.models import roles
 from archlab.nn.checks import check_images, check_token_ids
 from archlab.registry import register_model
 
@@ -70,6 +70,8 @@ class TextCNNConfig:
 @register_model("textcnn", TextCNNConfig)
 class TextCNN(nn.Module):
     """Kim (2014) CNN for sentence classification: convolutions + max-over-time pooling."""
+
+    role = roles.TextClassifier
 
     def __init__(self, config: TextCNNConfig) -> None:
         super().__init__()
@@ -107,8 +109,6 @@ class TextCNN(nn.Module):
         if self.config.max_norm is not None:
             W = torch.renorm(W, p=2, dim=0, maxnorm=self.config.max_norm)
         return F.linear(self.dropout(z), W, self.W.bias)
-
-    classify = forward
 
 
 @dataclass
@@ -170,6 +170,8 @@ class BasicBlock(nn.Module):
 class ImageCNN(nn.Module):
     """Image CNN: LeNet-5-style (LeCun et al. 1998) or a small ResNet (He et al. 2016)."""
 
+    role = roles.ImageClassifier
+
     def __init__(self, config: ImageCNNConfig) -> None:
         super().__init__()
         self.config = c = config
@@ -222,10 +224,3 @@ class ImageCNN(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Class logits (batch, num_classes) of images (batch, in_channels, size, size)."""
         return self.out(self.features(images))
-
-    def probabilities(self, logits: Tensor) -> Tensor:
-        return logits.float().softmax(dim=1)
-
-    def loss(self, logits: Tensor, labels: Tensor, images: Tensor) -> Tensor:
-        """Cross-entropy of the logits (``images`` is unused: the loss needs only the output)."""
-        return F.cross_entropy(logits.float(), labels)

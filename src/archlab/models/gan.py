@@ -26,9 +26,11 @@ the recipe adds their two-time-scale learning rates (D 4e-4, G 1e-4, Adam betas
 (0, 0.9)).
 
 The three are one class with different config fields.  ``forward(real, z, y)``
-is the training objective L_D + L_G of one simultaneous update: D's term sees the
-fakes detached, G's term runs through a copy of D whose parameters are detached
-(:func:`archlab.nn.gan.frozen_call`), so one backward gives D exactly the gradient
+returns the discriminator's scores for one simultaneous update
+(:class:`archlab.nn.gan.GANScores`): on real images, on the fakes detached
+(for L_D), and on the fakes through a copy of D whose parameters are detached
+(:func:`archlab.nn.gan.frozen_call`, for L_G); the task sums the two losses
+(``config.loss`` names their kind), so one backward gives D exactly the gradient
 of L_D and G exactly that of L_G, as the textbook's two backward passes would.
 Images come from ``generator(z, y)``, in [-1, 1], shape (batch, channels, size, size).
 """
@@ -42,13 +44,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.errors import ConfigError, expect
+from archlab.models import roles
 from archlab.nn.checks import check_images
 from archlab.nn.gan import (
     GAN_LOSSES,
+    GANScores,
     SelfAttention2d,
-    discriminator_loss,
     frozen_call,
-    generator_loss,
     maybe_spectral_norm,
 )
 from archlab.registry import register_model
@@ -180,22 +182,24 @@ def _check_labels(y: Tensor | None, batch: int, c: GANConfig) -> Tensor:
 class DCGAN(nn.Module):
     """DCGAN (Radford et al. 2016): convolutional generator and discriminator."""
 
+    role = roles.GAN
+
     def __init__(self, config: GANConfig) -> None:
         super().__init__()
         self.config = config
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
 
-    def losses(self, real: Tensor, z: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(L_D, L_G) on real images and noise z; L_D reaches only D, L_G only G."""
-        fake = self.generator(z, y)
-        d_real = self.discriminator(real, y)
-        d_fake = self.discriminator(fake.detach(), y)
-        d_gen = frozen_call(self.discriminator, fake, y)
-        kind = self.config.loss
-        return discriminator_loss(kind, d_real, d_fake), generator_loss(kind, d_gen)
+    def forward(self, real: Tensor, z: Tensor, y: Tensor | None = None) -> GANScores:
+        """D's logits on real images, on detached fakes (for L_D) and through a frozen D (for L_G).
 
-    def forward(self, real: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """L_D + L_G: its one backward gives each player the gradient of its own loss."""
-        d_loss, g_loss = self.losses(real, z, y)
-        return d_loss + g_loss
+        The task adds L_D (on ``real`` and ``fake``) and L_G (on ``gen``) of the kind
+        ``config.loss``; that sum's one backward gives D exactly the gradient of L_D and
+        G exactly the gradient of L_G.
+        """
+        fake = self.generator(z, y)
+        return GANScores(
+            real=self.discriminator(real, y),
+            fake=self.discriminator(fake.detach(), y),
+            gen=frozen_call(self.discriminator, fake, y),
+        )

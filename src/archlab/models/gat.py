@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.errors import ConfigError
+from archlab.models import roles
 from archlab.nn.graph import (
     READOUTS,
     EdgeList,
@@ -133,6 +134,8 @@ class GATConv(nn.Module):
 @register_model("gat", GATConfig)
 class GAT(GraphNetwork):
     """Graph attention network (Veličković et al. 2018), node- or graph-level."""
+
+    role = roles.NodeModel
 
     def __init__(self, cfg: GATConfig) -> None:
         def conv(in_dim: int, out_dim: int, heads: int, concat: bool) -> GATConv:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from archlab.errors import ConfigError
+from archlab.models import roles
 from archlab.nn.graph import (
     READOUTS,
     EdgeList,
@@ -76,6 +77,8 @@ class GCNConv(nn.Module):
 @register_model("gcn", GCNConfig)
 class GCN(GraphNetwork):
     """Graph convolutional network (Kipf & Welling 2017), node- or graph-level."""
+
+    role = roles.NodeModel
 
     def __init__(self, cfg: GCNConfig) -> None:
         node_out = cfg.out_dim if cfg.readout is None else cfg.hidden_dim

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from archlab.errors import CheckpointError, ConfigError, expect
 from archlab.interop import hf
+from archlab.models import roles
 from archlab.nn.attention import KVCache
 from archlab.nn.checks import check_token_ids
 from archlab.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding
@@ -93,6 +94,8 @@ HF_ACTIVATIONS = {
 @register_model("gpt", GPTConfig)
 class GPT(nn.Module):
     """GPT: decoder-only causal Transformer language model (GPT-2 layout)."""
+
+    role = roles.LanguageModel
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()

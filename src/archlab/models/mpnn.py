@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from archlab.errors import ConfigError, ShapeError
+from archlab.models import roles
 from archlab.nn.ensemble import Ensemble
 from archlab.nn.graph import READOUTS, Readout, check_graph, reverse_edge_index, scatter
 from archlab.registry import register_model
@@ -83,6 +84,8 @@ class MPNNConfig:
 @register_model("mpnn", MPNNConfig)
 class DMPNN(nn.Module):
     """D-MPNN (Yang et al. 2019): messages on directed bonds, a readout (+ features), an FFN."""
+
+    role = roles.MoleculeModel
 
     def __init__(self, config: MPNNConfig) -> None:
         super().__init__()
@@ -169,6 +172,8 @@ class MPNNEnsembleConfig(MPNNConfig):
 @register_model("mpnn_ensemble", MPNNEnsembleConfig)
 class DMPNNEnsemble(Ensemble):
     """An ensemble of D-MPNNs: the mean of ``members`` independently trained predictions."""
+
+    role = roles.MoleculeModel
 
     def __init__(self, config: MPNNEnsembleConfig) -> None:
         super().__init__(lambda: DMPNN(config), config.members)

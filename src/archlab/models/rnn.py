@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from archlab.errors import ConfigError, expect
+from archlab.models import roles
 from archlab.nn.checks import check_token_ids
 from archlab.registry import register_model
 
@@ -59,6 +60,8 @@ class RNNConfig:
 @register_model("lstm", RNNConfig, defaults={"cell": "lstm"}, summary="LSTM sentence classifier")
 class RNNClassifier(nn.Module):
     """Recurrent sentence classifier (LSTM or GRU, optionally bidirectional)."""
+
+    role = roles.TextClassifier
 
     def __init__(self, config: RNNConfig) -> None:
         super().__init__()
@@ -108,5 +111,3 @@ class RNNClassifier(nn.Module):
             if self.config.bidirectional:  # the backward direction ends at position 0
                 sentence = torch.cat((forward_last, h[:, 0, self.config.hidden_size :]), dim=1)
         return self.W(self.dropout(sentence))
-
-    classify = forward

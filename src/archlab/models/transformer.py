@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.errors import ConfigError, expect
+from archlab.models import roles
 from archlab.nn.attention import KVCache
 from archlab.nn.checks import check_token_ids
 from archlab.nn.decoding import beam_search, greedy_search
@@ -45,27 +46,19 @@ from archlab.registry import register_model
 
 
 @dataclass
-class TransformerConfig:
-    """Hyper-parameters; the defaults are the paper's base model (section 6.1, Table 3)."""
+class LayerStackConfig:
+    """What every stack of Transformer blocks shares: widths, heads, dropout, norm placement."""
 
-    src_vocab_size: int = 32000
-    tgt_vocab_size: int = 32000
     d_model: int = 512
     n_head: int = 8
-    n_encoder_layers: int = 6
-    n_decoder_layers: int = 6
     d_ff: int = 2048
     dropout: float = 0.1
     attn_dropout: float = 0.0
     ff_dropout: float = 0.0
     activation: str = "relu"
     norm_first: bool = False
-    share_embeddings: bool = False
-    tie_output: bool = True
     max_len: int = 256
     pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -74,6 +67,24 @@ class TransformerConfig:
             f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})",
             ConfigError,
         )
+        activation_fn(self.activation)
+
+
+@dataclass
+class TransformerConfig(LayerStackConfig):
+    """Hyper-parameters; the defaults are the paper's base model (section 6.1, Table 3)."""
+
+    src_vocab_size: int = 32000
+    tgt_vocab_size: int = 32000
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    share_embeddings: bool = False
+    tie_output: bool = True
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         expect(
             not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
             "share_embeddings needs one vocabulary for source and target, but "
@@ -93,10 +104,9 @@ class TransformerConfig:
                 f"{self.src_vocab_size}, tgt_vocab_size={self.tgt_vocab_size})",
                 ConfigError,
             )
-        activation_fn(self.activation)
 
 
-def _block_options(config: TransformerConfig) -> dict[str, Any]:
+def _block_options(config: LayerStackConfig) -> dict[str, Any]:
     return {
         "dropout": config.dropout,
         "attn_dropout": config.attn_dropout,
@@ -110,12 +120,11 @@ def _block_options(config: TransformerConfig) -> dict[str, Any]:
 class Encoder(nn.Module):
     """N encoder blocks and a final LayerNorm on embedded inputs, like ``nn.TransformerEncoder``."""
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: LayerStackConfig, n_layer: int) -> None:
         super().__init__()
         c = config
         self.layers = nn.ModuleList(
-            EncoderBlock(c.d_model, c.n_head, c.d_ff, **_block_options(c))
-            for _ in range(c.n_encoder_layers)
+            EncoderBlock(c.d_model, c.n_head, c.d_ff, **_block_options(c)) for _ in range(n_layer)
         )
         self.norm = nn.LayerNorm(c.d_model, eps=c.eps)
 
@@ -173,6 +182,8 @@ class Transformer(nn.Module):
     ``archlab.nn`` (``in_proj_weight`` -> ``W_qkv.weight``, ``linear1`` -> ``ff.W_1``, ...).
     """
 
+    role = roles.Seq2Seq
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = c = config
@@ -184,7 +195,7 @@ class Transformer(nn.Module):
         )
         self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len)
         self.embed_dropout = nn.Dropout(c.dropout)
-        self.encoder = Encoder(c)
+        self.encoder = Encoder(c, c.n_encoder_layers)
         self.decoder = Decoder(c)
         self.W_out = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
         self._reset_parameters()
@@ -375,57 +386,36 @@ class IncrementalDecoder:
 
 
 @dataclass
-class TransformerClassifierConfig:
+class TransformerClassifierConfig(LayerStackConfig):
     """A Transformer encoder over a sentence, mean-pooled, then a linear classifier."""
 
     vocab_size: int = 20000
+    n_layer: int = 2
+    num_classes: int = 2
     d_model: int = 256
     n_head: int = 4
-    n_layer: int = 2
     d_ff: int = 512
-    dropout: float = 0.1
     attn_dropout: float = 0.1
-    activation: str = "relu"
     norm_first: bool = True
     max_len: int = 128
-    num_classes: int = 2
-    pad_id: int = 0
-
-    def encoder_config(self) -> TransformerConfig:
-        return TransformerConfig(
-            src_vocab_size=max(self.vocab_size, 3),
-            tgt_vocab_size=max(self.vocab_size, 3),
-            d_model=self.d_model,
-            n_head=self.n_head,
-            n_encoder_layers=self.n_layer,
-            n_decoder_layers=0,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
-            attn_dropout=self.attn_dropout,
-            activation=self.activation,
-            norm_first=self.norm_first,
-            max_len=self.max_len,
-            pad_id=self.pad_id,
-            bos_id=(self.pad_id + 1) % 3,
-            eos_id=(self.pad_id + 2) % 3,
-        )
 
 
 @register_model("transformer_classifier", TransformerClassifierConfig)
 class TransformerClassifier(nn.Module):
     """Transformer encoder sentence classifier: y = softmax(W mean_t(Encoder(E x + PE)) + b)."""
 
+    role = roles.TextClassifier
+
     def __init__(self, config: TransformerClassifierConfig) -> None:
         super().__init__()
-        self.config = config
-        c = config.encoder_config()
-        self.embed = nn.Embedding(config.vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.config = c = config
+        self.embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
         nn.init.normal_(self.embed.weight, std=c.d_model**-0.5)
         self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len)
         self.embed_dropout = nn.Dropout(c.dropout)
-        self.encoder = Encoder(c)
+        self.encoder = Encoder(c, c.n_layer)
         self.dropout = nn.Dropout(c.dropout)
-        self.W = nn.Linear(c.d_model, config.num_classes)
+        self.W = nn.Linear(c.d_model, c.num_classes)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Class logits (batch, num_classes) for token ids (batch, time); mask 1 = token."""
@@ -438,5 +428,3 @@ class TransformerClassifier(nn.Module):
         h = self.encoder(x, key_padding_mask=None if keep.all() else ~keep)
         weights = keep.float()[..., None] / keep.sum(dim=1).clamp(min=1)[:, None, None]
         return self.W(self.dropout((h * weights).sum(dim=1)))
-
-    classify = forward

@@ -5,6 +5,7 @@
     c_ij = exp(b_ij) / sum_k exp(b_ik)                                   softmax over parents j
     s_j = sum_i c_ij u_hat_{j|i}                                         (eq. 2)
     b_ij <- b_ij + u_hat_{j|i} . v_j                                     agreement (Procedure 1)
+    L_k = T_k max(0, m+ - ||v_k||)^2 + lambda (1 - T_k) max(0, ||v_k|| - m-)^2   margin loss (eq. 4)
 
 :func:`routing_by_agreement` runs Procedure 1 for a whole batch at once: the only
 Python loop is over the iterations (3 in the paper); every child i and parent j
@@ -30,6 +31,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -41,6 +43,25 @@ def squash(s: Tensor, dim: int = -1) -> Tensor:
     """
     norm = torch.linalg.vector_norm(s, dim=dim, keepdim=True)
     return s * (norm / (1 + norm * norm))
+
+
+def capsule_lengths(v: Tensor) -> Tensor:
+    """||v_j|| of capsules v (..., dim), in float32: the probability that entity j is present."""
+    return v.float().norm(dim=-1)
+
+
+def margin_loss(
+    v: Tensor, labels: Tensor, m_plus: float = 0.9, m_minus: float = 0.1, lam: float = 0.5
+) -> Tensor:
+    """Eq. 4 summed over the classes of capsules v (batch, classes, dim), averaged over the batch.
+
+    T_k = 1 for the true class; ``lam`` down-weights the loss of the absent classes.
+    """
+    lengths = capsule_lengths(v)
+    T = F.one_hot(labels, lengths.shape[1]).to(lengths.dtype)
+    present = T * F.relu(m_plus - lengths).pow(2)
+    absent = lam * (1 - T) * F.relu(lengths - m_minus).pow(2)
+    return (present + absent).sum(dim=1).mean()
 
 
 class Routing(NamedTuple):

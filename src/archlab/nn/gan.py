@@ -35,6 +35,8 @@ wide, unscaled, and its value is projected back by W_v.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -64,6 +66,23 @@ def generator_loss(kind: str, d_fake: Tensor) -> Tensor:
     if kind == "hinge":
         return -d_fake.mean()
     raise ConfigError(f"GAN loss must be one of {GAN_LOSSES}, got {kind!r}")
+
+
+class GANScores(NamedTuple):
+    """The discriminator's logits in one simultaneous GAN update.
+
+    ``real``: D(x); ``fake``: D(G(z)) with G(z) detached, so it reaches only D;
+    ``gen``: D(G(z)) through a D whose parameters are detached, so it reaches only G.
+    """
+
+    real: Tensor
+    fake: Tensor
+    gen: Tensor
+
+
+def gan_losses(kind: str, scores: GANScores) -> tuple[Tensor, Tensor]:
+    """(L_D, L_G) of ``kind`` from one update's scores; L_D reaches only D, L_G only G."""
+    return discriminator_loss(kind, scores.real, scores.fake), generator_loss(kind, scores.gen)
 
 
 def frozen_call(module: nn.Module, *args: Tensor) -> Tensor:

@@ -1,6 +1,9 @@
 """Tasks: a task knows its data, its loss, its metrics and how to use a trained model.
 
-The Trainer sees only ``train_batch(step, ...)`` and ``loss(model, batch)``.
+A task names the model roles it trains (:mod:`archlab.models.roles`), the verbs a
+trained run of it supports (``generate``, ``translate``, ``predict``, ``sample``),
+and how to judge validation results.  The Trainer sees only
+``train_batch(step, ...)`` and ``loss(model, batch)``.
 Batches are a pure function of (seed, step), so a resumed run draws exactly the
 batches an uninterrupted one would, and data-parallel ranks can each take their
 rows of the same global batch.
@@ -24,6 +27,12 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+# metrics for which a larger value is better; every other metric is minimised
+HIGHER_IS_BETTER = frozenset({"accuracy", "bleu", "mrr", "hits@1", "hits@3", "hits@10"})
+# what a trained run can be asked to do from the command line (and the server)
+VERBS = ("generate", "translate", "predict", "sample")
+
+
 class Selection(NamedTuple):
     """What a validation result means to the Trainer (see :meth:`Task.select`)."""
 
@@ -33,12 +42,26 @@ class Selection(NamedTuple):
 
 
 class Task(ABC):
-    """Base class; subclasses set the class variables and implement the methods."""
+    """Base class; subclasses set the class variables and implement the methods.
+
+    A task's verbs (``verbs``) are methods of the task with these signatures:
+        generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed) -> text
+        translate(model, text, beam) -> text
+        predict(model, inputs: list[str]) -> one dict per input, e.g.
+            {"label": "positive", "probability": 0.93} or {"value": -0.77}
+        sample(model, out, n, seed) -> the layout of the PNG grid written to ``out``
+    """
 
     name: ClassVar[str]
     DataConfig: ClassVar[type]  # dataclass of the recipe's ``data`` section
-    metric: ClassVar[str] = "loss"  # validation metric that picks the best checkpoint
-    maximize: ClassVar[bool] = False
+    roles: ClassVar[tuple[type, ...]]  # the model roles (archlab.models.roles) it trains
+    metric: ClassVar[str] = "loss"  # validation metric that picks the kept model by default
+    # the values trainer.select_by may take: metric names, or rules of the task's own
+    selectable: ClassVar[tuple[str, ...]] = ()
+    verbs: ClassVar[frozenset[str]] = frozenset()  # a subset of VERBS
+    # trainer keys that mean nothing to this task, and why (a full-batch task has no
+    # batch_size); a recipe that sets one is refused
+    unused_trainer_keys: ClassVar[dict[str, str]] = {}
     unit: ClassVar[str] = "ex"  # what train_batch sizes count, for throughput: tok, ex, ...
     # whether torchrun ranks may each take their rows of a training batch (a batch that is
     # one graph, or graphs packed into one, cannot be split by rows)
@@ -46,6 +69,11 @@ class Task(ABC):
 
     def __init__(self, data: Any) -> None:
         self.data = data
+
+    @classmethod
+    def selection_rules(cls) -> tuple[str, ...]:
+        """What ``trainer.select_by`` may name: :attr:`metric`, then :attr:`selectable`."""
+        return (cls.metric, *(s for s in cls.selectable if s != cls.metric))
 
     def setup(self) -> None:
         """Read and prepare the data (called once before training or evaluation)."""
@@ -66,14 +94,8 @@ class Task(ABC):
             f"the {self.name} task cannot start from a pretrained checkpoint (model.init_from)"
         )
 
-    def train_module(self, model: nn.Module) -> nn.Module:
-        """The module :meth:`loss` is given in training (default: the model itself).
-
-        A task whose loss needs another method than forward (a classifier's ``classify``)
-        returns a view of the model whose forward is that method: under torchrun the
-        Trainer wraps this module in DDP, which averages gradients only through forward.
-        """
-        return model
+    def use_model(self, model: nn.Module) -> None:
+        """Note what the task needs to know of the model it trains (called before training)."""
 
     @abstractmethod
     def train_batch(self, step: int, batch_size: int, seed: int) -> Any:
@@ -85,42 +107,33 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
-        """The scalar training loss of ``model`` on ``batch``."""
+        """The scalar training loss of ``model`` (or DDP around it) on ``batch``.
+
+        The model is called through its forward, so that DDP averages every gradient.
+        """
 
     @abstractmethod
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
         """Metrics of ``model`` on a whole split, as a flat name -> number map."""
 
-    def select(self, metrics: dict[str, float], best: dict[str, float] | None) -> Selection:
+    def select(
+        self, metrics: dict[str, float], best: dict[str, float] | None, by: str
+    ) -> Selection:
         """Judge validation ``metrics`` against ``best`` (None before the first evaluation).
 
-        By default on ``metric`` alone: a strictly better value is kept and is progress.
+        ``by`` is one of :meth:`selection_rules`; by default a metric name: a strictly
+        better value (larger for :data:`HIGHER_IS_BETTER` metrics) is kept and is progress.
         """
-        value = metrics[self.metric]
+        value = metrics[by]
         if best is not None:
-            better = value > best[self.metric] if self.maximize else value < best[self.metric]
+            better = value > best[by] if by in HIGHER_IS_BETTER else value < best[by]
             if not better:
                 return Selection(False, False, best)
-        return Selection(True, True, {self.metric: value})
+        return Selection(True, True, {by: value})
 
     def final_metrics(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
         """Metrics for results.json; may add costly ones (BLEU) to :meth:`evaluate`'s."""
         return self.evaluate(model, split, batch_size)
-
-    # Optional, for tasks whose models answer single inputs (``archlab predict``):
-    #   def predict(self, model, inputs: list[str]) -> list[dict[str, str | float]]
-    # one dict per input, e.g. {"label": "positive", "probability": 0.93} or {"value": -0.77}.
-    # Optional, for generative image tasks (``archlab sample``):
-    #   def sample(self, model, out, n, seed) -> str
-    # writes a grid of n generated images to the PNG file out and returns its layout.
-
-    def lr_scales(self) -> dict[str, float]:
-        """Learning-rate factors by parameter-name prefix, e.g. ``{"discriminator.": 4.0}``.
-
-        A parameter under a prefix trains at ``trainer.lr`` times its factor (the schedule
-        scales every group alike); the others at ``trainer.lr``.
-        """
-        return {}
 
     def steps_per_epoch(self, batch_size: int) -> int | None:
         """Optimizer steps in one pass over the training data, for tasks that have epochs."""
@@ -145,6 +158,7 @@ _TASKS: dict[str, type[Task]] = {}
 
 def register_task(cls: type[Task]) -> type[Task]:
     assert dataclasses.is_dataclass(cls.DataConfig), f"{cls.__name__}.DataConfig"
+    assert cls.roles and cls.verbs <= set(VERBS), cls.__name__
     _TASKS[cls.name] = cls
     return cls
 

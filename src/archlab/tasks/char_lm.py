@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.data.batching import stream_seed
 from archlab.data.text import load_shakespeare
 from archlab.data.tokenizers import Vocab
 from archlab.errors import ArchlabError, ConfigError
+from archlab.models import roles
 from archlab.tasks import Task, register_task
 
 CORPORA = {"shakespeare": load_shakespeare}
@@ -33,6 +35,8 @@ class CharLMData:
 @register_task
 class CharLMTask(Task):
     name = "char_lm"
+    roles = (roles.LanguageModel,)
+    verbs = frozenset({"generate"})
     DataConfig = CharLMData
     metric = "loss"
     unit = "tok"
@@ -54,7 +58,7 @@ class CharLMTask(Task):
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
         data, T = self.ids["train"], self.data.block_size
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(stream_seed(seed, step))
         starts = torch.randint(len(data) - T - 1, (batch_size,), generator=g)
         windows = data[starts[:, None] + torch.arange(T + 1)]
         return windows[:, :-1], windows[:, 1:]

@@ -7,10 +7,9 @@ and the last ``val_fraction`` of the remaining sentences is the validation set
 used for early stopping and best-checkpoint keeping.  ``archlab train RECIPE
 --folds 10`` trains every fold and reports the mean, as Kim did.
 
-A classifier model takes (input_ids, attention_mask) with attention_mask 1 on
-tokens and 0 on padding, and returns class logits, through its ``classify``; the
-Trainer trains it through :class:`Classify`, a view whose forward is ``classify``,
-so that DDP (which averages gradients through forward calls) serves every classifier.
+The model is a text classifier (:class:`archlab.models.roles.TextClassifier`): its
+forward takes (input_ids, attention_mask), attention_mask 1 on tokens and 0 on
+padding, and returns class logits.
 
 Text is tokenized with a word vocabulary of the training split, each sentence
 starting with <cls> (the token BERT-style models pool).  A recipe that fine-tunes a
@@ -33,6 +32,7 @@ from archlab.data.batching import TrainBatches, pad
 from archlab.data.text import MR_LABELS, load_mr
 from archlab.data.tokenizers import Vocab, WordPieceTokenizer
 from archlab.errors import ArchlabError, ConfigError
+from archlab.models import roles
 from archlab.tasks import Task, register_task
 
 DATASETS = {"mr": (load_mr, MR_LABELS)}
@@ -59,8 +59,10 @@ def pad_ids(seqs: list[list[int]], pad_id: int = 0) -> tuple[Tensor, Tensor]:
 class ClassificationTask(Task):
     name = "classification"
     DataConfig = ClassificationData
+    roles = (roles.TextClassifier,)
+    verbs = frozenset({"predict"})
     metric = "accuracy"
-    maximize = True
+    selectable = ("loss",)
     unit = "ex"
 
     def _check(self) -> None:
@@ -105,9 +107,6 @@ class ClassificationTask(Task):
     def model_overrides(self) -> dict:
         return {"vocab_size": self.tokenizer.vocab_size, "num_classes": len(self.labels)}
 
-    def train_module(self, model: nn.Module) -> nn.Module:
-        return Classify(model)
-
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.batches.per_epoch(batch_size)
 
@@ -119,10 +118,9 @@ class ClassificationTask(Task):
     def batch_size_of(self, batch: tuple[Tensor, Tensor, Tensor]) -> int:
         return batch[0].shape[0]
 
-    def loss(self, module: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        """Cross-entropy of ``module(ids, mask)``: a :class:`Classify` view, or DDP around one."""
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         ids, mask, labels = batch
-        return F.cross_entropy(module(ids, mask).float(), labels)
+        return F.cross_entropy(model(ids, mask).float(), labels)
 
     def splits(self) -> tuple[str, ...]:
         return ("val", "test")
@@ -132,7 +130,7 @@ class ClassificationTask(Task):
         ids, labels = self.examples[split]
         total, correct = 0.0, 0
         for i in range(0, len(ids), batch_size):
-            logits = model.classify(*self._pad(ids[i : i + batch_size])).float()
+            logits = model(*self._pad(ids[i : i + batch_size])).float()
             y = labels[i : i + batch_size]
             total += F.cross_entropy(logits, y, reduction="sum").item()
             correct += int((logits.argmax(dim=1) == y).sum())
@@ -145,7 +143,7 @@ class ClassificationTask(Task):
             raise ArchlabError("an input text is empty")
         # the training text is lower-cased and tokenized with spaces around punctuation
         seqs = [self._encode(" ".join(tokenize_like_mr(t))) for t in texts]
-        probs = model.classify(*self._pad(seqs)).float().softmax(dim=1)
+        probs = model(*self._pad(seqs)).float().softmax(dim=1)
         p, y = probs.max(dim=1)
         return [
             {"label": self.labels[int(k)], "probability": float(q)}
@@ -162,21 +160,6 @@ class ClassificationTask(Task):
         else:
             self.tokenizer = Vocab.load(run_dir / VOCAB_FILE)
         self.labels = DATASETS[self.data.dataset][1]
-
-
-class Classify(nn.Module):
-    """A classifier seen through its ``classify``: forward(ids, mask) -> class logits.
-
-    BERT's forward returns hidden states, the other classifiers' return logits; this
-    view gives the loss one call for all, and gives DDP a forward to wrap.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
-        return self.model.classify(ids, mask)
 
 
 def tokenize_like_mr(text: str) -> list[str]:

@@ -6,20 +6,21 @@ does, scaled to [-1, 1] (the generator's tanh range); the class labels go along 
 class-conditional models.
 
 Training on the Trainer's one-loss-per-step engine.  A GAN has two players with two
-losses; here one step is one *simultaneous* update: the model's forward returns
+losses; here one step is one *simultaneous* update: the model's forward returns the
+discriminator's scores (:class:`archlab.nn.gan.GANScores`), and the loss is
 L_D + L_G, where L_D sees the generated images detached and L_G runs through the
-discriminator with its parameters detached (:meth:`archlab.models.gan.DCGAN.losses`),
-so one backward leaves in D's parameters exactly grad L_D and in G's exactly grad L_G
--- what the textbook's two backward passes compute -- and one optimizer step moves
-both.  (The alternating form of Goodfellow et al.'s Algorithm 1 would let G see the
-already updated D; simultaneous updates are the other standard form, e.g. Mescheder
-et al. 2017, and cost the same three D passes.)  The noise z is drawn in
-:meth:`loss` from the global generator, like dropout masks, whose state the
-checkpoints keep, so a resumed run goes on exactly.  Because the objective is the
-model's forward, data-parallel training averages both players' gradients.
+discriminator with its parameters detached, so one backward leaves in D's
+parameters exactly grad L_D and in G's exactly grad L_G -- what the textbook's two
+backward passes compute -- and one optimizer step moves both. (The alternating form
+of Goodfellow et al.'s Algorithm 1 would let G see the already updated D;
+simultaneous updates are the other standard form, e.g. Mescheder et al. 2017, and
+cost the same three D passes.) The noise z is drawn in :meth:`loss` from the global
+generator, like dropout masks, whose state the checkpoints keep, so a resumed run
+goes on exactly. Because every score comes from the model's forward, data-parallel
+training averages both players' gradients.
 Two time-scale learning rates (TTUR, Heusel et al. 2017, used by SAGAN: lr_D = 4 lr_G)
-come from ``data.d_lr_scale`` through :meth:`lr_scales`; Adam's betas, the learning
-rate of G and its schedule are the trainer's.
+are the trainer's ``lr_scales: {discriminator: 4.0}``, as are Adam's betas, the
+learning rate of G and its schedule.
 
 Metric (Heusel et al. 2017, "GANs trained by a two time-scale update rule converge to
 a local Nash equilibrium"), the Frechet distance between Gaussians fitted to the
@@ -50,23 +51,21 @@ import torch
 from torch import Tensor, nn
 
 from archlab.data.batching import TrainBatches
-from archlab.data.mnist import check_split_settings, mnist_splits
+from archlab.data.mnist import MNISTSplitData
 from archlab.errors import ArchlabError, ConfigError
+from archlab.models import roles
+from archlab.nn.gan import gan_losses
 from archlab.tasks import Task, register_task, unwrap
+from archlab.train.checkpoint import load_model
 
 EVAL_NOISE_SEED = 1234  # fixed noise for the evaluation images, so evaluations compare
 
 
 @dataclass
-class ImageGenerationData:
-    dataset: str = "mnist"
-    val_size: int = 5000  # validation images carved from the 60,000 training images
-    split_seed: int = 0  # the data seed that picks them (kept apart from the training seed)
+class ImageGenerationData(MNISTSplitData):
     fid_classifier: str | None = None  # run directory of a trained MNIST `cnn` (cnn-mnist)
     fid_samples: int = 10000  # generated images for the final FID, against the whole split
     val_fid_samples: int = 2000  # generated and real images for the FID during training
-    d_lr_scale: float = 1.0  # lr_D / lr_G (two time-scale update rule); lr_G = trainer.lr
-    train_size: int | None = None  # use only the first N training images (quick checks)
 
 
 def fit_gaussian(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,22 +104,21 @@ def image_grid(images: Tensor, rows: int, cols: int, pad: int = 2) -> Tensor:
 class ImageGenerationTask(Task):
     name = "image_generation"
     DataConfig = ImageGenerationData
+    roles = (roles.GAN,)
+    verbs = frozenset({"sample"})
     metric = "fid"
-    maximize = False
     unit = "img"
 
     def _check(self) -> None:
         d = self.data
-        check_split_settings(d.dataset, d.val_size, d.train_size)
+        d.check()
         if min(d.fid_samples, d.val_fid_samples) < 2:
             raise ConfigError("data.fid_samples and data.val_fid_samples must be at least 2")
-        if d.d_lr_scale <= 0:
-            raise ConfigError(f"data.d_lr_scale must be positive, got {d.d_lr_scale}")
 
     def setup(self) -> None:
         self._check()
         d = self.data
-        splits = mnist_splits(d.val_size, d.split_seed, d.train_size)
+        splits = d.splits()
         images, labels = splits.pop("train")
         self.train, self.examples = (images, labels), splits
         self._classifier = self._load_classifier()
@@ -129,7 +127,6 @@ class ImageGenerationTask(Task):
 
     def _load_classifier(self) -> nn.Module:
         from archlab.models.cnn import ImageCNN
-        from archlab.run import load
 
         path = self.data.fid_classifier
         train_first = (
@@ -139,19 +136,15 @@ class ImageGenerationTask(Task):
         if path is None:
             raise ConfigError(f"the FID needs the features of a trained MNIST CNN: {train_first}")
         try:
-            run = load(path)
+            model = load_model(path)
         except ArchlabError as exc:
             raise ConfigError(f"data.fid_classifier: {exc}; {train_first}") from None
-        model = run.model
         if not isinstance(model, ImageCNN) or model.config.input_size != 28:
             raise ConfigError(
-                f"data.fid_classifier {path} holds a {run.task.name} run of "
-                f"{type(model).__name__}; the FID needs a 28 x 28 MNIST `cnn`: {train_first}"
+                f"data.fid_classifier {path} holds a {type(model).__name__}; the FID needs a "
+                f"28 x 28 MNIST `cnn`: {train_first}"
             )
         return model.float().eval().requires_grad_(False)
-
-    def lr_scales(self) -> dict[str, float]:
-        return {"discriminator.": self.data.d_lr_scale}
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.batches.per_epoch(batch_size)
@@ -171,7 +164,10 @@ class ImageGenerationTask(Task):
         real, labels = batch
         config = unwrap(model).config
         z = torch.randn(len(real), config.z_dim, device=real.device)
-        return model(real, z, labels if config.num_classes else None)
+        d_loss, g_loss = gan_losses(
+            config.loss, model(real, z, labels if config.num_classes else None)
+        )
+        return d_loss + g_loss
 
     # ----- evaluation -----
 
@@ -212,7 +208,7 @@ class ImageGenerationTask(Task):
         for i in range(0, n_real, batch_size):
             x, y = real[i : i + batch_size].to(device), real_labels[i : i + batch_size].to(device)
             z = torch.randn(len(x), config.z_dim, generator=g).to(device)
-            d_loss, g_loss = model.losses(x, z, y if config.num_classes else None)
+            d_loss, g_loss = gan_losses(config.loss, model(x, z, y if config.num_classes else None))
             d_total += float(d_loss) * len(x)
             g_total += float(g_loss) * len(x)
         return {"fid": fid, "d_loss": d_total / n_real, "g_loss": g_total / n_real}

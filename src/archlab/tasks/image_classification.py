@@ -17,13 +17,14 @@ run sees exactly the images an uninterrupted one would.
   placed at random during training (set ``shift: 6`` for anywhere on the canvas),
   centred for validation and test; the affine split is used as it is.
 
-An image classifier (``cnn``, ``capsnet``) takes images (batch, 1, size, size) with
-values in [0, 1] and offers:
-    forward(images) -> output            logits (CNN) or digit capsules (CapsNet)
-    probabilities(output) -> (batch, 10) softmax (CNN) or capsule lengths (CapsNet)
-    loss(output, labels, images) -> scalar
-Only ``forward`` runs through a DistributedDataParallel wrapper; the other two
-work on its output, so data-parallel training synchronises every gradient.
+The model takes images (batch, 1, size, size) with values in [0, 1].  An image
+classifier (``cnn``; :class:`archlab.models.roles.ImageClassifier`) returns class
+logits, trained with the cross-entropy, its probabilities the softmax.  A capsule
+classifier (``capsnet``; :class:`archlab.models.roles.CapsuleClassifier`) returns
+digit capsules v, trained with Sabour et al.'s margin loss plus the reconstruction
+loss of its decoder (the true class's capsule decoded, the squared pixel errors
+summed per image and scaled by ``reconstruction_scale``), its probabilities the
+capsule lengths ||v_j||; the loss settings are the model config's.
 
 ``predict`` reads image files of any size and mode with Pillow and converts them as
 MNIST was made: grey, white digit on black (inverted if the background is light;
@@ -37,20 +38,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.data.batching import TrainBatches
+from archlab.data.batching import TrainBatches, stream_seed
 from archlab.data.mnist import (
     AFFINE_CANVAS,
     IMAGE_SIZE,
+    MNISTSplitData,
     affine_test_set,
     center_of_mass_crop,
-    check_split_settings,
-    mnist_splits,
     place,
     random_shift,
 )
 from archlab.errors import ArchlabError, ConfigError
+from archlab.models import roles
+from archlab.nn.capsule import capsule_lengths, margin_loss
 from archlab.tasks import Task, register_task, unwrap
 
 MNIST_LABELS = tuple(str(d) for d in range(10))
@@ -58,27 +61,25 @@ CANVASES = (IMAGE_SIZE, AFFINE_CANVAS)
 
 
 @dataclass
-class ImageClassificationData:
-    dataset: str = "mnist"
-    val_size: int = 5000  # validation images carved from the 60,000 training images
-    split_seed: int = 0  # the data seed that picks them (kept apart from the training seed)
+class ImageClassificationData(MNISTSplitData):
     shift: int = 2  # training images shifted by up to this many pixels per axis; 0 = off
     canvas: int = 28  # 28: MNIST as is; 40: digits on a 40 x 40 canvas (affNIST setup)
     affine: bool = False  # also evaluate on the affine-transformed test set ("affine")
-    train_size: int | None = None  # use only the first N training images (quick checks)
 
 
 @register_task
 class ImageClassificationTask(Task):
     name = "image_classification"
     DataConfig = ImageClassificationData
+    roles = (roles.ImageClassifier, roles.CapsuleClassifier)
+    verbs = frozenset({"predict"})
     metric = "accuracy"
-    maximize = True
+    selectable = ("loss",)
     unit = "img"
 
     def _check(self) -> None:
         d = self.data
-        check_split_settings(d.dataset, d.val_size, d.train_size)
+        d.check()
         if d.canvas not in CANVASES:
             raise ConfigError(f"data.canvas must be 28 or 40, got {d.canvas}")
         if not 0 <= d.shift < d.canvas // 2:
@@ -87,7 +88,7 @@ class ImageClassificationTask(Task):
     def setup(self) -> None:
         self._check()
         d = self.data
-        splits = mnist_splits(d.val_size, d.split_seed, d.train_size)
+        splits = d.splits()
         images, labels = splits.pop("train")
         self.train = (images, labels)
         self.examples = {
@@ -113,8 +114,8 @@ class ImageClassificationTask(Task):
     def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
         images, labels = self.train
         rows = torch.tensor(self.batches.indices(step, batch_size, seed))
-        # a stream of its own (offset 2**40), apart from the epoch permutations' seeds
-        g = torch.Generator().manual_seed(2**40 + seed * 1_000_003 + step)
+        # a stream of its own, apart from the epoch permutations' seeds
+        g = torch.Generator().manual_seed(stream_seed(seed, step, stream=1))
         shifted = random_shift(images[rows], self.data.shift, g, size=self.data.canvas)
         return as_input(shifted), labels[rows]
 
@@ -123,7 +124,26 @@ class ImageClassificationTask(Task):
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         images, labels = batch
-        return unwrap(model).loss(model(images), labels, images)
+        return self._loss(unwrap(model), model(images), labels, images)
+
+    @staticmethod
+    def _loss(model: nn.Module, out: Tensor, labels: Tensor, images: Tensor) -> Tensor:
+        """Cross-entropy of logits; for capsules, margin loss + scaled reconstruction SSE."""
+        if model.role is not roles.CapsuleClassifier:
+            return F.cross_entropy(out.float(), labels)
+        c = model.config
+        loss = margin_loss(out, labels, c.m_plus, c.m_minus, c.lam)
+        if c.reconstruction_scale > 0:
+            error = (model.reconstruct(out, labels).float() - images.float()).pow(2)
+            loss = loss + c.reconstruction_scale * error.flatten(1).sum(dim=1).mean()
+        return loss
+
+    @staticmethod
+    def probabilities(model: nn.Module, out: Tensor) -> Tensor:
+        """Class probabilities from the model's output: softmax, or capsule lengths."""
+        if model.role is roles.CapsuleClassifier:
+            return capsule_lengths(out)
+        return out.float().softmax(dim=1)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
@@ -133,8 +153,8 @@ class ImageClassificationTask(Task):
         for i in range(0, len(images), batch_size):
             x, y = as_input(images[i : i + batch_size]), labels[i : i + batch_size]
             out = model(x)
-            total += float(inner.loss(out, y, x)) * len(y)
-            correct += int((inner.probabilities(out).argmax(dim=1) == y).sum())
+            total += float(self._loss(inner, out, y, x)) * len(y)
+            correct += int((self.probabilities(inner, out).argmax(dim=1) == y).sum())
         return {"loss": total / len(images), "accuracy": correct / len(images)}
 
     @torch.no_grad()
@@ -142,7 +162,7 @@ class ImageClassificationTask(Task):
         """The most likely digit of each image file and its probability."""
         digits = torch.stack([read_digit(path) for path in inputs])
         x = as_input(place(digits, self.data.canvas))
-        p, y = model.probabilities(model(x)).max(dim=1)
+        p, y = self.probabilities(model, model(x)).max(dim=1)
         return [
             {"label": MNIST_LABELS[int(k)], "probability": float(q)}
             for k, q in zip(y, p, strict=True)

@@ -25,7 +25,7 @@ ones it was trained with; or ``rdkit2d_normalized``, chemprop's CDF-normalised
 descriptors, used as they are.  An ensemble (model ``mpnn_ensemble``) trains each
 member on its own loss and its own batches (chemprop trains its members as
 separate runs): the loss is the mean over members of their MSE, member m on the
-batch drawn with seed ``seed + m * MEMBER_SEED_STRIDE`` (member 0 draws the
+batch drawn with seed ``seed + m * SEED_STRIDE`` (member 0 draws the
 single model's batches); the ensemble predicts the members' mean
 (:mod:`archlab.nn.ensemble`).  The best checkpoint and the early stop are the
 ensemble's, judged on its mean prediction.
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.data.batching import TrainBatches
+from archlab.data.batching import SEED_STRIDE, TrainBatches
 from archlab.data.molecules import (
     ATOM_DIM,
     BOND_DIM,
@@ -66,12 +66,12 @@ from archlab.data.molecules import (
 )
 from archlab.errors import ArchlabError, CheckpointError, ConfigError
 from archlab.io import atomic_write_text
+from archlab.models import roles
 from archlab.nn.ensemble import Ensemble
 from archlab.tasks import Task, register_task
 
 SPLIT_KINDS = ("random", "scaffold")
 ARTIFACT = "molecules.json"
-MEMBER_SEED_STRIDE = 1_000_003  # member m of an ensemble shuffles with seed + m * stride
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
@@ -89,8 +89,10 @@ class MoleculeData:
 class MoleculeRegressionTask(Task):
     name = "molecule_regression"
     DataConfig = MoleculeData
+    roles = (roles.MoleculeModel,)
+    verbs = frozenset({"predict"})
     metric = "rmse"
-    maximize = False
+    selectable = ("loss", "mae")
     unit = "mol"
     data_parallel = False
 
@@ -173,7 +175,7 @@ class MoleculeRegressionTask(Task):
         """The batch at ``step``; for an ensemble, one per member, each from its own shuffle."""
         if not self.members:
             return self._batch("train", self.batches.indices(step, batch_size, seed))
-        seeds = [seed + m * MEMBER_SEED_STRIDE for m in range(self.members)]
+        seeds = [seed + m * SEED_STRIDE for m in range(self.members)]
         return [self._batch("train", self.batches.indices(step, batch_size, s)) for s in seeds]
 
     def batch_size_of(self, batch: Batch | list[Batch]) -> int:
@@ -181,10 +183,9 @@ class MoleculeRegressionTask(Task):
         batches = batch if isinstance(batch, list) else [batch]
         return sum(b[-1].shape[0] for b in batches)
 
-    def train_module(self, model: nn.Module) -> nn.Module:
-        """The model; an ensemble's size is noted, as :meth:`train_batch` draws per member."""
+    def use_model(self, model: nn.Module) -> None:
+        """Note an ensemble's size, as :meth:`train_batch` draws a batch per member."""
         self.members = len(model.members) if isinstance(model, Ensemble) else 0
-        return model
 
     def loss(self, model: nn.Module, batch: Batch | list[Batch]) -> Tensor:
         """The MSE; of an ensemble, mean_m MSE(f_m(G_m), y_m), member m on its batch m."""
@@ -192,7 +193,7 @@ class MoleculeRegressionTask(Task):
         if members != (len(batch) if isinstance(batch, list) else 0):
             raise ArchlabError(
                 "an ensemble trains on one batch per member, and one model on one batch: "
-                "draw batches with train_batch after train_module(model)"
+                "draw batches with train_batch after use_model(model)"
             )
         if isinstance(batch, list):
             pairs = zip(model.members, batch, strict=True)

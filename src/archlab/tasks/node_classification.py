@@ -2,14 +2,17 @@
 
 Transductive, full-batch, as Kipf & Welling (2017) and Veličković et al. (2018):
 every step runs the model on the whole graph and takes the cross-entropy on the
-labelled training nodes only; one step is one epoch.  Metrics are loss and
-accuracy on the validation and test nodes; the kept model is the one with the
-best validation accuracy.  Features are row-normalised (each node's features sum
-to 1) and kept sparse, as in the papers' code.
+labelled training nodes only; one step is one epoch, so the trainer's batch
+settings (batch_size, eval_batch_size, grad_accum) mean nothing here and are
+refused.  Metrics are loss and accuracy on the validation and test nodes; the kept
+model is the one with the best validation accuracy, or as ``trainer.select_by``
+says: ``loss``, or ``loss_and_accuracy`` (GAT's rule, see
+:meth:`NodeClassificationTask.select`).  Features are row-normalised (each node's
+features sum to 1) and kept sparse, as in the papers' code.
 
 Karate has no held-out labels: its validation nodes are the two labelled ones
-(select the kept model by their loss), its test nodes the other 32.  The
-model's node outputs are also drawn: ``embedding.png`` in the
+(select the kept model by their loss, ``trainer.select_by: loss``), its test nodes
+the other 32.  The model's node outputs are also drawn: ``embedding.png`` in the
 run directory shows each member at its 2-D output, coloured by true faction.
 """
 
@@ -24,18 +27,16 @@ from torch import Tensor, nn
 
 from archlab.data.graphs import PLANETOID, NodeGraph, load_node_graph
 from archlab.errors import ConfigError
+from archlab.models import roles
 from archlab.tasks import Selection, Task, register_task
 
 DATASETS = (*PLANETOID, "karate")
-SELECT_BY = ("accuracy", "loss", "loss_and_accuracy")
 
 
 @dataclass
 class NodeClassificationData:
     dataset: str = "cora"
     normalize_features: bool = True  # row-normalise, as Kipf & Welling and Veličković et al.
-    # what picks the kept model on validation: accuracy, loss, or loss_and_accuracy (GAT's rule)
-    select_by: str = "accuracy"
 
 
 def row_normalize(x: Tensor) -> Tensor:
@@ -56,31 +57,33 @@ def row_normalize(x: Tensor) -> Tensor:
 class NodeClassificationTask(Task):
     name = "node_classification"
     DataConfig = NodeClassificationData
+    roles = (roles.NodeModel,)
     metric = "accuracy"
-    maximize = True
+    selectable = ("loss", "loss_and_accuracy")
+    unused_trainer_keys = dict.fromkeys(
+        ("batch_size", "eval_batch_size", "grad_accum"), "every step trains on the whole graph"
+    )
     unit = "nodes"
     data_parallel = False
 
     def setup(self) -> None:
         if self.data.dataset not in DATASETS:
             raise ConfigError(f"data.dataset must be one of {DATASETS}, got {self.data.dataset!r}")
-        if self.data.select_by not in SELECT_BY:
-            raise ConfigError(f"data.select_by must be one of {SELECT_BY}")
-        self.metric = "loss" if self.data.select_by == "loss" else "accuracy"
-        self.maximize = self.metric == "accuracy"
         graph = load_node_graph(self.data.dataset)
         if self.data.normalize_features:
             graph.x = row_normalize(graph.x)
         self.graph: NodeGraph = graph
 
-    def select(self, metrics: dict[str, float], best: dict[str, float] | None) -> Selection:
+    def select(
+        self, metrics: dict[str, float], best: dict[str, float] | None, by: str
+    ) -> Selection:
         """``loss_and_accuracy``: GAT's early stopping "on both the loss and accuracy".
 
         As the authors' code does it: a result that matches or beats the best accuracy or
         the best loss so far resets the patience; the model is kept only when it does both.
         """
-        if self.data.select_by != "loss_and_accuracy":
-            return super().select(metrics, best)
+        if by != "loss_and_accuracy":
+            return super().select(metrics, best, by)
         loss, accuracy = metrics["loss"], metrics["accuracy"]
         if best is None:
             return Selection(True, True, {"loss": loss, "accuracy": accuracy})

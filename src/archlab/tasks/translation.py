@@ -24,6 +24,7 @@ from archlab.data.batching import TrainBatches, pad
 from archlab.data.text import load_multi30k
 from archlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer
 from archlab.errors import ArchlabError, ConfigError
+from archlab.models import roles
 from archlab.tasks import Task, register_task
 
 LANGUAGES = ("de", "en")
@@ -46,6 +47,8 @@ class TranslationData:
 @register_task
 class TranslationTask(Task):
     name = "translation"
+    roles = (roles.Seq2Seq,)
+    verbs = frozenset({"translate"})
     DataConfig = TranslationData
     metric = "loss"
     unit = "tok"

@@ -1,17 +1,22 @@
-"""The Trainer: batches in, loss out.
+"""The Trainer: batches in, loss out.  It owns every training setting.
 
-    lr(s) = lr * s / warmup                                        s < warmup
+    lr(s) = lr * (s + 1) / warmup                                  s < warmup
     lr(s) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2,        p = (s - warmup) / (S - warmup)
 
-AdamW (fused where the device supports it; or Adam, or Adadelta) with weight decay
-on matrices and embeddings (on biases and norms too with ``decay_vectors``),
-gradient clipping by global norm, gradient accumulation, bf16 autocast where asked,
-evaluation every ``eval_every`` steps with best-checkpoint keeping and early
-stopping, atomic checkpoints every ``checkpoint_every`` steps, exact resume, and
-data parallelism under torchrun (each rank takes its rows of the same global batch;
-DDP averages the gradients, so N processes compute what one does). DDP wraps the
-task's :meth:`~archlab.tasks.Task.train_module` (the model, or a view whose forward
-is the method the loss calls), because DDP averages gradients only through forward.
+times each parameter group's ``lr_scales`` factor.  AdamW (fused where the device
+supports it; or Adam, or Adadelta) with weight decay on matrices and embeddings (on
+biases and norms too with ``decay_vectors``), gradient clipping by global norm,
+gradient accumulation, bf16 autocast where asked, evaluation with best-checkpoint
+keeping (the task judges the results by ``select_by``) and early stopping, atomic
+checkpoints, exact resume, and data parallelism under torchrun (each rank takes its
+rows of the same global batch; DDP averages the gradients, so N processes compute
+what one does).
+
+Lengths and intervals are in steps or, for tasks that have epochs, in epochs:
+``max_steps`` / ``max_epochs`` (training ends at whichever comes first),
+``eval_every`` / ``eval_every_epochs``, ``checkpoint_every`` /
+``checkpoint_every_epochs``, ``warmup_steps`` / ``warmup_epochs``
+(:func:`plan_steps` turns them into steps).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from archlab.console import note
 from archlab.errors import ArchlabError, ConfigError
 from archlab.tasks import Task
 from archlab.train import checkpoint as ckpt
@@ -43,13 +49,17 @@ OPTIMIZERS = ("adamw", "adam", "adadelta")
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 1000
-    max_epochs: int | None = None  # for tasks with epochs; None = steps only
+    max_steps: int | None = None  # optimizer steps; training ends at max_steps or max_epochs
+    max_epochs: int | None = None  # passes over the training data, for tasks with epochs
     batch_size: int = 32  # global batch (summed over data-parallel ranks)
     eval_batch_size: int = 64
     lr: float = 1e-3
+    # learning-rate factors by module name, e.g. {discriminator: 4.0}: the parameters
+    # under that module train at lr x factor (the schedule scales every group alike)
+    lr_scales: dict[str, float] = field(default_factory=dict)
     min_lr: float = 0.0
     warmup_steps: int = 0
+    warmup_epochs: int | None = None  # instead of warmup_steps, for tasks with epochs
     schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
     optimizer: str = "adamw"  # adamw; adam (L2 added to the gradient); adadelta (rho = beta2)
     weight_decay: float = 0.0
@@ -59,8 +69,14 @@ class TrainerConfig:
     beta2: float = 0.999
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     grad_accum: int = 1  # micro-batches per optimizer step
-    eval_every: int = 250
-    checkpoint_every: int = 250
+    # evaluation on validation, every N steps or every N epochs (default: each epoch
+    # for tasks with epochs, else every 250 steps)
+    eval_every: int | None = None
+    eval_every_epochs: int | None = None
+    select_by: str | None = None  # what picks the kept model (default: the task's metric)
+    # resume checkpoints, every N steps or epochs (default: at each evaluation)
+    checkpoint_every: int | None = None
+    checkpoint_every_epochs: int | None = None
     log_every: int = 10
     early_stopping_patience: int = 0  # evaluations without improvement; 0 = never stop early
     seed: int = 0
@@ -74,11 +90,81 @@ class TrainerConfig:
             raise ConfigError(f"trainer.optimizer must be one of {OPTIMIZERS}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError("trainer.schedule must be 'cosine' or 'constant'")
-        for key in ("max_steps", "batch_size", "eval_batch_size", "grad_accum", "eval_every"):
+        if self.max_steps is None and self.max_epochs is None:
+            raise ConfigError("set trainer.max_steps or trainer.max_epochs (or both)")
+        for key in ("batch_size", "eval_batch_size", "grad_accum", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"trainer.{key} must be at least 1")
-        if self.checkpoint_every < 1:
-            raise ConfigError("trainer.checkpoint_every must be at least 1")
+        for key in (
+            "max_steps",
+            "max_epochs",
+            "eval_every",
+            "eval_every_epochs",
+            "checkpoint_every",
+            "checkpoint_every_epochs",
+        ):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"trainer.{key} must be at least 1")
+        for steps, epochs in (
+            ("eval_every", "eval_every_epochs"),
+            ("checkpoint_every", "checkpoint_every_epochs"),
+        ):
+            if getattr(self, steps) is not None and getattr(self, epochs) is not None:
+                raise ConfigError(f"set trainer.{steps} or trainer.{epochs}, not both")
+        if self.warmup_epochs is not None and self.warmup_steps:
+            raise ConfigError("set trainer.warmup_steps or trainer.warmup_epochs, not both")
+
+
+# each setting in epochs, and its counterpart in steps
+STEP_KEYS = {
+    "max_epochs": "max_steps",
+    "eval_every_epochs": "eval_every",
+    "checkpoint_every_epochs": "checkpoint_every",
+    "warmup_epochs": "warmup_steps",
+}
+# the pairs that say one thing two ways: a recipe gives one (--set of one drops the other)
+EXCLUSIVE = (
+    ("eval_every", "eval_every_epochs"),
+    ("checkpoint_every", "checkpoint_every_epochs"),
+    ("warmup_steps", "warmup_epochs"),
+)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Every length and interval of a run in optimizer steps (see :func:`plan_steps`)."""
+
+    max_steps: int
+    eval_every: int
+    checkpoint_every: int
+    warmup_steps: int
+
+
+def plan_steps(cfg: TrainerConfig, steps_per_epoch: int | None, task_name: str) -> StepPlan:
+    """The run's lengths in steps: epoch settings times ``steps_per_epoch`` (the task's).
+
+    Training ends at ``max_steps`` or after ``max_epochs``, whichever comes first.
+    """
+    epoch_keys = [k for k in STEP_KEYS if getattr(cfg, k) is not None]
+    if steps_per_epoch is None and epoch_keys:
+        in_steps = STEP_KEYS[epoch_keys[0]]
+        raise ConfigError(
+            f"the {task_name} task draws batches without epochs, so trainer.{epoch_keys[0]} "
+            f"means nothing to it; give it in steps (trainer.{in_steps})"
+        )
+    per_epoch = steps_per_epoch or 0
+    limits = [cfg.max_steps, None if cfg.max_epochs is None else cfg.max_epochs * per_epoch]
+    max_steps = min(n for n in limits if n is not None)
+
+    def interval(steps: int | None, epochs: int | None, default: int) -> int:
+        if steps is not None:
+            return steps
+        return default if epochs is None else epochs * per_epoch
+
+    eval_every = interval(cfg.eval_every, cfg.eval_every_epochs, per_epoch or 250)
+    checkpoint_every = interval(cfg.checkpoint_every, cfg.checkpoint_every_epochs, eval_every)
+    warmup = cfg.warmup_steps if cfg.warmup_epochs is None else cfg.warmup_epochs * per_epoch
+    return StepPlan(max_steps, eval_every, checkpoint_every, warmup)
 
 
 class TrainingStopped(ArchlabError):
@@ -114,40 +200,85 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if name == "bf16" else torch.float32
 
 
-def lr_at(step: int, cfg: TrainerConfig, total_steps: int | None = None) -> float:
+def lr_at(
+    step: int, cfg: TrainerConfig, total_steps: int | None = None, warmup_steps: int | None = None
+) -> float:
     """The learning rate at ``step`` of ``total_steps`` (default ``cfg.max_steps``)."""
     total_steps = total_steps or cfg.max_steps
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+    warmup = cfg.warmup_steps if warmup_steps is None else warmup_steps
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
     if cfg.schedule == "constant":
         return cfg.lr
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(
-    model: nn.Module,
-    cfg: TrainerConfig,
-    device: torch.device,
-    lr_scales: dict[str, float] | None = None,
-):
+class Schedule:
+    """The learning-rate scheduler: :func:`lr_at` times each group's ``lr_scale``.
+
+    The rate is a pure function of the step and the plan; the state saved for resume
+    is that plan and the last step set, so a resumed run knows whether it continues
+    the same schedule (a changed ``max_steps`` stretches the cosine).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainerConfig, plan: StepPlan):
+        self.optimizer, self.cfg = optimizer, cfg
+        self.total_steps, self.warmup_steps = plan.max_steps, plan.warmup_steps
+        self.last_step = -1
+
+    def step_to(self, step: int) -> float:
+        """Set every group's rate for optimizer step ``step``; returns the unscaled rate."""
+        lr = lr_at(step, self.cfg, self.total_steps, self.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.last_step = step
+        return lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "schedule": self.cfg.schedule,
+            "lr": self.cfg.lr,
+            "min_lr": self.cfg.min_lr,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "last_step": self.last_step,
+        }
+
+    def differs_from(self, saved: dict[str, Any]) -> list[str]:
+        """The settings in which this schedule differs from a saved one's."""
+        ours = self.state_dict()
+        return [k for k in ours if k != "last_step" and k in saved and saved[k] != ours[k]]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last_step = int(state.get("last_step", -1))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device):
     """Weight decay goes to matrices and embeddings (not biases or norms, unless
     ``decay_vectors``), and with ``decay_only`` only to those under that name prefix
     (Kipf & Welling decay GCN's first layer only). ``adamw`` decouples the decay;
     ``adam`` adds it to the gradient, i.e. an L2 penalty (weight_decay / 2) ||w||^2 in
-    the loss, as the GCN and GAT papers do. ``lr_scales``
-    (:meth:`~archlab.tasks.Task.lr_scales`) multiplies the learning rate of the
-    parameters under a name prefix (a GAN's two time-scale update rule); each group
-    keeps its factor as ``lr_scale``, and the first group is always the unscaled one.
+    the loss, as the GCN and GAT papers do. ``lr_scales`` multiplies the learning rate
+    of the parameters under a module name (a GAN's two time-scale update rule:
+    ``{discriminator: 4.0}``); each group keeps its factor as ``lr_scale``, and the
+    first group is always the unscaled one.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    lr_scales = lr_scales or {}
+    lr_scales = cfg.lr_scales
+    for prefix in lr_scales:
+        if not any(_under(name, prefix) for name, _ in named):
+            modules = sorted({name.split(".")[0] for name, _ in named})
+            raise ConfigError(
+                f"trainer.lr_scales names {prefix!r}, which holds no parameter of this model; "
+                f"its modules are {', '.join(modules)}"
+            )
 
     def decayed(name: str, p: torch.Tensor) -> bool:
         return (p.dim() >= 2 or cfg.decay_vectors) and name.startswith(cfg.decay_only)
 
     def scale(name: str) -> float:
-        return next((s for prefix, s in lr_scales.items() if name.startswith(prefix)), 1.0)
+        return next((s for prefix, s in lr_scales.items() if _under(name, prefix)), 1.0)
 
     groups = [
         {
@@ -163,6 +294,11 @@ def make_optimizer(
         return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.beta2, eps=1e-6)
     adam = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+def _under(name: str, module: str) -> bool:
+    """Whether parameter ``name`` belongs to ``module`` (a dotted module path)."""
+    return name == module or name.startswith(module.rstrip(".") + ".")
 
 
 def _rank_world() -> tuple[int, int]:
@@ -219,22 +355,25 @@ class Trainer:
                 "processes"
             )
         self.model = model.to(self.device)
-        self.train_module = task.train_module(self.model)  # what task.loss calls
+        task.use_model(self.model)
+        self.train_module = self.model  # what task.loss calls: the model, or DDP around it
         if self.world > 1:
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-            self.train_module = nn.parallel.DistributedDataParallel(self.train_module)
-        self.optimizer = make_optimizer(self.model, cfg, self.device, task.lr_scales())
+            self.train_module = nn.parallel.DistributedDataParallel(self.model)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.plan = plan_steps(
+            cfg, task.steps_per_epoch(cfg.batch_size * cfg.grad_accum), task.name
+        )
+        self.max_steps = self.plan.max_steps
+        self.schedule = Schedule(self.optimizer, cfg, self.plan)
+        self.select_by = cfg.select_by or task.metric
         self.step = 0
         self.best: dict[str, float] | None = None  # the task's best validation values
         self.stale_evals = 0
         self.train_seconds = 0.0  # time in training steps
         self.eval_seconds = 0.0  # time in evaluations during training
         self.progress = progress and self.is_main
-        self.max_steps = cfg.max_steps
-        per_epoch = task.steps_per_epoch(cfg.batch_size * cfg.grad_accum)
-        if cfg.max_epochs is not None and per_epoch:
-            self.max_steps = min(cfg.max_steps, cfg.max_epochs * per_epoch)
         self.log = MetricsLog(run_dir, enabled=self.is_main)
 
     # ----- state -----
@@ -243,7 +382,8 @@ class Trainer:
         return {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
+            "scheduler": self.schedule.state_dict(),
+            "rng": ckpt.rng_state(),
             "best": self.best,
             "stale_evals": self.stale_evals,
             "train_seconds": self.train_seconds,
@@ -268,10 +408,18 @@ class Trainer:
             )
         ckpt.load_weights(self.model, self.run_dir / ckpt.LAST_FILE)
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        ckpt.set_rng_state(state["rng"])
+        if "scheduler" in state:  # state files before 2026-12 had none (the same function)
+            changed = self.schedule.differs_from(state["scheduler"])
+            if changed:
+                note(
+                    f"the learning-rate schedule changed on resume ({', '.join(changed)}); "
+                    "the run is not the uninterrupted run of either schedule"
+                )
+            self.schedule.load_state_dict(state["scheduler"])
         self.step, self.best = state["step"], state["best"]
         if isinstance(self.best, float):  # written before tasks chose how to compare
-            self.best = {self.task.metric: self.best}
+            self.best = {self.select_by: self.best}
         self.stale_evals, self.train_seconds = state["stale_evals"], state["train_seconds"]
         self.eval_seconds = state["eval_seconds"]
         self.log.truncate_after(self.step)
@@ -295,7 +443,7 @@ class Trainer:
         metrics = self.evaluate("val")
         self.eval_seconds += time.perf_counter() - started
         self.log.write({"step": self.step, "split": "val", **metrics})
-        keep, progress, self.best = self.task.select(metrics, self.best)
+        keep, progress, self.best = self.task.select(metrics, self.best, self.select_by)
         if keep and self.is_main:
             ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
         self.stale_evals = 0 if progress else self.stale_evals + 1
@@ -307,9 +455,7 @@ class Trainer:
 
     def _train_step(self) -> tuple[float, int]:
         cfg = self.cfg
-        lr = lr_at(self.step, cfg, self.max_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.schedule.step_to(self.step)
         total_loss, count = torch.zeros((), device=self.device), 0
         for micro in range(cfg.grad_accum):
             batch = self.task.train_batch(
@@ -381,9 +527,9 @@ class Trainer:
                 bar.update(1)
                 last = self.step == self.max_steps
                 stop = False
-                if self.step % cfg.eval_every == 0 or last:
+                if self.step % self.plan.eval_every == 0 or last:
                     stop = self._evaluate_and_keep_best()
-                if self.step % cfg.checkpoint_every == 0 or last or stop:
+                if self.step % self.plan.checkpoint_every == 0 or last or stop:
                     self.save_checkpoint()
                 if stop:
                     bar.write(
