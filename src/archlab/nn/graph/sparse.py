@@ -12,18 +12,57 @@ bag-of-words features.
     per_head_linear:    out_:,k = dropout_k(x) W_k^T  for each head k, each with its own mask
     dropout:            x * m / (1 - p),  m_i ~ Bernoulli(1 - p), on the stored values only
                         when x is sparse
+
+PyTorch warns once per process, at the first CSR tensor built, that CSR support is
+"in beta".  This package builds on that layout by design, so the notice is taken
+quietly at the first CSR tensor built here (:func:`csr_tensor`, :func:`to_sparse_csr`)
+rather than by a process-wide warnings filter.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# CSR is the layout this module is built on; PyTorch's "beta" notice about it is noise here.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+CSR_BETA_NOTICE = "Sparse CSR tensor support is in beta"
+
+
+@functools.cache
+def _take_csr_beta_notice() -> None:
+    """Build one empty CSR tensor with PyTorch's one-time "beta" notice silenced.
+
+    PyTorch gives that notice once per process (``TORCH_WARN_ONCE``), at the first
+    CSR tensor it builds, so taking it here keeps it from the user for good.  Doing it
+    once, rather than wrapping every CSR construction in ``warnings.catch_warnings``,
+    matters: each ``catch_warnings`` resets Python's "already shown" registries, and a
+    user's own once-per-line warnings would then repeat on every training step.
+    """
+    empty = torch.zeros(1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=CSR_BETA_NOTICE)
+        torch.sparse_csr_tensor(*empty, torch.zeros(0), (0, 0), check_invariants=False)
+
+
+def csr_tensor(
+    crow: Tensor,
+    col: Tensor,
+    values: Tensor,
+    shape: tuple[int, ...],
+    check_invariants: bool = False,
+) -> Tensor:
+    """``torch.sparse_csr_tensor``, without PyTorch's "beta" notice."""
+    _take_csr_beta_notice()
+    return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=check_invariants)
+
+
+def to_sparse_csr(x: Tensor) -> Tensor:
+    """``x.to_sparse_csr()``, without PyTorch's "beta" notice."""
+    _take_csr_beta_notice()
+    return x.to_sparse_csr()
 
 
 class SparsePattern:
@@ -63,19 +102,11 @@ class SparsePattern:
 
     def matrix(self, values: Tensor) -> Tensor:
         """The CSR matrix with ``values`` (nnz,) in this pattern's order."""
-        return torch.sparse_csr_tensor(
-            self.crow, self.csr_col, values, self.shape, check_invariants=False
-        )
+        return csr_tensor(self.crow, self.csr_col, values, self.shape)
 
     def matrix_t(self, values: Tensor) -> Tensor:
         """The transposed CSR matrix of the same ``values``."""
-        return torch.sparse_csr_tensor(
-            self.crow_t,
-            self.col_t,
-            self.values_t(values),
-            self.shape[::-1],
-            check_invariants=False,
-        )
+        return csr_tensor(self.crow_t, self.col_t, self.values_t(values), self.shape[::-1])
 
     def values_t(self, values: Tensor) -> Tensor:
         """``values`` in the transpose's CSR order."""
