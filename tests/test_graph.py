@@ -23,6 +23,7 @@ from archlab.nn.graph import (
     scatter,
     segment_softmax,
     spmm,
+    to_sparse_csr,
 )
 
 pyg = pytest.importorskip("torch_geometric", reason="torch_geometric is the reference (test extra)")
@@ -83,7 +84,7 @@ def test_spmm_matches_dense_and_its_gradients_check() -> None:
 def test_rectangular_sparse_features_matmul() -> None:
     x = (torch.rand(6, 9) < 0.3).double() * torch.rand(6, 9, dtype=torch.double)
     weight = torch.randn(9, 4, dtype=torch.double, requires_grad=True)
-    sparse = SparseTensor.from_csr(x.to_sparse_csr())
+    sparse = SparseTensor.from_csr(to_sparse_csr(x))
     torch.testing.assert_close(sparse @ weight, x @ weight)
     assert torch.autograd.gradcheck(lambda w: sparse @ w, (weight,))
 
@@ -101,7 +102,7 @@ def test_edge_weighted_sum_against_gather_and_gradcheck() -> None:
 
 def test_sparse_dropout_keeps_zeros_and_scales() -> None:
     x = (torch.rand(50, 40) < 0.1).float()
-    sparse = SparseTensor.from_csr(x.to_sparse_csr())
+    sparse = SparseTensor.from_csr(to_sparse_csr(x))
     out = sparse.dropout(0.5, True) @ torch.eye(40)
     assert torch.all(out[x == 0] == 0)
     kept = out[x == 1]
@@ -121,7 +122,7 @@ def test_gcn_layer_matches_pyg_gcnconv(sparse_input: bool) -> None:
             ref.bias.copy_(torch.randn(ref.bias.shape))
             layer.bias.copy_(ref.bias)
     h = refs[1](refs[0](x, EDGES).relu(), EDGES)
-    ours = model(x.to_sparse_csr() if sparse_input else x, EDGES)
+    ours = model(to_sparse_csr(x) if sparse_input else x, EDGES)
     torch.testing.assert_close(ours, h, atol=1e-5, rtol=1e-5)
 
 
@@ -168,7 +169,7 @@ def _bag_of_words(sparse: bool) -> torch.Tensor:
     """(N, 6) features, about half of them zero, node 3 none; dense or sparse CSR."""
     x = (torch.rand(N, 6) < 0.5) * torch.rand(N, 6)
     x[3] = 0
-    return x.to_sparse_csr() if sparse else x
+    return to_sparse_csr(x) if sparse else x
 
 
 @pytest.mark.parametrize("sparse", [False, True])

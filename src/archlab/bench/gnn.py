@@ -43,6 +43,7 @@ def _graph(case: str, dense: bool):
     if case == "pubmed":
         from archlab.data.files import fetch
         from archlab.data.graphs import _edges_from_adjacency_list, _unpickle
+        from archlab.nn.graph import to_sparse_csr
 
         (path,) = fetch("pubmed", only=".graph").values()
         n = 19717
@@ -52,7 +53,7 @@ def _graph(case: str, dense: bool):
         y = torch.randint(0, 3, (n,), generator=g)
         mask = torch.zeros(n, dtype=torch.bool)
         mask[:60] = True
-        return (x if dense else x.to_sparse_csr()), edge_index, y, mask, 3
+        return (x if dense else to_sparse_csr(x)), edge_index, y, mask, 3
     n, e = 100_000, 1_000_000
     edge_index = torch.randint(0, n, (2, e), generator=g)
     x = torch.randn(n, 64, generator=g)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import archlab.nn.graph  # noqa: F401  (silences PyTorch's CSR "beta" notice)
 from archlab.data.files import DataError, DataFile, Dataset, fetch, register_dataset
+from archlab.nn.graph import csr_tensor
 
 PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data/"
 PARTS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
@@ -185,7 +185,7 @@ def _mask(index: np.ndarray, n: int) -> Tensor:
 def _torch_csr(matrix) -> Tensor:
     matrix = matrix.tocsr().astype(np.float32)
     matrix.sort_indices()
-    return torch.sparse_csr_tensor(
+    return csr_tensor(
         torch.from_numpy(matrix.indptr.astype(np.int64)),
         torch.from_numpy(matrix.indices.astype(np.int64)),
         torch.from_numpy(matrix.data),

@@ -137,24 +137,26 @@ class GAT(GraphNetwork):
 
     role = roles.NodeModel
 
-    def __init__(self, cfg: GATConfig) -> None:
+    def __init__(self, config: GATConfig) -> None:
+        c = config
+
         def conv(in_dim: int, out_dim: int, heads: int, concat: bool) -> GATConv:
             return GATConv(
-                in_dim, out_dim, heads, concat, cfg.dropout, cfg.attn_dropout,
-                cfg.negative_slope, cfg.message_dropout, cfg.per_head_dropout, cfg.attention_bias,
+                in_dim, out_dim, heads, concat, c.dropout, c.attn_dropout,
+                c.negative_slope, c.message_dropout, c.per_head_dropout, c.attention_bias,
             )  # fmt: skip
 
-        width = cfg.hidden_dim * cfg.heads
-        layers, in_dim = [], cfg.in_dim
-        for _ in range(cfg.n_layer - 1):
-            layers.append(conv(in_dim, cfg.hidden_dim, cfg.heads, concat=True))
+        width = c.hidden_dim * c.heads
+        layers, in_dim = [], c.in_dim
+        for _ in range(c.n_layer - 1):
+            layers.append(conv(in_dim, c.hidden_dim, c.heads, concat=True))
             in_dim = width
-        if cfg.readout is None:  # output layer: out_heads averaged
-            layers.append(conv(in_dim, cfg.out_dim, cfg.out_heads, concat=False))
+        if c.readout is None:  # output layer: out_heads averaged
+            layers.append(conv(in_dim, c.out_dim, c.out_heads, concat=False))
         else:
-            layers.append(conv(in_dim, cfg.hidden_dim, cfg.heads, concat=True))
-        super().__init__(layers, F.elu, cfg.in_dim, cfg.readout, width, cfg.out_dim, cfg.cached)
-        self.cfg = cfg
+            layers.append(conv(in_dim, c.hidden_dim, c.heads, concat=True))
+        super().__init__(layers, F.elu, c.in_dim, c.readout, width, c.out_dim, c.cached)
+        self.config = config
 
     def build_graph(self, edge_index: Tensor, num_nodes: int) -> EdgeList:
         """The edges with exactly one self-loop per node, as PyG's GATConv uses them."""

@@ -80,17 +80,16 @@ class GCN(GraphNetwork):
 
     role = roles.NodeModel
 
-    def __init__(self, cfg: GCNConfig) -> None:
-        node_out = cfg.out_dim if cfg.readout is None else cfg.hidden_dim
-        dims = [cfg.in_dim] + [cfg.hidden_dim] * (cfg.n_layer - 1) + [node_out]
-        layers = [GCNConv(a, b, cfg.dropout) for a, b in zip(dims, dims[1:], strict=False)]
-        super().__init__(
-            layers, torch.relu, cfg.in_dim, cfg.readout, cfg.hidden_dim, cfg.out_dim, cfg.cached
-        )
-        self.cfg = cfg
+    def __init__(self, config: GCNConfig) -> None:
+        c = config
+        node_out = c.out_dim if c.readout is None else c.hidden_dim
+        dims = [c.in_dim] + [c.hidden_dim] * (c.n_layer - 1) + [node_out]
+        layers = [GCNConv(a, b, c.dropout) for a, b in zip(dims, dims[1:], strict=False)]
+        super().__init__(layers, torch.relu, c.in_dim, c.readout, c.hidden_dim, c.out_dim, c.cached)
+        self.config = config
 
     def build_graph(self, edge_index: Tensor, num_nodes: int) -> SparseTensor:
         """Â of this graph as a sparse matrix."""
-        edges, weight = gcn_norm(edge_index, num_nodes, self_loops=self.cfg.self_loops)
+        edges, weight = gcn_norm(edge_index, num_nodes, self_loops=self.config.self_loops)
         pattern = EdgeList(edges, num_nodes)
         return SparseTensor(pattern, weight[pattern.order])

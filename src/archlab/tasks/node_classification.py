@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from archlab.data.graphs import PLANETOID, NodeGraph, load_node_graph
 from archlab.errors import ConfigError
 from archlab.models import roles
+from archlab.nn.graph import csr_tensor
 from archlab.tasks import Selection, Task, register_task
 
 DATASETS = (*PLANETOID, "karate")
@@ -47,9 +48,7 @@ def row_normalize(x: Tensor) -> Tensor:
         )
         sums = torch.zeros(x.shape[0]).index_add_(0, rows, x.values())
         values = x.values() / sums.clamp_min(1e-12)[rows]
-        return torch.sparse_csr_tensor(
-            x.crow_indices(), x.col_indices(), values, x.shape, check_invariants=False
-        )
+        return csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape)
     return x / x.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
