@@ -7,17 +7,24 @@ parameter names to Hugging Face's, with ``{}`` standing for the layer index::
 
 :func:`import_state` turns a Hugging Face state dict into archlab's, checking that
 every tensor is present and has the shape the config implies; :func:`export_state`
-does the reverse.  Weights are read with safetensors only, never unpickled.
+does the reverse.  Formats that keep the query, key and value projections apart
+see archlab's stacked ``W_qkv`` through :func:`split_qkv` / :func:`merge_qkv`.
+Weights are read with safetensors only, never unpickled.
+
+One module per family holds its map, config translation and ``from_hf`` /
+``to_hf``: :mod:`archlab.interop.hf_gpt2`, :mod:`archlab.interop.hf_bert`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -27,6 +34,8 @@ from archlab.io import atomic_write, atomic_write_text
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+QKV = ("W_q", "W_k", "W_v")
+QKV_PART = re.compile(r"^(.*)\.W_([qkv])\.(weight|bias)$")
 
 
 def read_checkpoint(path: str | os.PathLike, model_types: Iterable[str]) -> tuple[dict, dict]:
@@ -130,6 +139,32 @@ def export_state(
     for ours, theirs in key_map.items():
         tensor = state[ours]
         out[theirs] = tensor.t() if suffixes and ours.endswith(suffixes) else tensor
+    return out
+
+
+def split_qkv(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Replace each ``*.W_qkv.{weight,bias}`` by its row blocks ``*.W_q``, ``*.W_k``, ``*.W_v``."""
+    out: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        stem, sep, leaf = name.rpartition(".W_qkv.")
+        if not sep:
+            out[name] = tensor
+            continue
+        for part, block in zip(QKV, tensor.chunk(3), strict=True):
+            out[f"{stem}.{part}.{leaf}"] = block
+    return out
+
+
+def merge_qkv(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of :func:`split_qkv`: stack ``W_q``, ``W_k``, ``W_v`` into ``W_qkv``."""
+    out: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        match = QKV_PART.match(name)
+        if match is None:
+            out[name] = tensor
+        elif match.group(2) == "q":
+            stem, leaf = match.group(1), match.group(3)
+            out[f"{stem}.W_qkv.{leaf}"] = torch.cat([state[f"{stem}.{p}.{leaf}"] for p in QKV])
     return out
 
 

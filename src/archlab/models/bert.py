@@ -21,23 +21,21 @@ Pre-training masks 15 % of the tokens and trains the MLM head to recover them; a
 task then fine-tunes the whole network with a classification head on p.
 
 Weights load from and save to Hugging Face BERT checkpoint directories
-(:meth:`BERT.from_hf`, :meth:`BERT.to_hf`); a recipe fine-tunes from one with
+(:meth:`BERT.from_hf`, :meth:`BERT.to_hf`; the format lives in
+:mod:`archlab.interop.hf_bert`); a recipe fine-tunes from one with
 ``model.init_from=DIR`` (:meth:`BERT.load_pretrained`).
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.errors import CheckpointError, ConfigError, expect
-from archlab.interop import hf
+from archlab.errors import ConfigError, expect
 from archlab.models import roles
 from archlab.nn.checks import check_token_ids
 from archlab.nn.positional import LearnedPositionalEmbedding
@@ -78,54 +76,6 @@ class BERTConfig:
             raise ConfigError(
                 f"pad_id {self.pad_id} lies outside the vocabulary [0, {self.vocab_size})"
             )
-
-
-# archlab name -> Hugging Face name inside BertModel ("bert." in the task models).
-# W_q, W_k, W_v are the three row blocks of MultiHeadAttention.W_qkv (see split_qkv).
-HF_KEYS = {
-    "token_emb.weight": "embeddings.word_embeddings.weight",
-    "pos_emb.weight": "embeddings.position_embeddings.weight",
-    "segment_emb.weight": "embeddings.token_type_embeddings.weight",
-    "emb_norm.weight": "embeddings.LayerNorm.weight",
-    "emb_norm.bias": "embeddings.LayerNorm.bias",
-    "blocks.{}.self_attn.W_q.weight": "encoder.layer.{}.attention.self.query.weight",
-    "blocks.{}.self_attn.W_q.bias": "encoder.layer.{}.attention.self.query.bias",
-    "blocks.{}.self_attn.W_k.weight": "encoder.layer.{}.attention.self.key.weight",
-    "blocks.{}.self_attn.W_k.bias": "encoder.layer.{}.attention.self.key.bias",
-    "blocks.{}.self_attn.W_v.weight": "encoder.layer.{}.attention.self.value.weight",
-    "blocks.{}.self_attn.W_v.bias": "encoder.layer.{}.attention.self.value.bias",
-    "blocks.{}.self_attn.W_o.weight": "encoder.layer.{}.attention.output.dense.weight",
-    "blocks.{}.self_attn.W_o.bias": "encoder.layer.{}.attention.output.dense.bias",
-    "blocks.{}.attn_res.norm.weight": "encoder.layer.{}.attention.output.LayerNorm.weight",
-    "blocks.{}.attn_res.norm.bias": "encoder.layer.{}.attention.output.LayerNorm.bias",
-    "blocks.{}.ff.W_1.weight": "encoder.layer.{}.intermediate.dense.weight",
-    "blocks.{}.ff.W_1.bias": "encoder.layer.{}.intermediate.dense.bias",
-    "blocks.{}.ff.W_2.weight": "encoder.layer.{}.output.dense.weight",
-    "blocks.{}.ff.W_2.bias": "encoder.layer.{}.output.dense.bias",
-    "blocks.{}.ff_res.norm.weight": "encoder.layer.{}.output.LayerNorm.weight",
-    "blocks.{}.ff_res.norm.bias": "encoder.layer.{}.output.LayerNorm.bias",
-}
-HF_POOLER_KEYS = {"pooler.weight": "pooler.dense.weight", "pooler.bias": "pooler.dense.bias"}
-# the heads sit beside the base model, never under "bert."
-HF_MLM_KEYS = {
-    "mlm.transform.weight": "cls.predictions.transform.dense.weight",
-    "mlm.transform.bias": "cls.predictions.transform.dense.bias",
-    "mlm.norm.weight": "cls.predictions.transform.LayerNorm.weight",
-    "mlm.norm.bias": "cls.predictions.transform.LayerNorm.bias",
-    "mlm.bias": "cls.predictions.bias",
-}
-HF_CLASSIFIER_KEYS = {
-    "classifier.weight": "classifier.weight",
-    "classifier.bias": "classifier.bias",
-}
-# tensors a checkpoint may hold that BERT does not load: position/segment id buffers,
-# the next-sentence-prediction head, and the MLM decoder (a copy of the tied E_tok and b_v)
-HF_IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
-HF_IGNORED_PREFIXES = ("cls.seq_relationship.", "cls.predictions.decoder.")
-HF_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh"}
-HF_LEGACY_NORM = re.compile(r"LayerNorm\.(gamma|beta)$")  # TF-converted names
-QKV = ("W_q", "W_k", "W_v")
-QKV_PART = re.compile(r"^(.*)\.W_([qkv])\.(weight|bias)$")
 
 
 class MaskedLMHead(nn.Module):
@@ -319,88 +269,28 @@ class BERT(nn.Module):
         self.load_state_dict(shared, strict=False)
         return sorted(set(ours) - set(shared))
 
-    # ----- Hugging Face BERT checkpoints -----
-
-    def _hf_key_map(self, base: str) -> dict[str, str]:
-        """archlab name -> Hugging Face name for this model's tensors; ``base`` is "" or "bert."."""
-        c = self.config
-        encoder = dict(HF_KEYS, **(HF_POOLER_KEYS if c.pooler else {}))
-        key_map = {ours: base + theirs for ours, theirs in encoder.items()}
-        if c.mlm_head:
-            key_map.update(HF_MLM_KEYS)
-        if c.num_classes:
-            key_map.update(HF_CLASSIFIER_KEYS)
-        return hf.expand_key_map(key_map, c.n_layer)
+    # ----- Hugging Face BERT checkpoints (archlab.interop.hf_bert) -----
 
     @classmethod
     def from_hf(cls, path: str | os.PathLike) -> BERT:
         """Load a Hugging Face BERT checkpoint directory (config.json + model.safetensors).
 
-        Reads what ``BertModel``, ``BertForMaskedLM``, ``BertForPreTraining`` and
-        ``BertForSequenceClassification`` save; the heads present in the weights set
-        ``pooler``, ``mlm_head`` and ``num_classes``.  Every tensor must be there with
-        the shape config.json implies.  Not loaded: the ``position_ids`` /
-        ``token_type_ids`` buffers, the next-sentence-prediction head
-        ``cls.seq_relationship.*``, and ``cls.predictions.decoder.*``, which Hugging
-        Face ties to the word embedding and ``cls.predictions.bias``.  Any other
-        tensor (another task's head) is refused rather than silently dropped.
+        The heads present in the weights set ``pooler``, ``mlm_head`` and
+        ``num_classes``; see :func:`archlab.interop.hf_bert.from_hf` for what is read.
         """
-        hf_config, hf_state = hf.read_checkpoint(path, ["bert"])
-        source = f"{path}/{hf.WEIGHTS_FILE}"
-        state = {HF_LEGACY_NORM.sub(_modern_norm_name, k): v for k, v in hf_state.items()}
-        base = "bert." if any(k.startswith("bert.") for k in state) else ""
-        pooler = any(k.startswith(base + "pooler.") for k in state)
-        mlm_head = any(k.startswith("cls.predictions.") for k in state)
-        classifier = any(k.startswith("classifier.") for k in state)
-        if classifier and not pooler:
-            raise CheckpointError(
-                f"{source} has a classifier but no pooler (a token-level head); archlab's BERT "
-                "loads sequence classifiers only"
-            )
-        if mlm_head and not hf_config.get("tie_word_embeddings", True):
-            raise CheckpointError(
-                "config.json sets tie_word_embeddings=False; archlab's BERT ties the masked-LM "
-                "decoder to the word embedding"
-            )
-        config = replace(
-            config_from_hf(hf_config),
-            pooler=pooler,
-            mlm_head=mlm_head,
-            num_classes=_hf_class_count(hf_config) if classifier else 0,
-        )
-        model = cls(config)
-        key_map = model._hf_key_map(base)
-        known = set(key_map.values())
-        unexpected = sorted(
-            k
-            for k in state
-            if k not in known
-            and not k.endswith(HF_IGNORED_SUFFIXES)
-            and not k.startswith(HF_IGNORED_PREFIXES)
-        )
-        if unexpected:
-            shown = ", ".join(unexpected[:5]) + (", ..." if len(unexpected) > 5 else "")
-            raise CheckpointError(
-                f"{source} holds {len(unexpected)} tensor(s) archlab's BERT does not model: "
-                f"{shown} (it reads BertModel, BertForMaskedLM, BertForPreTraining and "
-                "BertForSequenceClassification checkpoints)"
-            )
-        loaded = hf.import_state(state, key_map, split_qkv(model.state_dict()), source=source)
-        model.load_state_dict(merge_qkv(loaded), strict=True)
-        return model
+        from archlab.interop import hf_bert
+
+        return hf_bert.from_hf(path, cls)
 
     def to_hf(self, path: str | os.PathLike) -> None:
         """Write a checkpoint directory that Hugging Face loads with the same outputs.
 
-        ``BertForMaskedLM.from_pretrained`` reads it when the model has an MLM head,
-        ``BertForSequenceClassification`` when it has a classifier, ``BertModel``
-        always.  The MLM decoder is not stored: Hugging Face ties it to the word
-        embedding on load.
+        ``BertForMaskedLM`` reads it when the model has an MLM head,
+        ``BertForSequenceClassification`` when it has a classifier, ``BertModel`` always.
         """
-        c = self.config
-        base = "bert." if c.mlm_head or c.num_classes else ""
-        state = hf.export_state(split_qkv(self.state_dict()), self._hf_key_map(base))
-        hf.write_checkpoint(path, config_to_hf(c), state)
+        from archlab.interop import hf_bert
+
+        hf_bert.to_hf(self, path)
 
 
 @register_model(
@@ -429,111 +319,3 @@ class BERTClassifier(BERT):
             raise ConfigError("this BERT has no classification head (model.num_classes is 0)")
         pooled = self.pool(self.hidden_states(input_ids, attention_mask, token_type_ids))
         return self.classifier(self.drop(pooled))
-
-
-def _modern_norm_name(match: re.Match[str]) -> str:
-    return "LayerNorm." + {"gamma": "weight", "beta": "bias"}[match.group(1)]
-
-
-def split_qkv(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Replace each ``*.W_qkv.{weight,bias}`` by its row blocks ``*.W_q``, ``*.W_k``, ``*.W_v``."""
-    out: dict[str, Tensor] = {}
-    for name, tensor in state.items():
-        stem, sep, leaf = name.rpartition(".W_qkv.")
-        if not sep:
-            out[name] = tensor
-            continue
-        for part, block in zip(QKV, tensor.chunk(3), strict=True):
-            out[f"{stem}.{part}.{leaf}"] = block
-    return out
-
-
-def merge_qkv(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The inverse of :func:`split_qkv`: stack ``W_q``, ``W_k``, ``W_v`` into ``W_qkv``."""
-    out: dict[str, Tensor] = {}
-    for name, tensor in state.items():
-        match = QKV_PART.match(name)
-        if match is None:
-            out[name] = tensor
-        elif match.group(2) == "q":
-            stem, leaf = match.group(1), match.group(3)
-            out[f"{stem}.W_qkv.{leaf}"] = torch.cat([state[f"{stem}.{p}.{leaf}"] for p in QKV])
-    return out
-
-
-def _hf_class_count(hf_config: Mapping) -> int:
-    """Classes of a Hugging Face classifier: its id2label, else num_labels, else HF's default 2."""
-    if hf_config.get("id2label"):
-        return len(hf_config["id2label"])
-    return int(hf_config.get("num_labels", 2))
-
-
-def config_from_hf(hf_config: dict) -> BERTConfig:
-    """Translate a Hugging Face ``BertConfig`` dict, refusing options archlab does not model.
-
-    The heads (``pooler``, ``mlm_head``, ``num_classes``) keep their defaults: the
-    weights, not the config, say which are present.  ``classifier_dropout`` is not
-    kept; the classifier's dropout is ``dropout`` (``hidden_dropout_prob``).
-    """
-    position = hf_config.get("position_embedding_type", "absolute")
-    if position != "absolute":
-        raise CheckpointError(
-            f"config.json position_embedding_type {position!r} is not supported (only 'absolute')"
-        )
-    activation = hf.config_value(hf_config, "hidden_act", "gelu")
-    if activation not in HF_ACTIVATIONS:
-        raise CheckpointError(
-            f"config.json hidden_act {activation!r} is not supported "
-            f"(choose one of {', '.join(HF_ACTIVATIONS)})"
-        )
-    for flag in ("is_decoder", "add_cross_attention"):
-        if hf_config.get(flag, False):
-            raise CheckpointError(
-                f"config.json sets {flag}=True; archlab's BERT is a bidirectional encoder only"
-            )
-    return BERTConfig(
-        vocab_size=hf.config_value(hf_config, "vocab_size"),
-        hidden_size=hf.config_value(hf_config, "hidden_size"),
-        n_layer=hf.config_value(hf_config, "num_hidden_layers"),
-        n_head=hf.config_value(hf_config, "num_attention_heads"),
-        d_ff=hf.config_value(hf_config, "intermediate_size"),
-        max_len=hf.config_value(hf_config, "max_position_embeddings"),
-        type_vocab_size=hf_config.get("type_vocab_size", 2),
-        dropout=hf_config.get("hidden_dropout_prob", 0.1),
-        attn_dropout=hf_config.get("attention_probs_dropout_prob", 0.1),
-        activation=HF_ACTIVATIONS[activation],
-        eps=hf_config.get("layer_norm_eps", 1e-12),
-        pad_id=hf_config.get("pad_token_id", 0),
-    )
-
-
-def config_to_hf(c: BERTConfig) -> dict:
-    activation = {ours: theirs for theirs, ours in HF_ACTIVATIONS.items()}[c.activation]
-    if c.mlm_head:
-        architecture = "BertForMaskedLM"
-    elif c.num_classes:
-        architecture = "BertForSequenceClassification"
-    else:
-        architecture = "BertModel"
-    config = {
-        "model_type": "bert",
-        "architectures": [architecture],
-        "vocab_size": c.vocab_size,
-        "hidden_size": c.hidden_size,
-        "num_hidden_layers": c.n_layer,
-        "num_attention_heads": c.n_head,
-        "intermediate_size": c.d_ff,
-        "max_position_embeddings": c.max_len,
-        "type_vocab_size": c.type_vocab_size,
-        "hidden_act": activation,
-        "hidden_dropout_prob": c.dropout,
-        "attention_probs_dropout_prob": c.attn_dropout,
-        "layer_norm_eps": c.eps,
-        "pad_token_id": c.pad_id,
-        "is_decoder": False,
-        "tie_word_embeddings": True,
-    }
-    if c.num_classes:
-        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_classes)}
-        config["label2id"] = {f"LABEL_{i}": i for i in range(c.num_classes)}
-    return config

@@ -13,7 +13,8 @@ is trained in parallel.  Generation appends one token at a time, keeping each
 layer's keys and values in a KV cache.
 
 Weights load from and save to Hugging Face GPT-2 checkpoint directories
-(:meth:`GPT.from_hf`, :meth:`GPT.to_hf`).
+(:meth:`GPT.from_hf`, :meth:`GPT.to_hf`); the format lives in
+:mod:`archlab.interop.hf_gpt2`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from archlab.errors import CheckpointError, ConfigError, expect
-from archlab.interop import hf
+from archlab.errors import ConfigError, expect
 from archlab.models import roles
 from archlab.nn.attention import KVCache
 from archlab.nn.checks import check_token_ids
@@ -61,34 +61,6 @@ class GPTConfig:
             raise ConfigError(f"position must be one of {POSITIONS}, got {self.position!r}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-
-
-# archlab name -> Hugging Face GPT-2 name ("{}" = layer index)
-HF_KEYS = {
-    "wte.weight": "wte.weight",
-    "wpe.weight": "wpe.weight",
-    "blocks.{}.attn_res.norm.weight": "h.{}.ln_1.weight",
-    "blocks.{}.attn_res.norm.bias": "h.{}.ln_1.bias",
-    "blocks.{}.self_attn.W_qkv.weight": "h.{}.attn.c_attn.weight",
-    "blocks.{}.self_attn.W_qkv.bias": "h.{}.attn.c_attn.bias",
-    "blocks.{}.self_attn.W_o.weight": "h.{}.attn.c_proj.weight",
-    "blocks.{}.self_attn.W_o.bias": "h.{}.attn.c_proj.bias",
-    "blocks.{}.ff_res.norm.weight": "h.{}.ln_2.weight",
-    "blocks.{}.ff_res.norm.bias": "h.{}.ln_2.bias",
-    "blocks.{}.ff.W_1.weight": "h.{}.mlp.c_fc.weight",
-    "blocks.{}.ff.W_1.bias": "h.{}.mlp.c_fc.bias",
-    "blocks.{}.ff.W_2.weight": "h.{}.mlp.c_proj.weight",
-    "blocks.{}.ff.W_2.bias": "h.{}.mlp.c_proj.bias",
-    "ln_f.weight": "ln_f.weight",
-    "ln_f.bias": "ln_f.bias",
-}
-HF_TRANSPOSED = ("W_qkv.weight", "W_o.weight", "W_1.weight", "W_2.weight")  # GPT-2's Conv1D
-HF_ACTIVATIONS = {
-    "gelu_new": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu": "gelu",
-    "relu": "relu",
-}
 
 
 @register_model("gpt", GPTConfig)
@@ -203,90 +175,17 @@ class GPT(nn.Module):
             tokens = torch.cat((tokens, next_token), dim=1)
         return tokens
 
-    # ----- Hugging Face GPT-2 checkpoints -----
+    # ----- Hugging Face GPT-2 checkpoints (archlab.interop.hf_gpt2) -----
 
     @classmethod
     def from_hf(cls, path: str | os.PathLike) -> GPT:
         """Load a Hugging Face GPT-2 checkpoint directory (config.json + model.safetensors)."""
-        hf_config, hf_state = hf.read_checkpoint(path, ["gpt2"])
-        config = config_from_hf(hf_config)
-        model = cls(config)
-        state = hf.strip_prefix(hf_state, "transformer.")
-        key_map = hf.expand_key_map(HF_KEYS, config.n_layer)
-        if not config.tie_weights:
-            key_map["lm_head.weight"] = "lm_head.weight"
-        own = model.state_dict()
-        loaded = hf.import_state(
-            state, key_map, own, transpose=HF_TRANSPOSED, source=f"{path}/{hf.WEIGHTS_FILE}"
-        )
-        if config.tie_weights:
-            loaded["lm_head.weight"] = loaded["wte.weight"]
-        model.load_state_dict(loaded, strict=True)
-        return model
+        from archlab.interop import hf_gpt2
+
+        return hf_gpt2.from_hf(path, cls)
 
     def to_hf(self, path: str | os.PathLike) -> None:
         """Write a checkpoint directory that ``GPT2LMHeadModel.from_pretrained`` loads."""
-        c = self.config
-        if c.position != "learned" or not c.bias:
-            raise ConfigError(
-                "only GPT-2-style models (learned positions, with biases) can be saved for "
-                "Hugging Face"
-            )
-        key_map = {
-            ours: "transformer." + theirs
-            for ours, theirs in hf.expand_key_map(HF_KEYS, c.n_layer).items()
-        }
-        if not c.tie_weights:
-            key_map["lm_head.weight"] = "lm_head.weight"
-        state = hf.export_state(self.state_dict(), key_map, transpose=HF_TRANSPOSED)
-        hf.write_checkpoint(path, config_to_hf(c), state)
+        from archlab.interop import hf_gpt2
 
-
-def config_from_hf(hf_config: dict) -> GPTConfig:
-    """Translate a Hugging Face ``GPT2Config`` dict, refusing options archlab does not model."""
-    activation = hf.config_value(hf_config, "activation_function", "gelu_new")
-    if activation not in HF_ACTIVATIONS:
-        raise CheckpointError(f"config.json activation_function {activation!r} is not supported")
-    for flag, wanted in (
-        ("scale_attn_weights", True),
-        ("scale_attn_by_inverse_layer_idx", False),
-        ("add_cross_attention", False),
-    ):
-        if hf_config.get(flag, wanted) != wanted:
-            raise CheckpointError(
-                f"config.json sets {flag}={hf_config[flag]}, which archlab's GPT does not support"
-            )
-    n_embd = hf.config_value(hf_config, "n_embd")
-    return GPTConfig(
-        vocab_size=hf.config_value(hf_config, "vocab_size"),
-        block_size=hf.config_value(hf_config, "n_positions"),
-        n_layer=hf.config_value(hf_config, "n_layer"),
-        n_head=hf.config_value(hf_config, "n_head"),
-        n_embd=n_embd,
-        d_ff=hf_config.get("n_inner") or 4 * n_embd,
-        dropout=hf_config.get("resid_pdrop", 0.1),
-        attn_dropout=hf_config.get("attn_pdrop", 0.1),
-        activation=HF_ACTIVATIONS[activation],
-        eps=hf_config.get("layer_norm_epsilon", 1e-5),
-        tie_weights=hf_config.get("tie_word_embeddings", True),
-    )
-
-
-def config_to_hf(c: GPTConfig) -> dict:
-    activation = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[c.activation]
-    return {
-        "model_type": "gpt2",
-        "architectures": ["GPT2LMHeadModel"],
-        "vocab_size": c.vocab_size,
-        "n_positions": c.block_size,
-        "n_layer": c.n_layer,
-        "n_head": c.n_head,
-        "n_embd": c.n_embd,
-        "n_inner": c.d_ff or 4 * c.n_embd,
-        "activation_function": activation,
-        "resid_pdrop": c.dropout,
-        "embd_pdrop": c.dropout,
-        "attn_pdrop": c.attn_dropout,
-        "layer_norm_epsilon": c.eps,
-        "tie_word_embeddings": c.tie_weights,
-    }
+        hf_gpt2.to_hf(self, path)
