@@ -13,11 +13,13 @@ endif
 
 install: $(STAMP)
 
+# torch first, pinned to the tested CPU build (the package accepts torch>=2.4,<3; installed
+# unpinned, pip would fetch a multi-GB CUDA build), then archlab with every extra.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -65,12 +65,17 @@ _SHA256 = {
 }
 _GIT_BLOB = {("pubmed", "allx"): "3b86bccf08111c37c632a9dd8ab63db25ea76361"}
 PLANETOID = ("cora", "citeseer", "pubmed")
+_DESCRIPTION = {
+    "cora": "Cora citation graph (Planetoid), 2,708 papers, 7 classes, public split",
+    "citeseer": "CiteSeer citation graph (Planetoid), 3,327 papers, 6 classes, public split",
+    "pubmed": "PubMed citation graph (Planetoid), 19,717 papers, 3 classes, public split",
+}
 
 for _name in PLANETOID:
     register_dataset(
         Dataset(
             name=_name,
-            description=f"Planetoid {_name} citation graph, public split (Kipf & Welling)",
+            description=_DESCRIPTION[_name],
             files=tuple(
                 DataFile(
                     f"planetoid/ind.{_name}.{part}",
@@ -83,6 +88,15 @@ for _name in PLANETOID:
             licence="MIT (kimiyoung/planetoid)",
         )
     )
+
+KARATE = register_dataset(
+    Dataset(
+        name="karate",
+        description="Zachary's karate club (1977), 34 members, 78 friendships, two factions",
+        files=(),  # shipped inside networkx: nothing to fetch
+        licence="networkx (BSD-3-Clause)",
+    )
+)
 
 
 @dataclass

@@ -49,6 +49,10 @@ as chemprop does; ``scaffold_split`` groups molecules by Bemis-Murcko scaffold a
 puts whole groups, largest first, into train, then validation, then test, as
 DeepChem's ScaffoldSplitter does (which breaks ties by first appearance; here
 groups of equal size come in a seeded random order, so the seed matters).
+
+RDKit and descriptastorus come with the ``chem`` extra (``pip install
+'archlab[chem]'``) and are imported when a molecule is first read, so the datasets
+are registered, and every other family works, without them.
 """
 
 from __future__ import annotations
@@ -64,10 +68,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import rdkit
 import torch
-from rdkit import Chem, rdBase
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 from torch import Tensor
@@ -82,10 +86,22 @@ from archlab.data.files import (
     get_dataset,
     register_dataset,
 )
-from archlab.errors import ConfigError
+from archlab.errors import ConfigError, require
 from archlab.io import atomic_write
 
+if TYPE_CHECKING:
+    from rdkit import Chem
+
 DEEPCHEM_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/"
+
+
+def _chem(module: str = "rdkit.Chem") -> ModuleType:
+    """An RDKit module (the ``chem`` extra); a clear error naming the extra without it."""
+    return require(module, extra="chem", purpose="molecules (SMILES)")
+
+
+def rdkit_version() -> str:
+    return _chem("rdkit").__version__
 
 
 @dataclass(frozen=True)
@@ -201,8 +217,9 @@ class MolGraph:
 
 def parse_smiles(smiles: str) -> Chem.Mol | None:
     """The RDKit molecule, or None if RDKit cannot parse it or it has no atoms (quietly)."""
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles)
+    chem, rd_base = _chem(), _chem("rdkit.rdBase")
+    with rd_base.BlockLogs():
+        mol = chem.MolFromSmiles(smiles)
     return mol if mol is not None and mol.GetNumAtoms() > 0 else None
 
 
@@ -321,9 +338,8 @@ DESCRIPTOR_CLIP = 5.0
 
 def rdkit2d_names() -> list[str]:
     """The names of RDKit's 2-D descriptors, in ``Descriptors.descList`` order."""
-    from rdkit.Chem import Descriptors  # 0.1 s to import, so only here
-
-    return [name for name, _ in Descriptors.descList]
+    descriptors = _chem("rdkit.Chem.Descriptors")  # 0.1 s to import, so only here
+    return [name for name, _ in descriptors.descList]
 
 
 def _finite(values: Iterable[float | None]) -> list[float]:
@@ -333,18 +349,20 @@ def _finite(values: Iterable[float | None]) -> list[float]:
 
 def rdkit2d(mol: Chem.Mol) -> list[float]:
     """RDKit's 2-D descriptors of a molecule (chemprop's ``rdkit_2d``); NaN and +-inf -> 0."""
-    from rdkit.Chem import Descriptors
-
-    with rdBase.BlockLogs():
-        return _finite(func(mol) for _, func in Descriptors.descList)
+    descriptors = _chem("rdkit.Chem.Descriptors")
+    with _chem("rdkit.rdBase").BlockLogs():
+        return _finite(func(mol) for _, func in descriptors.descList)
 
 
 @functools.cache
 def _cdf_generator():
     """descriptastorus' ``RDKit2DNormalized`` (1-2 s to import: scipy.stats)."""
-    from descriptastorus.descriptors.rdNormalizedDescriptors import RDKit2DNormalized
-
-    return RDKit2DNormalized()
+    normalized = require(
+        "descriptastorus.descriptors.rdNormalizedDescriptors",
+        extra="chem",
+        purpose="the rdkit2d_normalized molecule descriptors",
+    )
+    return normalized.RDKit2DNormalized()
 
 
 def rdkit2d_normalized_names() -> list[str]:
@@ -360,7 +378,7 @@ def rdkit2d_normalized(mol: Chem.Mol) -> list[float]:
     the molecule.  chemprop 1 computes it from the SMILES; here from the parsed molecule,
     the same thing for RDKit's ``MolFromSmiles``.
     """
-    with rdBase.BlockLogs():
+    with _chem("rdkit.rdBase").BlockLogs():
         return _finite(_cdf_generator().calculateMol(mol, ""))
 
 
@@ -379,11 +397,11 @@ class DescriptorSet:
 
 
 DESCRIPTOR_SETS = {
-    "rdkit2d": DescriptorSet(rdkit2d_names, rdkit2d, lambda: rdkit.__version__, scaled=True),
+    "rdkit2d": DescriptorSet(rdkit2d_names, rdkit2d, rdkit_version, scaled=True),
     "rdkit2d_normalized": DescriptorSet(
         rdkit2d_normalized_names,
         rdkit2d_normalized,
-        lambda: f"{rdkit.__version__} descriptastorus {_descriptastorus_version()}",
+        lambda: f"{rdkit_version()} descriptastorus {_descriptastorus_version()}",
         scaled=False,  # already in [0, 1]; chemprop's --no_features_scaling
     ),
 }
@@ -459,9 +477,8 @@ def random_split(n: int, seed: int, sizes: Sequence[float] = (0.8, 0.1, 0.1)) ->
 
 def scaffold(smiles: str) -> str:
     """The Bemis-Murcko scaffold SMILES ('' for a molecule without rings)."""
-    from rdkit.Chem.Scaffolds import MurckoScaffold  # imports AllChem: 0.2 s, so only here
-
-    return MurckoScaffold.MurckoScaffoldSmiles(mol=parse_smiles(smiles), includeChirality=False)
+    murcko = _chem("rdkit.Chem.Scaffolds.MurckoScaffold")  # imports AllChem: 0.2 s, so here
+    return murcko.MurckoScaffoldSmiles(mol=parse_smiles(smiles), includeChirality=False)
 
 
 def scaffold_split(smiles: Sequence[str], seed: int, sizes: Sequence[float] = (0.8, 0.1, 0.1)):

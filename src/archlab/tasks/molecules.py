@@ -42,7 +42,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import rdkit
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -62,6 +61,7 @@ from archlab.data.molecules import (
     load_molecules,
     parse_smiles,
     random_split,
+    rdkit_version,
     scaffold_split,
 )
 from archlab.errors import ArchlabError, CheckpointError, ConfigError
@@ -305,6 +305,6 @@ class MoleculeRegressionTask(Task):
         if saved.get("set") != self.data.descriptors or names != self._descriptor_names():
             raise CheckpointError(
                 f"{path.parent} was trained with other molecule descriptors than this RDKit "
-                f"{rdkit.__version__} computes; retrain it"
+                f"{rdkit_version()} computes; retrain it"
             )
         return scaler
