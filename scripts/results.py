@@ -1,42 +1,148 @@
-"""Results as data: record a finished run into results/, and build the README table from them.
+"""Results as data: record a finished run into results/, and build the README table and the book.
 
-    python scripts/results.py record RUN_DIR --name gpt-shakespeare-char \
-        --command "archlab train gpt-shakespeare-char" --reference "val loss 1.88 (nanoGPT)"
-    python scripts/results.py table      # rewrites the table between the README markers
+    python scripts/results.py record RUN_DIR --name gat-cora-pyg --command "archlab train ..." \
+        --reference "83.0 ± 0.7 % (Veličković et al. 2018)" [--recipe gat-cora] [--variant "..."]
+    python scripts/results.py build          # README's table, docs/results.md and docs/img/*.png
+    python scripts/results.py build --check  # fail if either text is stale (no plots drawn)
 
-Every README number therefore comes from a file that names its command, date and machine.
+Each file in results/ is one recorded figure with its command, date and machine, and says
+what it is: ``kind`` is ``recipe`` (the file named like its recipe: the README's row),
+``variant`` (the same recipe with something changed: ``variant`` says what), ``benchmark``
+or ``claim``; ``recipe`` names the recipe it belongs to.  A recipe's own file also holds
+its ``headline``: the task, the metric of the README's row and the published figure.
+
+The README gets one row per recipe (between its results markers); docs/results.md gets
+everything, grouped by recipe, between its generated markers, so the prose around them
+survives a rebuild.  ``table`` is the old name of ``build``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
+RECIPES = ROOT / "src" / "archlab" / "recipes"
 README = ROOT / "README.md"
+BOOK = ROOT / "docs" / "results.md"
+IMG = ROOT / "docs" / "img"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+BLOCK = re.compile(r"<!-- generated:(?P<name>[a-z-]+) -->\n.*?<!-- generated:end -->", re.S)
+KINDS = ("recipe", "variant", "benchmark", "claim")
+
+# The README's and the book's order: families of recipes, each with the plot drawn for it.
+FAMILIES = (
+    ("Text generation and translation", ("gpt-shakespeare-char", "gpt-shakespeare-char-small",
+                                         "transformer-multi30k"), None),
+    ("Sentence classification (MR)", ("cnn-mr", "lstm-mr", "transformer-mr", "bert-mr"), "mr"),
+    ("Node classification", ("gcn-cora", "gcn-citeseer", "gcn-pubmed", "gat-cora",
+                             "gat-citeseer", "gat-pubmed", "gcn-karate"), "gat-seeds"),
+    ("Molecule property regression", ("gnn-esol", "gnn-freesolv", "gnn-lipo"), "molecules"),
+    ("Image classification (MNIST)", ("cnn-mnist", "capsnet-mnist"), None),
+    ("Image generation (MNIST)", ("dcgan-mnist", "cgan-mnist", "sagan-mnist"), "gans"),
+)  # fmt: skip
+
+# Recipes that have no recorded run yet, and why.
+NOT_RUN = {
+    "gpt-shakespeare-char-small": {
+        "task": "character LM, tiny Shakespeare",
+        "metric": "val loss",
+        "reference": "1.47 — nanoGPT's GPU config (config/train_shakespeare_char.py)",
+        "why": "not run yet: 82 M training tokens (bf16 speed here: 3,000 tok/s)",
+    },
+    "gcn-pubmed": {
+        "task": "PubMed, Planetoid public split",
+        "metric": "test accuracy",
+        "reference": "79.0 % — Kipf & Welling (2017), table 2",
+        "why": "not run yet: ind.pubmed.allx is missing from the data root here",
+    },
+    "gat-pubmed": {
+        "task": "PubMed, Planetoid public split",
+        "metric": "test accuracy",
+        "reference": "79.0 ± 0.3 % — Veličković et al. (2018), table 2",
+        "why": "not run yet: ind.pubmed.allx is missing from the data root here",
+    },
+}
+
+# How each metric reads: scale, decimals, unit, and which way is better.
+METRICS = {
+    "accuracy": (100.0, 2, " %", "higher"),
+    "bleu": (1.0, 2, "", "higher"),
+    "rmse": (1.0, 3, "", "lower"),
+    "mae": (1.0, 3, "", "lower"),
+    "fid": (1.0, 1, "", "lower"),
+}
+DEFAULT_METRIC = (1.0, 3, "", "lower")
+REPEATS = {"trainer.seed": "seeds", "data.fold": "folds", "data.split_seed": "splits"}
 
 
-def record(args: argparse.Namespace) -> None:
-    from archlab.bench import machine
+# ---------------------------------------------------------------- the results files
 
-    run_dir = Path(args.run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
-    entry = {
-        "name": args.name,
-        "command": args.command,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "reference": args.reference,
-        "results": results,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(entry, indent=2) + "\n")
-    print(f"wrote results/{args.name}.json")
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+def recipe_summary(name: str) -> str:
+    """The recipe's first comment line (what `archlab list recipes` prints)."""
+    for line in (RECIPES / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def _owner(name: str, recipes: list[str]) -> str | None:
+    """The longest recipe name that ``name`` starts with."""
+    matches = [r for r in recipes if name == r or name.startswith(r + "-")]
+    return max(matches, key=len) if matches else None
+
+
+def load_entries() -> list[dict]:
+    """Every results file, with ``name``, ``kind`` and ``recipe`` filled in where missing."""
+    recipes = recipe_names()
+    entries = []
+    for path in sorted(RESULTS.glob("*.json")):
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        entry.setdefault("name", path.stem)
+        if "kind" not in entry:
+            if "results" in entry:
+                owner = _owner(entry["name"], recipes)
+                entry.setdefault("recipe", owner)
+                entry["kind"] = "recipe" if owner == entry["name"] else "variant"
+            else:
+                entry["kind"] = "claim" if entry["name"].startswith("claim") else "benchmark"
+        if entry["kind"] not in KINDS:
+            sys.exit(f"results/{path.name}: kind must be one of {', '.join(KINDS)}")
+        if entry["kind"] in ("recipe", "variant") and entry.get("recipe") not in recipes:
+            sys.exit(f"results/{path.name}: 'recipe' must name a recipe, not {entry.get('recipe')}")
+        if entry["kind"] == "recipe" and entry["name"] != entry["recipe"]:
+            sys.exit(f"results/{path.name}: a recipe's own result is named like the recipe")
+        entries.append(entry)
+    return entries
+
+
+def ordered_recipes() -> list[tuple[str, list[str], str | None]]:
+    """FAMILIES, restricted to the recipes that exist, plus any others at the end."""
+    existing = set(recipe_names())
+    families, listed = [], set()
+    for title, names, plot in FAMILIES:
+        names = [n for n in names if n in existing]
+        listed.update(names)
+        if names:
+            families.append((title, names, plot))
+    rest = sorted(existing - listed)
+    if rest:
+        families.append(("Other recipes", rest, None))
+    return families
+
+
+# ---------------------------------------------------------------- numbers as text
 
 
 def _fmt(value: float) -> str:
@@ -44,6 +150,7 @@ def _fmt(value: float) -> str:
 
 
 def _metrics(results: dict) -> str:
+    """Every metric of a results.json, e.g. 'val loss 1.1115 ± 0.1270, ...'."""
     parts = []
     for split in ("val", "test", "affine"):
         metrics = results.get(split, {})
@@ -61,58 +168,575 @@ def _metrics(results: dict) -> str:
     return ", ".join(parts)
 
 
-def render() -> str:
+def _number(metric: str, value: float) -> str:
+    scale, digits, _, _ = METRICS.get(metric, DEFAULT_METRIC)
+    return f"{value * scale:.{digits}f}"
+
+
+def metric_value(results: dict, split: str, metric: str) -> str:
+    """'83.68 ± 0.44 %' (or '—' when the run did not measure it)."""
+    values = results.get(split, {})
+    if metric not in values:
+        return "—"
+    unit = METRICS.get(metric, DEFAULT_METRIC)[2]
+    text = _number(metric, values[metric])
+    if metric + "_std" in values:
+        text += f" ± {_number(metric, values[metric + '_std'])}"
+    return text + unit
+
+
+def runs_label(results: dict) -> str:
+    runs = results.get("train", {}).get("runs", 1)
+    if runs == 1:
+        return "1 run"
+    key = results.get("repeats", {}).get("key", "")
+    return f"{runs} {REPEATS.get(key, 'runs')}"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1:
+        return "< 1 s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def train_time(results: dict) -> str:
+    seconds = results.get("train", {}).get("seconds")
+    return "—" if seconds is None else duration(seconds)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def where(entry: dict) -> str:
+    m = entry["machine"]
+    threads = f", {_plural(m['threads'], 'thread')}" if "threads" in m else ""
+    python = f", Python {m['python']}" if "python" in m else ""
+    return f"{entry['date']}, {m['cpu']} ({m['cores']} cores{threads}), torch {m['torch']}{python}"
+
+
+def headline(entry: dict) -> dict:
+    """The recipe's headline: its own if recorded, else the first main metric it has."""
+    if "headline" in entry:
+        return entry["headline"]
+    results = entry.get("results", {})
+    for split in ("test", "val"):
+        for metric in ("accuracy", "bleu", "rmse", "fid", "loss"):
+            if metric in results.get(split, {}):
+                return {"task": "", "split": split, "metric": metric, "published": {}}
+    return {"task": "", "split": "val", "metric": "loss", "published": {}}
+
+
+def published_text(metric: str, published: dict) -> str:
+    if published.get("value") is None:
+        return published.get("source", "")
+    unit = METRICS.get(metric, DEFAULT_METRIC)[2]
+    bound = {">=": "≥ ", "<=": "≤ "}.get(published.get("bound", ""), "")
+    std = f" ± {published['std']}" if published.get("std") is not None else ""
+    return f"{bound}{published['value']}{std}{unit} — {published.get('source', '')}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+# ---------------------------------------------------------------- the README's table
+
+
+def render_readme_table(entries: list[dict]) -> str:
+    own = {e["recipe"]: e for e in entries if e["kind"] == "recipe"}
     rows = [
-        "| result | figure | reference | command | date, machine |",
-        "|---|---|---|---|---|",
+        "| recipe | task | metric | archlab | reference | CPU time |",
+        "|---|---|---|---|---|---|",
     ]
-    for path in sorted(RESULTS.glob("*.json")):
-        entry = json.loads(path.read_text())
-        m = entry["machine"]
-        where = f"{entry['date']}, {m['cores']}-core {m['cpu']}, torch {m['torch']}"
-        if "results" in entry and "command" in entry:
-            figure = _metrics(entry["results"])
-            if "wall_seconds" in entry:
-                figure += f", {entry['wall_seconds']:.0f} s wall in all"
-            rows.append(
-                f"| {entry['name']} | {figure} | {entry.get('reference', '')} | "
-                f"`{entry['command']}` | {where} |"
-            )
-        for name, bench in entry.get("benchmarks", {}).items():
-            label = name if name.startswith("claim") else f"bench {name}"
-            rows.append(
-                f"| {label} | {bench['summary']} | {bench['reference']} | "
-                f"`{entry['command']}` | {where} |"
-            )
+    for _, names, _ in ordered_recipes():
+        for name in names:
+            link = f"[{name}](docs/results.md#{name})"
+            if name in own:
+                entry = own[name]
+                head = headline(entry)
+                results = entry["results"]
+                figure = metric_value(results, head["split"], head["metric"])
+                cells = [
+                    link,
+                    head.get("task", ""),
+                    f"{head['split']} {_metric_name(head['metric'])}",
+                    f"{figure} ({runs_label(results)})",
+                    published_text(head["metric"], head.get("published", {})),
+                    train_time(results),
+                ]
+            else:
+                todo = NOT_RUN.get(name, {})
+                cells = [
+                    link,
+                    todo.get("task", recipe_summary(name)),
+                    todo.get("metric", "—"),
+                    todo.get("why", "not recorded yet"),
+                    todo.get("reference", ""),
+                    "—",
+                ]
+            rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(rows)
 
 
-def table(args: argparse.Namespace) -> None:
-    text = README.read_text()
+# ---------------------------------------------------------------- the book
+
+
+def _metric_name(metric: str) -> str:
+    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae") else metric
+
+
+def _entry_details(entry: dict) -> list[str]:
+    lines = [f"- **{entry['name']}** — `{entry['command']}`  "]
+    lines.append(f"  {where(entry)}.  ")
+    if "results" in entry:
+        lines.append(f"  All metrics: {_metrics(entry['results'])}.  ")
+        repeats = entry["results"].get("repeats")
+        if repeats:
+            values = repeats["values"]
+            span = (
+                f"{values[0]}-{values[-1]}"
+                if values == list(range(values[0], values[0] + len(values)))
+                else ", ".join(map(str, values))
+            )
+            lines.append(f"  Runs over {repeats['key']} {span}.  ")
+    if "wall_seconds" in entry:
+        lines.append(f"  Wall time of the whole command: {entry['wall_seconds']:.0f} s.  ")
+    if entry.get("reference"):
+        lines.append(f"  Reference and notes: {entry['reference']}.  ")
+    if entry.get("note"):
+        lines.append(f"  Note: {entry['note']}.  ")
+    lines[-1] = lines[-1].rstrip()
+    return lines
+
+
+def render_recipe_section(name: str, entries: list[dict]) -> list[str]:
+    mine = [e for e in entries if e.get("recipe") == name and e["kind"] in ("recipe", "variant")]
+    mine.sort(key=lambda e: (e["kind"] != "recipe", "scaffold" in e["name"], e["name"]))
+    out = [f"### {name}", ""]
+    summary = recipe_summary(name)
+    out.append(
+        f"{summary}{'' if summary.endswith('.') else '.'} Settings and how they were chosen: "
+        f"[recipes.md](recipes.md#{name}); the file: "
+        f"[{name}.yaml](../src/archlab/recipes/{name}.yaml)."
+    )
+    out.append("")
+    related = [
+        e for e in entries if e.get("recipe") == name and e["kind"] in ("benchmark", "claim")
+    ]
+    for e in related:
+        for bench in e.get("benchmarks", {}):
+            label = bench if e["kind"] == "claim" else f"bench {bench}"
+            anchor = label.replace(" ", "-")
+            out += [f"Measured with this recipe: [{label}](#{anchor}).", ""]
+    if not mine:
+        out.append(f"*{NOT_RUN.get(name, {}).get('why', 'not recorded yet')}.*")
+        out.append("")
+        return out
+    head = headline(next((e for e in mine if e["kind"] == "recipe"), mine[0]))
+    metric = head["metric"]
+    splits = [s for s in ("test", "val") if any(metric in e["results"].get(s, {}) for e in mine)]
+    header = ["result", "what differs"]
+    header += [f"{s} {_metric_name(metric)}" for s in splits] + ["runs", "time"]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "---|" * len(header))
+    for e in mine:
+        label = f"**{e['name']}**" if e["kind"] == "recipe" else e["name"]
+        differs = "the recipe" if e["kind"] == "recipe" else e.get("variant", "")
+        cells = [label, differs]
+        cells += [metric_value(e["results"], s, metric) for s in splits]
+        cells += [runs_label(e["results"]), train_time(e["results"])]
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    published = head.get("published", {})
+    if published.get("source"):
+        out += ["", f"Reference: {published_text(metric, published)}."]
+    out.append("")
+    for e in mine:
+        out += _entry_details(e)
+    out.append("")
+    return out
+
+
+def render_overview(entries: list[dict]) -> str:
+    n = {k: sum(e["kind"] == k for e in entries) for k in KINDS}
+    return "\n".join(
+        [
+            f"{_plural(n['recipe'], 'recipe')} recorded, {_plural(n['variant'], 'variant')}, "
+            f"{_plural(n['benchmark'], 'benchmark')}, {_plural(n['claim'], 'claim')} "
+            f"(`results/*.json`, {len(entries)} files).",
+            "",
+            "![archlab's figure against the published one, recipe by recipe](img/recipes.png)",
+            "",
+            "Each panel: archlab's mean ± std over its runs (dots: the runs) against the "
+            "published figure ± its std (a dashed line where the reference is a target); "
+            "↑: higher is better, ↓: lower is better.",
+        ]
+    )
+
+
+def render_recipes(entries: list[dict]) -> str:
+    out: list[str] = []
+    for title, names, plot in ordered_recipes():
+        out += [f"## {title}", ""]
+        if plot:
+            out += [f"![{title}](img/{plot}.png)", ""]
+        for name in names:
+            out += render_recipe_section(name, entries)
+    return "\n".join(out).rstrip()
+
+
+def _bench_table(bench: dict) -> list[str]:
+    cases = bench.get("cases")
+    if not cases:
+        return []
+    refs = [k for k in next(iter(cases.values()))["ms"] if k != "archlab"]
+    ref = refs[0] if refs else "reference"
+    out = [
+        f"| case | archlab ms | {ref} ms | time ratio | archlab MB | {ref} MB | memory ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case, c in cases.items():
+        out.append(
+            f"| {case} | {c['ms']['archlab']:.1f} | {c['ms'][ref]:.1f} | {c['time_ratio']:.2f} | "
+            f"{c['peak_mb']['archlab']:.1f} | {c['peak_mb'][ref]:.1f} | "
+            f"{c['memory_ratio']:.2f} |"
+        )
+    return [*out, ""]
+
+
+def _benchmark_items(entries: list[dict], kind: str) -> str:
+    out: list[str] = []
+    for e in entries:
+        if e["kind"] != kind:
+            continue
+        for name, bench in e.get("benchmarks", {}).items():
+            label = name if name.startswith("claim") or kind == "claim" else f"bench {name}"
+            out += [f"### {label}", ""]
+            out += [f"{bench['summary']}.", ""]
+            out += _bench_table(bench)
+            out += [f"- Reference: {bench['reference']}.  "]
+            if e.get("recipe"):
+                out += [f"- Recipe: [{e['recipe']}](#{e['recipe']}).  "]
+            out += [f"- Command: `{e['command']}`  ", f"- {where(e)}.", ""]
+    return "\n".join(out).rstrip()
+
+
+def render_book_blocks(entries: list[dict]) -> dict[str, str]:
+    return {
+        "overview": render_overview(entries),
+        "recipes": render_recipes(entries),
+        "claims": _benchmark_items(entries, "claim"),
+        "benchmarks": _benchmark_items(entries, "benchmark"),
+    }
+
+
+def fill(text: str, blocks: dict[str, str], where: str) -> str:
+    found = set()
+
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in blocks:
+            sys.exit(f"{where}: unknown generated block {name!r}")
+        found.add(name)
+        return f"<!-- generated:{name} -->\n{blocks[name]}\n<!-- generated:end -->"
+
+    new = BLOCK.sub(replace, text)
+    missing = set(blocks) - found
+    if missing:
+        sys.exit(f"{where} lacks the generated blocks {', '.join(sorted(missing))}")
+    return new
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "font.size": 8,
+            "axes.titlesize": 8,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "svg.hashsalt": "archlab",
+        }
+    )
+    return plt
+
+
+def _save(fig, name: str) -> None:
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig.savefig(IMG / f"{name}.png", dpi=100, metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _runs(results: dict, split: str, metric: str) -> list[float]:
+    values = results.get(split, {})
+    if metric + "_runs" in values:
+        return list(values[metric + "_runs"])
+    return [values[metric]] if metric in values else []
+
+
+def _row(label: str, results: dict, split: str, metric: str) -> tuple:
+    """A strip-chart row: the runs, and the mean and std as recorded."""
+    values = results.get(split, {})
+    return label, _runs(results, split, metric), values.get(metric), values.get(metric + "_std")
+
+
+def _strip(ax, rows, metric, published=None, jitter_seed=0):
+    """Horizontal strip chart: per row, the runs as dots and the mean ± std as a bar."""
+    import numpy as np
+
+    scale = METRICS.get(metric, DEFAULT_METRIC)[0]
+    rng = np.random.default_rng(jitter_seed)
+    for i, (_, runs, mean, std) in enumerate(rows):
+        y = len(rows) - 1 - i
+        x = np.asarray(runs, dtype=float) * scale
+        if len(x) > 1:
+            ax.scatter(x, y + rng.uniform(-0.18, 0.18, len(x)), s=6, color="#7a9cc6", lw=0)
+        if mean is not None:
+            ax.errorbar(mean * scale, y, xerr=(std or 0) * scale, fmt="o", color="#1f4e8c",
+                        ms=4, capsize=3)  # fmt: skip
+    ax.set_yticks(range(len(rows)), [row[0] for row in reversed(rows)])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    if published and published.get("value") is not None:
+        v, s = published["value"], published.get("std")
+        if s:
+            ax.axvspan(v - s, v + s, color="#f2c57c", alpha=0.35, lw=0)
+        ax.axvline(v, color="#c0392b", lw=1, ls="--" if published.get("bound") else "-")
+        for other in published.get("also", []):
+            ax.axvline(other["value"], color="#6c3483", lw=1, ls=":")
+    ax.grid(axis="x", color="#dddddd", lw=0.5)
+    ax.set_axisbelow(True)
+
+
+def plot_recipes(plt, entries):
+    order = [n for _, names, _ in ordered_recipes() for n in names]
+    own = [e for e in entries if e["kind"] == "recipe"]
+    own.sort(key=lambda e: order.index(e["name"]))
+    own = [e for e in own if headline(e).get("published", {}).get("value") is not None]
+    ncols = 4
+    nrows = math.ceil(len(own) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(10, 1.75 * nrows + 0.2), squeeze=False)
+    for ax, e in zip(axes.flat, own, strict=False):
+        head = headline(e)
+        metric, published = head["metric"], head["published"]
+        _, _, unit, better = METRICS.get(metric, DEFAULT_METRIC)
+        _strip(ax, [_row("archlab", e["results"], head["split"], metric)], metric)
+        labels = ["archlab"]
+        if published.get("bound"):
+            ax.axvline(published["value"], color="#c0392b", lw=1, ls="--")
+            ax.text(published["value"], 0.35, " target", color="#c0392b", fontsize=7)
+        else:
+            labels.append("published")
+            ax.errorbar(published["value"], -1, xerr=published.get("std") or 0, fmt="D",
+                        color="#c0392b", ms=4, capsize=3)  # fmt: skip
+        for other in published.get("also", []):
+            labels.append(other["label"])
+            ax.errorbar(other["value"], 1 - len(labels), xerr=other.get("std") or 0, fmt="s",
+                        color="#6c3483", ms=3, capsize=3)  # fmt: skip
+        ax.set_yticks([-i for i in range(len(labels))], labels)
+        ax.set_ylim(0.5 - len(labels), 0.6)
+        arrow = "↑" if better == "higher" else "↓"
+        ax.set_title(f"{e['name']}\n{head['split']} {_metric_name(metric)}{unit} ({arrow} better)")
+        ax.margins(x=0.25)
+    for ax in list(axes.flat)[len(own) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, "recipes")
+
+
+def plot_mr(plt, entries):
+    names = ("cnn-mr", "lstm-mr", "transformer-mr", "bert-mr")
+    own = {e["name"]: e for e in entries if e["kind"] == "recipe" and e["name"] in names}
+    rows = [_row(n, own[n]["results"], "test", "accuracy") for n in names if n in own]
+    fig, ax = plt.subplots(figsize=(7, 2.2))
+    _strip(ax, rows, "accuracy", headline(own["cnn-mr"]).get("published"))
+    ax.set_xlabel("test accuracy (%) per fold of 10; red: Kim (2014) CNN-rand, 76.1 %")
+    fig.tight_layout()
+    _save(fig, "mr")
+
+
+def plot_gat_seeds(plt, entries):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 2.4), width_ratios=(1, 1))
+    for ax, recipe in zip(axes, ("gat-cora", "gat-citeseer"), strict=True):
+        chosen = [
+            e
+            for e in entries
+            if e.get("recipe") == recipe and e["results"]["train"].get("runs", 1) >= 100
+        ]
+        chosen.sort(key=lambda e: (not e["variant"].startswith("the recipe"), e["name"]))
+        rows = [
+            _row(e["variant"].split(", 100 seeds")[0], e["results"], "test", "accuracy")
+            for e in chosen
+        ]
+        own = next(e for e in entries if e["name"] == recipe)
+        _strip(ax, rows, "accuracy", headline(own).get("published"))
+        ax.set_title(f"{recipe}: test accuracy (%) of 100 seeds, one dot each", loc="left")
+        ax.set_xlabel("red line and band: the paper's mean ± std over 100 runs")
+    fig.tight_layout()
+    _save(fig, "gat-seeds")
+
+
+def plot_molecules(plt, entries):
+    recipes = ("gnn-esol", "gnn-freesolv", "gnn-lipo")
+    groups = []
+    for recipe in recipes:
+        mine = [e for e in entries if e.get("recipe") == recipe and "results" in e]
+        mine.sort(key=lambda e: (e["kind"] != "recipe", "scaffold" in e["name"], e["name"]))
+        groups.append((recipe, mine))
+    heights = [len(m) + 1 for _, m in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 0.28 * sum(heights) + 0.8),
+                             height_ratios=heights)  # fmt: skip
+    for ax, (recipe, mine) in zip(axes, groups, strict=True):
+        rows = [_row(e["name"], e["results"], "test", "rmse") for e in mine]
+        own = next(e for e in mine if e["kind"] == "recipe")
+        _strip(ax, rows, "rmse", headline(own).get("published"))
+        ax.set_title(f"{recipe}: test RMSE per run (lower is better)", loc="left")
+    axes[-1].set_xlabel(
+        "red line and band: MoleculeNet's mean ± std; purple dotted: chemprop's D-MPNN mean"
+    )
+    fig.tight_layout()
+    _save(fig, "molecules")
+
+
+def plot_gans(plt, entries):
+    names = ("dcgan-mnist", "cgan-mnist", "sagan-mnist", "sagan-noattn-mnist")
+    by_name = {e["name"]: e for e in entries}
+    rows = [_row(n, by_name[n]["results"], "test", "fid") for n in names if n in by_name]
+    fig, ax = plt.subplots(figsize=(7, 1.9))
+    _strip(ax, rows, "fid")
+    ax.set_xlabel("test FID on cnn-mnist's features, one dot per seed (lower is better)")
+    fig.tight_layout()
+    _save(fig, "gans")
+
+
+def plot_benchmarks(plt, entries):
+    speed, memory = [], []
+    for e in entries:
+        for bench in e.get("benchmarks", {}).values():
+            for case, c in bench.get("cases", {}).items():
+                speed.append((f"{case} (vs PyG)", 1 / c["time_ratio"]))
+                memory.append((f"{case} (vs PyG)", c["memory_ratio"]))
+            if "train_ratio" in bench:
+                speed.append(("gpt training (vs HF)", bench["train_ratio"]))
+                speed.append(("gpt training, bf16 (vs HF)", bench["train_ratio_bf16"]))
+                speed.append(("gpt generation (vs HF)", bench["generate_ratio"]))
+    if not speed:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * len(speed) + 0.9))
+    for ax, rows, title in (
+        (axes[0], speed, "speed: reference time / archlab time (log scale; > 1: archlab faster)"),
+        (axes[1], memory, "peak memory: archlab / reference (< 1: archlab smaller)"),
+    ):
+        labels = [label for label, _ in rows][::-1]
+        values = [v for _, v in rows][::-1]
+        ax.barh(range(len(rows)), values, color="#7a9cc6")
+        ax.set_yticks(range(len(rows)), labels)
+        ax.axvline(1, color="#c0392b", lw=1)
+        for y, v in enumerate(values):
+            ax.text(v, y, f" {v:.2f}x", va="center", fontsize=7)
+        ax.set_title(title, loc="left")
+        ax.margins(x=0.15)
+    axes[0].set_xscale("log")
+    axes[0].set_xticks([0.5, 1, 2, 5, 10, 20], ["0.5", "1", "2", "5", "10", "20"])
+    axes[0].set_xticks([], minor=True)
+    fig.tight_layout()
+    _save(fig, "benchmarks")
+
+
+def draw_plots(entries: list[dict]) -> None:
+    plt = _pyplot()
+    for plot in (plot_recipes, plot_mr, plot_gat_seeds, plot_molecules, plot_gans, plot_benchmarks):
+        plot(plt, entries)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def build_texts(entries: list[dict]) -> dict[Path, str]:
+    """The README and the book as they should read, from the results files."""
+    text = README.read_text(encoding="utf-8")
     if START not in text or END not in text:
         sys.exit(f"README.md lacks the markers {START} and {END}")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render()}\n{END}{tail}"
+    readme = f"{head}{START}\n{render_readme_table(entries)}\n{END}{tail}"
+    book = fill(BOOK.read_text(encoding="utf-8"), render_book_blocks(entries), "docs/results.md")
+    return {README: readme, BOOK: book}
+
+
+def build(args: argparse.Namespace) -> None:
+    entries = load_entries()
+    texts = build_texts(entries)
     if args.check:
-        if new != text:
-            sys.exit("README.md's results table is stale: run `python scripts/results.py table`")
+        stale = [p.relative_to(ROOT) for p, t in texts.items() if p.read_text("utf-8") != t]
+        if stale:
+            names = " and ".join(str(p) for p in stale)
+            sys.exit(f"{names} disagree with results/: run `python scripts/results.py build`")
         return
-    README.write_text(new)
+    for path, text in texts.items():
+        path.write_text(text, encoding="utf-8")
+    if not args.no_plots:
+        draw_plots(entries)
+
+
+def record(args: argparse.Namespace) -> None:
+    from archlab.bench import machine
+
+    run_dir = Path(args.run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    entry = {
+        "name": args.name,
+        "command": args.command,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "reference": args.reference,
+        "results": results,
+    }
+    path = RESULTS / f"{args.name}.json"
+    if path.exists():  # a re-recorded figure keeps what the file says it is
+        old = json.loads(path.read_text())
+        for key in ("recipe", "kind", "variant", "headline"):
+            if key in old:
+                entry[key] = old[key]
+    recipe = args.recipe or entry.get("recipe") or _owner(args.name, recipe_names())
+    if recipe:
+        entry["recipe"] = recipe
+        entry.setdefault("kind", "recipe" if recipe == args.name else "variant")
+    if args.variant:
+        entry["variant"] = args.variant
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(entry, indent=2) + "\n")
+    print(f"wrote results/{args.name}.json; now run `python scripts/results.py build`")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("record")
+    p = sub.add_parser("record", help="write a finished run's results.json into results/")
     p.add_argument("run_dir")
     p.add_argument("--name", required=True)
     p.add_argument("--command", required=True)
     p.add_argument("--reference", default="")
+    p.add_argument("--recipe", help="the recipe it belongs to (default: from --name)")
+    p.add_argument("--variant", help="what differs from the recipe, in a few words")
     p.set_defaults(func=record)
-    p = sub.add_parser("table")
-    p.add_argument("--check", action="store_true", help="fail if the README is out of date")
-    p.set_defaults(func=table)
+    for name in ("build", "table"):
+        p = sub.add_parser(name, help="rewrite the README's table, docs/results.md and plots")
+        p.add_argument("--check", action="store_true", help="fail if a text is out of date")
+        p.add_argument("--no-plots", action="store_true", help="rewrite the texts only")
+        p.set_defaults(func=build)
     args = parser.parse_args()
     args.func(args)
 

@@ -1,22 +1,78 @@
-"""The README's results table is built from results/*.json and must match them."""
+"""The README's results table and the results book are built from results/*.json and must
+match them; the recipes open with a short header and keep their history in docs/recipes.md."""
 
+import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted((ROOT / "src/archlab/recipes").glob("*.yaml"))
 
 
-def test_readme_results_table_matches_the_results_files() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/results.py"), "table", "--check"],
+def check(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(root / "scripts/results.py"), "build", "--check"],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def results_table() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("<!-- results:start -->", 1)[1].split("<!-- results:end -->", 1)[0]
+    return [line for line in table.strip().splitlines()[2:] if line.startswith("|")]
+
+
+def test_readme_and_book_match_the_results_files() -> None:
+    proc = check(ROOT)
     assert proc.returncode == 0, proc.stderr
 
 
+def test_a_changed_results_file_makes_the_check_fail(tmp_path: Path) -> None:
+    for part in ("scripts", "results", "docs", "src/archlab/recipes"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("*.png"))
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    assert check(tmp_path).returncode == 0
+    path = tmp_path / "results/gat-cora.json"
+    entry = json.loads(path.read_text(encoding="utf-8"))
+    entry["results"]["test"]["accuracy"] += 0.01
+    path.write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
+    proc = check(tmp_path)
+    assert proc.returncode != 0
+    assert "README.md and docs/results.md" in proc.stderr
+
+
 def test_readme_names_the_two_set_up_commands() -> None:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "make demo" in text and "make test" in text
+
+
+def test_readme_has_one_short_results_row_per_recipe() -> None:
+    rows = results_table()
+    named = [re.match(r"\| \[([\w-]+)\]", row).group(1) for row in rows]
+    assert len(named) == len(set(named)) and sorted(named) == sorted(p.stem for p in RECIPES)
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+        assert len(cells) == 6, row
+        assert max(len(cell) for cell in cells) <= 120, row
+
+
+def test_pictures_named_in_the_docs_exist() -> None:
+    for doc in (ROOT / "README.md", ROOT / "docs/results.md"):
+        for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc.read_text(encoding="utf-8")):
+            assert (doc.parent / target).is_file(), f"{doc.name} shows {target}, which is missing"
+
+
+def test_recipes_open_with_a_short_header_and_have_a_history_section() -> None:
+    history = (ROOT / "docs/recipes.md").read_text(encoding="utf-8")
+    for path in RECIPES:
+        head = path.read_text(encoding="utf-8").split("\ntask:", 1)[0].splitlines()
+        assert all(line.startswith("#") for line in head), path.name
+        assert 1 <= len(head) <= 5, f"{path.name}: a header of at most five lines"
+        first = head[0].lstrip("# ")
+        assert len(first) <= 90 and first.endswith("."), f"{path.name}: {first!r}"
+        assert f"\n### {path.stem}\n" in history, f"docs/recipes.md lacks ### {path.stem}"
