@@ -16,6 +16,11 @@ def ids(vocab: int, *shape: int) -> torch.Tensor:
     return torch.randint(0, vocab, shape)
 
 
+def seq() -> torch.Tensor:
+    """Real-valued sequence inputs (batch, time, 2)."""
+    return torch.randn(2, 9, 2)
+
+
 EDGES = torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 0]])
 
 # name -> (small config overrides, a function making one input batch)
@@ -96,6 +101,13 @@ TINY = {
         # forward returns the digit capsules, so the decoder (used by the loss) is left out
         dict(conv1_channels=8, primary_caps=2, primary_dim=4, digit_dim=4, reconstruction_scale=0),
         lambda: (torch.rand(2, 1, 28, 28),),
+    ),
+    "tcn": (dict(in_dim=2, channels=[4, 6], kernel_size=3, out_dim=3), lambda: (seq(),)),
+    "seq_lstm": (dict(in_dim=2, hidden_size=6, out_dim=3), lambda: (seq(),)),
+    "seq_gru": (dict(in_dim=2, hidden_size=6, n_layer=2, out_dim=3), lambda: (seq(),)),
+    "seq_transformer": (
+        dict(in_dim=2, n_embd=8, n_head=2, n_layer=1, max_len=16, out_dim=3),
+        lambda: (seq(),),
     ),
     "transformer": (
         dict(

@@ -6,9 +6,10 @@ from archlab.models.cnn import ImageCNN, ImageCNNConfig, TextCNN, TextCNNConfig
 from archlab.models.gan import DCGAN, GANConfig
 from archlab.models.gat import GAT, GATConfig
 from archlab.models.gcn import GCN, GCNConfig
-from archlab.models.gpt import GPT, GPTConfig
+from archlab.models.gpt import GPT, CausalTransformer, CausalTransformerConfig, GPTConfig
 from archlab.models.mpnn import DMPNN, DMPNNEnsemble, MPNNConfig, MPNNEnsembleConfig
-from archlab.models.rnn import RNNClassifier, RNNConfig
+from archlab.models.rnn import RNNClassifier, RNNConfig, RNNSequenceConfig, RNNSequenceModel
+from archlab.models.tcn import TCN, TCNConfig
 from archlab.models.transformer import (
     Transformer,
     TransformerClassifier,
@@ -21,6 +22,8 @@ __all__ = [
     "BERTClassifier",
     "BERTConfig",
     "CapsNet",
+    "CausalTransformer",
+    "CausalTransformerConfig",
     "CapsNetConfig",
     "DCGAN",
     "DMPNN",
@@ -38,6 +41,10 @@ __all__ = [
     "MPNNEnsembleConfig",
     "RNNClassifier",
     "RNNConfig",
+    "RNNSequenceConfig",
+    "RNNSequenceModel",
+    "TCN",
+    "TCNConfig",
     "TextCNN",
     "TextCNNConfig",
     "Transformer",

@@ -32,6 +32,7 @@ from archlab.nn.attention import KVCache
 from archlab.nn.checks import check_token_ids
 from archlab.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding
 from archlab.nn.sampling import check_sampling, sample_next_token
+from archlab.nn.sequence import SequenceInput
 from archlab.nn.transformer import EncoderBlock
 from archlab.registry import register_model
 
@@ -63,6 +64,37 @@ class GPTConfig:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
 
+def causal_blocks(c: GPTConfig | CausalTransformerConfig, rotary=None) -> nn.ModuleList:
+    """GPT-2's n_layer pre-norm blocks (causal when called with ``is_causal=True``)."""
+    return nn.ModuleList(
+        EncoderBlock(
+            c.n_embd,
+            c.n_head,
+            c.d_ff or 4 * c.n_embd,
+            dropout=c.dropout,
+            attn_dropout=c.attn_dropout,
+            activation=c.activation,
+            norm_first=True,
+            eps=c.eps,
+            bias=c.bias,
+            rotary=rotary,
+        )
+        for _ in range(c.n_layer)
+    )
+
+
+def init_like_gpt2(model: nn.Module, n_layer: int) -> None:
+    """N(0, 0.02) weights, zero biases; residual projections N(0, 0.02 / sqrt(2 n_layer))."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    for name, p in model.named_parameters():
+        if name.endswith(("W_o.weight", "W_2.weight")):
+            nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+
 @register_model("gpt", GPTConfig)
 class GPT(nn.Module):
     """GPT: decoder-only causal Transformer language model (GPT-2 layout)."""
@@ -80,37 +112,12 @@ class GPT(nn.Module):
             RotaryEmbedding(c.n_embd // c.n_head, c.block_size) if c.position == "rotary" else None
         )
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(
-            EncoderBlock(
-                c.n_embd,
-                c.n_head,
-                c.d_ff or 4 * c.n_embd,
-                dropout=c.dropout,
-                attn_dropout=c.attn_dropout,
-                activation=c.activation,
-                norm_first=True,
-                eps=c.eps,
-                bias=c.bias,
-                rotary=rotary,
-            )
-            for _ in range(c.n_layer)
-        )
+        self.blocks = causal_blocks(c, rotary)
         self.ln_f = nn.LayerNorm(c.n_embd, eps=c.eps, bias=c.bias)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_weights:
             self.lm_head.weight = self.wte.weight
-        self.apply(self._init_weights)
-        # GPT-2: scale the residual projections by 1/sqrt(2 n_layer) at initialisation
-        for name, p in self.named_parameters():
-            if name.endswith(("W_o.weight", "W_2.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        init_like_gpt2(self, c.n_layer)
 
     def _check_ids(self, idx: Tensor, offset: int) -> None:
         check_token_ids("token ids", idx, self.config.vocab_size)
@@ -189,3 +196,74 @@ class GPT(nn.Module):
         from archlab.interop import hf_gpt2
 
         hf_gpt2.to_hf(self, path)
+
+
+@dataclass
+class CausalTransformerConfig:
+    """GPT-2's blocks over any sequence: real-valued inputs or token ids, any outputs."""
+
+    in_dim: int = 1  # input features per step (the embedding size when vocab_size > 0)
+    vocab_size: int = 0  # > 0: inputs are token ids, embedded into in_dim features
+    max_len: int = 1024  # learned positions: the longest sequence
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    d_ff: int | None = None  # MLP width; None means 4 * n_embd
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    input_dropout: float = 0.0  # on embedded tokens
+    bias: bool = True
+    activation: str = "gelu_tanh"
+    eps: float = 1e-5
+    out_dim: int = 10
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+
+@register_model(
+    "seq_transformer",
+    CausalTransformerConfig,
+    summary="Causal Transformer (GPT-2 blocks) over real-valued or token sequences",
+)
+class CausalTransformer(nn.Module):
+    """GPT's causal blocks as a sequence model: y_t = W_out LN(h_L,t), h_0,t = W_in x_t + P_t."""
+
+    role = roles.SequenceModel
+
+    def __init__(self, config: CausalTransformerConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.input = SequenceInput(c.in_dim, c.vocab_size, c.input_dropout)
+        self.W_in = nn.Linear(c.in_dim, c.n_embd)
+        self.wpe = LearnedPositionalEmbedding(c.max_len, c.n_embd)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = causal_blocks(c)
+        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.eps, bias=c.bias)
+        self.out = nn.Linear(c.n_embd, c.out_dim)
+        init_like_gpt2(self, c.n_layer)
+
+    def _run(self, x: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+        offset = caches[0].length if caches else 0
+        h = self.drop(self.W_in(x) + self.wpe(x.shape[1], offset))
+        for i, block in enumerate(self.blocks):
+            h = block(h, is_causal=True, cache=caches[i] if caches else None)
+        return self.out(self.ln_f(h))
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Outputs (batch, time, out_dim) for inputs (batch, time[, in_dim]), causally.
+
+        ``lengths`` is not needed: attention is causal, so right padding never reaches a
+        real step's output.
+        """
+        return self._run(self.input(x))
+
+    def init_state(self, batch: int) -> list[KVCache]:
+        """The state before the first step: an empty KV cache per block."""
+        return [KVCache() for _ in self.blocks]
+
+    def step(self, x_t: Tensor, state: list[KVCache] | None = None) -> tuple[Tensor, list]:
+        """Outputs (batch, out_dim) for one step's inputs (batch[, in_dim]); KV caches carried."""
+        state = self.init_state(x_t.shape[0]) if state is None else state
+        return self._run(self.input.step(x_t).unsqueeze(1), state)[:, 0], state

@@ -1,4 +1,5 @@
-"""Recurrent sentence classifiers: LSTM (Hochreiter & Schmidhuber 1997) and GRU (Cho et al. 2014).
+"""Recurrent networks: LSTM (Hochreiter & Schmidhuber 1997) and GRU (Cho et al. 2014), as
+sentence classifiers and as causal sequence models.
 
 LSTM, at each step t (sigma = logistic, o = element-wise product):
     i_t = sigma(W_i x_t + U_i h_{t-1} + b_i)        input gate
@@ -14,10 +15,17 @@ GRU:
 The recurrence runs in PyTorch's fused kernels (``torch.nn.LSTM`` / ``GRU``, which
 store W as ``weight_ih`` and U as ``weight_hh``, gates stacked i, f, g, o and r, z,
 n); the tests check that the equations above, written out step by step, give the
-same outputs.  A bidirectional network reads the sentence both ways; padded
-positions are skipped (packed sequences), and the sentence vector is the max over
-time of the top layer's states (or the last states of each direction), followed
-by dropout and a linear classifier.
+same outputs.
+
+``lstm`` / ``gru`` (:class:`RNNClassifier`) classify sentences: a bidirectional
+network reads the sentence both ways; padded positions are skipped (packed
+sequences), and the sentence vector is the max over time of the top layer's states
+(or the last states of each direction), followed by dropout and a linear classifier.
+
+``seq_lstm`` / ``seq_gru`` (:class:`RNNSequenceModel`) are causal sequence models
+(:mod:`archlab.nn.sequence`): one direction, an output y_t = W_out Dropout(h_t) + b
+at every step, packed batches when lengths are given, and :meth:`~RNNSequenceModel.step`
+carrying (h, c) from one input to the next.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from archlab.errors import ConfigError, expect
 from archlab.models import roles
 from archlab.nn.checks import check_token_ids
+from archlab.nn.sequence import SequenceInput
 from archlab.registry import register_model
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -111,3 +120,70 @@ class RNNClassifier(nn.Module):
             if self.config.bidirectional:  # the backward direction ends at position 0
                 sentence = torch.cat((forward_last, h[:, 0, self.config.hidden_size :]), dim=1)
         return self.W(self.dropout(sentence))
+
+
+@dataclass
+class RNNSequenceConfig:
+    cell: str = "lstm"
+    in_dim: int = 1  # input features per step (the embedding size when vocab_size > 0)
+    vocab_size: int = 0  # > 0: inputs are token ids, embedded into in_dim features
+    hidden_size: int = 128
+    n_layer: int = 1
+    dropout: float = 0.0  # between layers and on the outputs
+    input_dropout: float = 0.0  # on embedded tokens
+    out_dim: int = 10
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ConfigError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+
+
+@register_model(
+    "seq_gru", RNNSequenceConfig, defaults={"cell": "gru"}, summary="GRU sequence model"
+)
+@register_model(
+    "seq_lstm", RNNSequenceConfig, defaults={"cell": "lstm"}, summary="LSTM sequence model"
+)
+class RNNSequenceModel(nn.Module):
+    """Recurrent sequence model (LSTM or GRU): an output at every step, causally."""
+
+    role = roles.SequenceModel
+
+    def __init__(self, config: RNNSequenceConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.input = SequenceInput(c.in_dim, c.vocab_size, c.input_dropout)
+        self.rnn = CELLS[c.cell](
+            c.in_dim,
+            c.hidden_size,
+            num_layers=c.n_layer,
+            batch_first=True,
+            dropout=c.dropout if c.n_layer > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(c.dropout)
+        self.out = nn.Linear(c.hidden_size, c.out_dim)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Outputs (batch, time, out_dim); with ``lengths``, padded steps are skipped (packed)."""
+        e = self.input(x)
+        if lengths is None:
+            h, _ = self.rnn(e)
+        else:
+            expect(
+                lengths.shape == (e.shape[0],) and int(lengths.min()) >= 1,
+                f"lengths must be ({e.shape[0]},) positive step counts",
+            )
+            packed = pack_padded_sequence(e, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            h, _ = pad_packed_sequence(
+                self.rnn(packed)[0], batch_first=True, total_length=e.shape[1]
+            )
+        return self.out(self.dropout(h))
+
+    def init_state(self, batch: int) -> None:
+        """The state before the first step: None, which the fused kernels read as zeros."""
+        return None
+
+    def step(self, x_t: Tensor, state=None) -> tuple[Tensor, object]:
+        """Outputs (batch, out_dim) for one step's inputs (batch[, in_dim]); (h[, c]) carried."""
+        h, state = self.rnn(self.input.step(x_t).unsqueeze(1), state)
+        return self.out(self.dropout(h[:, 0])), state

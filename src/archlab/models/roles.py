@@ -21,11 +21,13 @@ losses, metrics and model selection live in the task.  The protocols are
     MoleculeModel       x, edge_index, edge_attr, batch, num_graphs
                         [, descriptors] -> predictions (G, targets)
     GAN                 real (B, ...), z (B, Z) [, y] -> GANScores     generator
+    SequenceModel       x (B, T, F) or ids (B, T) [, lengths]          init_state, step
+                        -> outputs (B, T, out), causal
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -132,6 +134,22 @@ class GAN(Protocol):
     def generator(self, z: Tensor, y: Tensor | None = None) -> Tensor: ...
 
 
+@runtime_checkable
+class SequenceModel(Protocol):
+    """Causal sequence model: an output per step, and one step at a time from a state.
+
+    The output at t depends on inputs 1..t only (:mod:`archlab.nn.sequence`); a task
+    reads every step (language models, music, copy memory), the last real step
+    (classification, the adding problem) or pools them.
+    """
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor: ...
+
+    def init_state(self, batch: int) -> Any: ...
+
+    def step(self, x_t: Tensor, state: Any = None) -> tuple[Tensor, Any]: ...
+
+
 ROLES: tuple[type, ...] = (
     LanguageModel,
     Seq2Seq,
@@ -142,4 +160,5 @@ ROLES: tuple[type, ...] = (
     NodeModel,
     MoleculeModel,
     GAN,
+    SequenceModel,
 )

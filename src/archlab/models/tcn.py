@@ -1,0 +1,180 @@
+"""Temporal convolutional network (Bai, Kolter & Koltun 2018, "An Empirical Evaluation of
+Generic Convolutional and Recurrent Networks for Sequence Modeling"; code: locuslab/TCN).
+
+A causal dilated convolution with kernel k and dilation d over inputs x (channels, time):
+
+    (W *_d x)_t = b + sum_{j=0}^{k-1} W_j x_{t - (k-1-j) d},      x_t = 0 for t < 1
+
+so the output at t sees x_t and the (k-1) d steps before it, never later ones.  Its
+weight is weight-normalised (Salimans & Kingma 2016): W = g v / ||v||, one g per
+output channel.  Residual block i (dilation d = 2^i, widths c_{i-1} -> c_i):
+
+    z = Dropout(ReLU(W1 *_d x));   z = Dropout(ReLU(W2 *_d z))
+    o = ReLU(z + x)                  (or z + W_1x1 x when the widths differ)
+
+L blocks see 1 + 2 (k - 1) (2^L - 1) steps back (:attr:`TCN.receptive_field`); a
+linear layer maps the last block's channels at every step to ``out_dim`` outputs.
+
+The convolution pads (k - 1) d zeros on the left only; the authors pad both sides and
+chomp the right, which gives the same outputs for more work.  Their initialisation is
+kept as it acts: ``init_weights`` sets ``conv.weight`` after ``weight_norm`` has
+replaced it by g and v, which the next forward recomputes, so the convolutions keep
+PyTorch's default initialisation (and g = ||v||); the 1 x 1 convolutions and the
+output layer are drawn from N(0, 0.01^2).  Checkpoints saved by the authors' code
+(``weight_g`` / ``weight_v`` keys) load with :meth:`TCN.from_authors`.
+
+Fast causal inference: :meth:`TCN.step` takes one input and keeps, per convolution,
+the last (k - 1) d inputs it has seen, so a step costs the same however long the
+history, and gives exactly what a forward over the whole prefix gives at its last step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from archlab.errors import ConfigError
+from archlab.models import roles
+from archlab.nn.sequence import SequenceInput
+from archlab.registry import register_model
+
+
+@dataclass
+class TCNConfig:
+    """Defaults are the authors' sequential-MNIST TCN (8 levels of 25 channels, k = 7)."""
+
+    in_dim: int = 1  # input features per step (the embedding size when vocab_size > 0)
+    vocab_size: int = 0  # > 0: inputs are token ids, embedded into in_dim features
+    channels: list[int] = field(default_factory=lambda: [25] * 8)  # one entry per level
+    kernel_size: int = 7
+    dropout: float = 0.0  # after each convolution's ReLU
+    input_dropout: float = 0.0  # on embedded tokens (the authors' character model: 0.1)
+    out_dim: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.channels or min(self.channels) < 1:
+            raise ConfigError(f"model.channels must be positive widths, got {self.channels}")
+        if self.kernel_size < 2:
+            raise ConfigError(f"model.kernel_size must be at least 2, got {self.kernel_size}")
+
+
+class CausalConv1d(nn.Module):
+    """Weight-normalised causal dilated convolution: (W *_d x)_t sees x_{t-(k-1)d} .. x_t."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = weight_norm(nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation))
+        self.history = (kernel_size - 1) * dilation  # past inputs each output reads
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(batch, c_in, time) -> (batch, c_out, time)."""
+        return self.conv(F.pad(x, (self.history, 0)))
+
+    def step(self, x_t: Tensor, past: Tensor) -> tuple[Tensor, Tensor]:
+        """x_t (batch, c_in) and the last ``history`` inputs -> (batch, c_out), the new past."""
+        window = torch.cat([past, x_t.unsqueeze(2)], dim=2)  # (batch, c_in, history + 1)
+        return self.conv(window).squeeze(2), window[:, :, 1:]
+
+
+class TemporalBlock(nn.Module):
+    """o = ReLU(Dropout(ReLU(W2 *_d Dropout(ReLU(W1 *_d x)))) + x or W_1x1 x)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, dilation: int, dropout: float):
+        super().__init__()
+        self.conv1 = CausalConv1d(c_in, c_out, kernel_size, dilation)
+        self.conv2 = CausalConv1d(c_out, c_out, kernel_size, dilation)
+        self.dropout = nn.Dropout(dropout)
+        self.downsample = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else None
+        if self.downsample is not None:
+            nn.init.normal_(self.downsample.weight, 0.0, 0.01)
+
+    def _residual(self, x: Tensor) -> Tensor:
+        return x if self.downsample is None else self.downsample(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.dropout(F.relu(self.conv1(x)))
+        z = self.dropout(F.relu(self.conv2(z)))
+        return F.relu(z + self._residual(x))
+
+    def step(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
+        z, past1 = self.conv1.step(x_t, state[0])
+        z, past2 = self.conv2.step(F.relu(z), state[1])
+        out = F.relu(F.relu(z) + self._residual(x_t.unsqueeze(2)).squeeze(2))
+        return out, (past1, past2)
+
+
+@register_model("tcn", TCNConfig, summary="Temporal convolutional network (Bai et al. 2018)")
+class TCN(nn.Module):
+    """Temporal convolutional network: residual blocks of causal dilated convolutions."""
+
+    role = roles.SequenceModel
+
+    def __init__(self, config: TCNConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.input = SequenceInput(c.in_dim, c.vocab_size, c.input_dropout)
+        widths = [c.in_dim, *c.channels]
+        self.blocks = nn.ModuleList(
+            TemporalBlock(widths[i], widths[i + 1], c.kernel_size, 2**i, c.dropout)
+            for i in range(len(c.channels))
+        )
+        self.out = nn.Linear(c.channels[-1], c.out_dim)
+        nn.init.normal_(self.out.weight, 0.0, 0.01)
+
+    @property
+    def receptive_field(self) -> int:
+        """1 + 2 (k - 1) (2^L - 1): how many steps back the output at t can see."""
+        k, levels = self.config.kernel_size, len(self.config.channels)
+        return 1 + 2 * (k - 1) * (2**levels - 1)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Outputs (batch, time, out_dim) for inputs (batch, time[, in_dim]), causally.
+
+        ``lengths`` is accepted for the sequence-model interface and not needed: the
+        convolutions are causal, so right padding never reaches a real step's output.
+        """
+        h = self.input(x).transpose(1, 2)  # (batch, channels, time)
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h.transpose(1, 2))
+
+    def init_state(self, batch: int) -> list[tuple[Tensor, Tensor]]:
+        """The state before the first step: zeros, the left padding of a full forward."""
+        p = self.out.weight
+        return [
+            (
+                p.new_zeros(batch, b.conv1.conv.in_channels, b.conv1.history),
+                p.new_zeros(batch, b.conv2.conv.in_channels, b.conv2.history),
+            )
+            for b in self.blocks
+        ]
+
+    def step(self, x_t: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+        """Outputs (batch, out_dim) for one step's inputs (batch[, in_dim]); state carried.
+
+        Call in eval mode (dropout off) for outputs equal to :meth:`forward`'s; wrap a
+        loop in ``torch.nn.utils.parametrize.cached()`` so the weight norm is computed
+        once, not at every step.
+        """
+        h = self.input.step(x_t)
+        state = self.init_state(h.shape[0]) if state is None else state
+        new_state = []
+        for block, block_state in zip(self.blocks, state, strict=True):
+            h, block_state = block.step(h, block_state)
+            new_state.append(block_state)
+        return self.out(h), new_state
+
+    @classmethod
+    def from_authors(cls, state_dict: Mapping[str, Tensor], config: TCNConfig) -> TCN:
+        """A TCN with the weights of a state dict saved by the authors' code (locuslab/TCN).
+
+        See :mod:`archlab.interop.locuslab_tcn` for the key map.
+        """
+        from archlab.interop import locuslab_tcn
+
+        return locuslab_tcn.from_authors(state_dict, config, cls)
