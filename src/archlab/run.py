@@ -19,6 +19,7 @@ does, to rebuild the same model).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -34,6 +35,7 @@ from archlab.config import (
     as_plain,
     coerce,
     dump_yaml,
+    is_override,
     prefer_overrides,
     read_recipe,
     to_dataclass,
@@ -124,6 +126,7 @@ def resolve(raw: dict[str, dict]) -> Recipe:
     if not model_name:
         raise ConfigError("the recipe's model section needs a name (model.name)")
     entry = model_entry(str(model_name))
+    model_values = _swapped_model_values(model_values, model_name, entry)
     if entry.role not in task_cls.roles:
         fitting = [n for n in list_models() if model_entry(n).role in task_cls.roles]
         raise ConfigError(
@@ -162,6 +165,22 @@ def resolve(raw: dict[str, dict]) -> Recipe:
         trainer=trainer,
         init_from=init_from,
     )
+
+
+def _swapped_model_values(values: dict[str, Any], name: Any, entry) -> dict[str, Any]:
+    """The recipe's model keys for a model swapped in with ``--set model.name=...``.
+
+    The recipe's keys that the new model does not have (a TCN's ``channels`` for an
+    LSTM) are dropped with a note; keys given with ``--set`` are always kept, and
+    checked.
+    """
+    if not is_override(name):
+        return values
+    fields = {f.name for f in dataclasses.fields(entry.config_cls)} | {"init_from"}
+    foreign = sorted(k for k, v in values.items() if k not in fields and not is_override(v))
+    if foreign:
+        note(f"model.name={name}: the recipe's model.{', model.'.join(foreign)} do not apply")
+    return {k: v for k, v in values.items() if k not in foreign}
 
 
 def default_run_dir(recipe_name: str) -> Path:

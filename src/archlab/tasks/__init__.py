@@ -171,6 +171,7 @@ def get_task(name: str) -> type[Task]:
         image_classification,
         molecules,
         node_classification,
+        synthetic,
         translation,
     )
 

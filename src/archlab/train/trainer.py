@@ -44,7 +44,7 @@ from archlab.train import checkpoint as ckpt
 from archlab.train.logging import MetricsLog
 
 PRECISIONS = ("auto", "fp32", "bf16")
-OPTIMIZERS = ("adamw", "adam", "adadelta")
+OPTIMIZERS = ("adamw", "adam", "adadelta", "rmsprop")
 
 
 @dataclass
@@ -61,7 +61,8 @@ class TrainerConfig:
     warmup_steps: int = 0
     warmup_epochs: int | None = None  # instead of warmup_steps, for tasks with epochs
     schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
-    optimizer: str = "adamw"  # adamw; adam (L2 added to the gradient); adadelta (rho = beta2)
+    # adamw; adam (L2 added to the gradient); adadelta (rho = beta2); rmsprop (alpha = beta2)
+    optimizer: str = "adamw"
     weight_decay: float = 0.0
     decay_only: str = ""  # if set, only parameters whose name starts with it are decayed
     decay_vectors: bool = False  # decay biases and norm gains too (the GAT authors' code does)
@@ -292,6 +293,8 @@ def make_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device):
     fused = device.type in ("cpu", "cuda")
     if cfg.optimizer == "adadelta":
         return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.beta2, eps=1e-6)
+    if cfg.optimizer == "rmsprop":  # PyTorch's defaults (alpha 0.99), as the TCN authors use it
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.beta2)
     adam = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
