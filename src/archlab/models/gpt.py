@@ -22,45 +22,56 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
+from archlab.config import (
+    Config,
+    OneOf,
+    PositiveFloat,
+    Probability,
+    Size,
+)
 from archlab.errors import ConfigError, expect
 from archlab.models import roles
 from archlab.nn.attention import KVCache
 from archlab.nn.checks import check_token_ids
 from archlab.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding
 from archlab.nn.sampling import check_sampling, sample_next_token
-from archlab.nn.transformer import EncoderBlock
+from archlab.nn.transformer import ACTIVATIONS, EncoderBlock
 from archlab.registry import register_model
 
 POSITIONS = ("learned", "rotary")
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Config):
     """Defaults are GPT-2 small (124M parameters)."""
 
-    vocab_size: int = 50257
-    block_size: int = 1024  # context length in tokens
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    d_ff: int | None = None  # MLP width; None means 4 * n_embd
-    dropout: float = 0.0  # on embeddings and on each sub-layer's output
-    attn_dropout: float = 0.0  # on attention probabilities
+    vocab_size: Size = 50257
+    block_size: Size = 1024  # context length in tokens
+    n_layer: Size = 12
+    n_head: Size = 12
+    n_embd: Size = 768
+    d_ff: Size | None = None  # MLP width; None means 4 * n_embd
+    dropout: Probability = 0.0  # on embeddings and on each sub-layer's output
+    attn_dropout: Probability = 0.0  # on attention probabilities
     bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2 has them)
-    activation: str = "gelu_tanh"
-    eps: float = 1e-5
-    position: str = "learned"  # "learned" (GPT-2) or "rotary" (RoPE)
+    activation: Annotated[str, OneOf(ACTIVATIONS)] = "gelu_tanh"
+    eps: PositiveFloat = 1e-5
+    position: Annotated[str, OneOf(POSITIONS)] = "learned"  # "learned" (GPT-2) or "rotary"
     tie_weights: bool = True  # output projection = token embedding
 
     def __post_init__(self) -> None:
-        if self.position not in POSITIONS:
-            raise ConfigError(f"position must be one of {POSITIONS}, got {self.position!r}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        super().__post_init__()
+        self.require_divisible("n_embd", "n_head")
+        if self.position == "rotary" and self.n_embd // self.n_head % 2:
+            raise ConfigError(
+                f"rotary positions need an even head size, but {self.key('n_embd')} / "
+                f"{self.key('n_head')} = {self.n_embd // self.n_head}"
+            )
 
 
 @register_model("gpt", GPTConfig)

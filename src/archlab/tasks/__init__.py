@@ -163,7 +163,7 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def get_task(name: str) -> type[Task]:
+def _load_tasks() -> None:
     from archlab.tasks import (  # noqa: F401  (registers)
         char_lm,
         classification,
@@ -174,6 +174,14 @@ def get_task(name: str) -> type[Task]:
         translation,
     )
 
+
+def list_tasks() -> list[str]:
+    _load_tasks()
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> type[Task]:
+    _load_tasks()
     if name not in _TASKS:
         raise ConfigError(unknown_name_message("task", name, list(_TASKS)))
     return _TASKS[name]

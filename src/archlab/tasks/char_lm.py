@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Fraction, OneOf, Size
 from archlab.data.batching import stream_seed
 from archlab.data.text import load_shakespeare
 from archlab.data.tokenizers import Vocab
-from archlab.errors import ArchlabError, ConfigError
+from archlab.errors import ArchlabError
 from archlab.models import roles
 from archlab.tasks import Task, register_task
 
@@ -26,10 +28,12 @@ CORPORA = {"shakespeare": load_shakespeare}
 
 
 @dataclass
-class CharLMData:
-    dataset: str = "shakespeare"
-    block_size: int = 64  # characters of context per training window
-    val_fraction: float = 0.1  # the last 10 % of the text, as nanoGPT splits it
+class CharLMData(Config):
+    section: ClassVar[str] = "data"
+
+    dataset: Annotated[str, OneOf(CORPORA)] = "shakespeare"
+    block_size: Size = 64  # characters of context per training window
+    val_fraction: Fraction = 0.1  # the last 10 % of the text, as nanoGPT splits it
 
 
 @register_task
@@ -42,11 +46,6 @@ class CharLMTask(Task):
     unit = "tok"
 
     def setup(self) -> None:
-        if self.data.dataset not in CORPORA:
-            raise ConfigError(
-                f"data.dataset {self.data.dataset!r} is not a text corpus; choose one of "
-                f"{sorted(CORPORA)}"
-            )
         text = CORPORA[self.data.dataset]()
         self.tokenizer = Vocab.of_chars(text)
         ids = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)

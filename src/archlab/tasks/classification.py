@@ -23,11 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import AtLeast, Config, Count, Fraction, OneOf, Size
 from archlab.data.batching import TrainBatches, pad
 from archlab.data.text import MR_LABELS, load_mr
 from archlab.data.tokenizers import Vocab, WordPieceTokenizer
@@ -41,12 +43,19 @@ VOCAB_FILE, WORDPIECE_FILE = "vocab.json", "tokenizer.json"
 
 
 @dataclass
-class ClassificationData:
-    dataset: str = "mr"
-    folds: int = 10
-    fold: int = 0  # which fold is the test set
-    val_fraction: float = 0.1  # of the other folds, for early stopping
-    max_len: int = 64  # tokens kept per sentence
+class ClassificationData(Config):
+    section: ClassVar[str] = "data"
+
+    dataset: Annotated[str, OneOf(DATASETS)] = "mr"
+    folds: Annotated[int, AtLeast(2)] = 10
+    fold: Count = 0  # which fold is the test set
+    val_fraction: Fraction = 0.1  # of the other folds, for early stopping
+    max_len: Size = 64  # tokens kept per sentence
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fold >= self.folds:
+            raise ConfigError(f"{self.key('fold')} must lie in [0, {self.folds}), got {self.fold}")
 
 
 def pad_ids(seqs: list[list[int]], pad_id: int = 0) -> tuple[Tensor, Tensor]:
@@ -65,19 +74,11 @@ class ClassificationTask(Task):
     selectable = ("loss",)
     unit = "ex"
 
-    def _check(self) -> None:
-        d = self.data
-        if d.dataset not in DATASETS:
-            raise ConfigError(f"data.dataset must be one of {sorted(DATASETS)}, got {d.dataset!r}")
-        if not 0 <= d.fold < d.folds:
-            raise ConfigError(f"data.fold must lie in [0, {d.folds}), got {d.fold}")
-
     def use_checkpoint(self, path: Path) -> None:
         """Tokenize with the pretrained checkpoint's WordPiece vocabulary."""
         self.tokenizer = WordPieceTokenizer.from_checkpoint(path)
 
     def setup(self) -> None:
-        self._check()
         d = self.data
         load, self.labels = DATASETS[d.dataset]
         examples = load()

@@ -46,10 +46,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
+from archlab.config import AtLeast
 from archlab.data.batching import TrainBatches
 from archlab.data.mnist import MNISTSplitData
 from archlab.errors import ArchlabError, ConfigError
@@ -64,8 +66,10 @@ EVAL_NOISE_SEED = 1234  # fixed noise for the evaluation images, so evaluations 
 @dataclass
 class ImageGenerationData(MNISTSplitData):
     fid_classifier: str | None = None  # run directory of a trained MNIST `cnn` (cnn-mnist)
-    fid_samples: int = 10000  # generated images for the final FID, against the whole split
-    val_fid_samples: int = 2000  # generated and real images for the FID during training
+    # generated images for the final FID, against the whole split
+    fid_samples: Annotated[int, AtLeast(2)] = 10000
+    # generated and real images for the FID during training
+    val_fid_samples: Annotated[int, AtLeast(2)] = 2000
 
 
 def fit_gaussian(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -109,14 +113,7 @@ class ImageGenerationTask(Task):
     metric = "fid"
     unit = "img"
 
-    def _check(self) -> None:
-        d = self.data
-        d.check()
-        if min(d.fid_samples, d.val_fid_samples) < 2:
-            raise ConfigError("data.fid_samples and data.val_fid_samples must be at least 2")
-
     def setup(self) -> None:
-        self._check()
         d = self.data
         splits = d.splits()
         images, labels = splits.pop("train")

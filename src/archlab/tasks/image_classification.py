@@ -36,11 +36,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Count, OneOf
 from archlab.data.batching import TrainBatches, stream_seed
 from archlab.data.mnist import (
     AFFINE_CANVAS,
@@ -62,9 +64,17 @@ CANVASES = (IMAGE_SIZE, AFFINE_CANVAS)
 
 @dataclass
 class ImageClassificationData(MNISTSplitData):
-    shift: int = 2  # training images shifted by up to this many pixels per axis; 0 = off
-    canvas: int = 28  # 28: MNIST as is; 40: digits on a 40 x 40 canvas (affNIST setup)
+    shift: Count = 2  # training images shifted by up to this many pixels per axis; 0 = off
+    # 28: MNIST as is; 40: digits on a 40 x 40 canvas (affNIST setup)
+    canvas: Annotated[int, OneOf(CANVASES)] = 28
     affine: bool = False  # also evaluate on the affine-transformed test set ("affine")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shift >= self.canvas // 2:
+            raise ConfigError(
+                f"{self.key('shift')} must lie in [0, {self.canvas // 2}), got {self.shift}"
+            )
 
 
 @register_task
@@ -77,16 +87,7 @@ class ImageClassificationTask(Task):
     selectable = ("loss",)
     unit = "img"
 
-    def _check(self) -> None:
-        d = self.data
-        d.check()
-        if d.canvas not in CANVASES:
-            raise ConfigError(f"data.canvas must be 28 or 40, got {d.canvas}")
-        if not 0 <= d.shift < d.canvas // 2:
-            raise ConfigError(f"data.shift must lie in [0, {d.canvas // 2}), got {d.shift}")
-
     def setup(self) -> None:
-        self._check()
         d = self.data
         splits = d.splits()
         images, labels = splits.pop("train")

@@ -41,11 +41,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Count, Fraction, OneOf
 from archlab.data.batching import SEED_STRIDE, TrainBatches
 from archlab.data.molecules import (
     ATOM_DIM,
@@ -77,12 +79,19 @@ Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 @dataclass
-class MoleculeData:
-    dataset: str = "esol"  # esol, freesolv or lipo
-    split: str = "random"  # random or scaffold
-    split_seed: int | None = 0  # null: the run's trainer.seed (chemprop's --seed)
-    sizes: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
-    descriptors: str | None = None  # rdkit2d or rdkit2d_normalized, joined to the readout
+class MoleculeData(Config):
+    section: ClassVar[str] = "data"
+
+    dataset: Annotated[str, OneOf(TABLES)] = "esol"  # esol, freesolv or lipo
+    split: Annotated[str, OneOf(SPLIT_KINDS)] = "random"  # random or scaffold
+    split_seed: Count | None = 0  # null: the run's trainer.seed (chemprop's --seed)
+    sizes: list[Fraction] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
+    # rdkit2d or rdkit2d_normalized, joined to the readout
+    descriptors: Annotated[str, OneOf(DESCRIPTOR_SETS)] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_split_sizes(self.sizes)
 
 
 @register_task
@@ -106,21 +115,10 @@ class MoleculeRegressionTask(Task):
             self.data.split_seed = seed
 
     def _check(self) -> None:
-        d = self.data
-        if d.dataset not in TABLES:
-            raise ConfigError(f"data.dataset must be one of {sorted(TABLES)}, got {d.dataset!r}")
-        if d.split not in SPLIT_KINDS:
-            raise ConfigError(f"data.split must be one of {SPLIT_KINDS}, got {d.split!r}")
-        check_split_sizes(d.sizes)
-        if d.split_seed is None:
+        if self.data.split_seed is None:
             raise ConfigError(
                 "data.split_seed is null, meaning the run's seed, but the task was given no "
                 "seed: call use_seed(seed) before setup(), or set data.split_seed"
-            )
-        if d.descriptors is not None and d.descriptors not in DESCRIPTOR_SETS:
-            raise ConfigError(
-                f"data.descriptors must be null or one of {tuple(DESCRIPTOR_SETS)}, got "
-                f"{d.descriptors!r}"
             )
 
     def setup(self) -> None:

@@ -31,12 +31,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from archlab.config import (
+    Config,
+    Count,
+    NonNegativeFloat,
+    OneOf,
+    PositiveFloat,
+    Probability,
+    Size,
+)
 from archlab.console import note
 from archlab.errors import ArchlabError, ConfigError
 from archlab.tasks import Task
@@ -48,71 +57,59 @@ OPTIMIZERS = ("adamw", "adam", "adadelta")
 
 
 @dataclass
-class TrainerConfig:
-    max_steps: int | None = None  # optimizer steps; training ends at max_steps or max_epochs
-    max_epochs: int | None = None  # passes over the training data, for tasks with epochs
-    batch_size: int = 32  # global batch (summed over data-parallel ranks)
-    eval_batch_size: int = 64
-    lr: float = 1e-3
+class TrainerConfig(Config):
+    section: ClassVar[str] = "trainer"
+
+    max_steps: Size | None = None  # optimizer steps; training ends at max_steps or max_epochs
+    max_epochs: Size | None = None  # passes over the training data, for tasks with epochs
+    batch_size: Size = 32  # global batch (summed over data-parallel ranks)
+    eval_batch_size: Size = 64
+    lr: PositiveFloat = 1e-3
     # learning-rate factors by module name, e.g. {discriminator: 4.0}: the parameters
     # under that module train at lr x factor (the schedule scales every group alike)
-    lr_scales: dict[str, float] = field(default_factory=dict)
-    min_lr: float = 0.0
-    warmup_steps: int = 0
-    warmup_epochs: int | None = None  # instead of warmup_steps, for tasks with epochs
-    schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
-    optimizer: str = "adamw"  # adamw; adam (L2 added to the gradient); adadelta (rho = beta2)
-    weight_decay: float = 0.0
+    lr_scales: dict[str, PositiveFloat] = field(default_factory=dict)
+    min_lr: NonNegativeFloat = 0.0
+    warmup_steps: Count = 0
+    warmup_epochs: Count | None = None  # instead of warmup_steps, for tasks with epochs
+    schedule: Annotated[str, OneOf(("cosine", "constant"))] = "cosine"  # after warm-up
+    # adamw; adam (L2 added to the gradient); adadelta (rho = beta2)
+    optimizer: Annotated[str, OneOf(OPTIMIZERS)] = "adamw"
+    weight_decay: NonNegativeFloat = 0.0
     decay_only: str = ""  # if set, only parameters whose name starts with it are decayed
     decay_vectors: bool = False  # decay biases and norm gains too (the GAT authors' code does)
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
-    grad_accum: int = 1  # micro-batches per optimizer step
+    beta1: Probability = 0.9
+    beta2: Probability = 0.999
+    grad_clip: NonNegativeFloat = 1.0  # max global gradient norm; 0 = no clipping
+    grad_accum: Size = 1  # micro-batches per optimizer step
     # evaluation on validation, every N steps or every N epochs (default: each epoch
     # for tasks with epochs, else every 250 steps)
-    eval_every: int | None = None
-    eval_every_epochs: int | None = None
+    eval_every: Size | None = None
+    eval_every_epochs: Size | None = None
     select_by: str | None = None  # what picks the kept model (default: the task's metric)
     # resume checkpoints, every N steps or epochs (default: at each evaluation)
-    checkpoint_every: int | None = None
-    checkpoint_every_epochs: int | None = None
-    log_every: int = 10
-    early_stopping_patience: int = 0  # evaluations without improvement; 0 = never stop early
-    seed: int = 0
+    checkpoint_every: Size | None = None
+    checkpoint_every_epochs: Size | None = None
+    log_every: Size = 10
+    early_stopping_patience: Count = 0  # evaluations without improvement; 0 = never stop early
+    seed: Count = 0
     device: str = "auto"  # cpu, cuda or auto
-    precision: str = "auto"  # fp32, bf16 or auto (bf16 where the hardware is fast at it)
+    # fp32, bf16 or auto (bf16 where the hardware is fast at it)
+    precision: Annotated[str, OneOf(PRECISIONS)] = "auto"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"trainer.precision must be one of {PRECISIONS}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"trainer.optimizer must be one of {OPTIMIZERS}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError("trainer.schedule must be 'cosine' or 'constant'")
+        super().__post_init__()
         if self.max_steps is None and self.max_epochs is None:
-            raise ConfigError("set trainer.max_steps or trainer.max_epochs (or both)")
-        for key in ("batch_size", "eval_batch_size", "grad_accum", "log_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"trainer.{key} must be at least 1")
-        for key in (
-            "max_steps",
-            "max_epochs",
-            "eval_every",
-            "eval_every_epochs",
-            "checkpoint_every",
-            "checkpoint_every_epochs",
-        ):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ConfigError(f"trainer.{key} must be at least 1")
+            raise ConfigError(f"set {self.key('max_steps')} or {self.key('max_epochs')} (or both)")
         for steps, epochs in (
             ("eval_every", "eval_every_epochs"),
             ("checkpoint_every", "checkpoint_every_epochs"),
         ):
             if getattr(self, steps) is not None and getattr(self, epochs) is not None:
-                raise ConfigError(f"set trainer.{steps} or trainer.{epochs}, not both")
+                raise ConfigError(f"set {self.key(steps)} or {self.key(epochs)}, not both")
         if self.warmup_epochs is not None and self.warmup_steps:
-            raise ConfigError("set trainer.warmup_steps or trainer.warmup_epochs, not both")
+            raise ConfigError(
+                f"set {self.key('warmup_steps')} or {self.key('warmup_epochs')}, not both"
+            )
 
 
 # each setting in epochs, and its counterpart in steps
