@@ -1,4 +1,5 @@
-"""Every setting is checked when its config is built: ranges and rules between fields."""
+"""Every setting is checked when its config is built: ranges, rules between fields, and the
+model keys a task derives from its data."""
 
 import dataclasses
 import math
@@ -15,13 +16,17 @@ from archlab.config import (
     Interval,
     OneOf,
     Rule,
+    apply_overrides,
     field_types,
+    list_recipes,
+    read_recipe,
 )
 from archlab.data.mnist import MNISTSplitData
 from archlab.errors import ConfigError
 from archlab.models import GPTConfig
 from archlab.models.transformer import LayerStackConfig
 from archlab.registry import list_models, model_entry
+from archlab.run import resolve
 from archlab.tasks import get_task, list_tasks
 from archlab.train import TrainerConfig
 
@@ -169,13 +174,31 @@ def test_a_config_built_directly_names_its_section() -> None:
         (SHAKESPEARE, "trainer.grad_clip=-1", "trainer.grad_clip must be finite and"),
         (SHAKESPEARE, "data.block_size=0", "data.block_size must be at least 1, got 0"),
         (SHAKESPEARE, "data.val_fraction=1", "data.val_fraction must lie in (0, 1)"),
+        (
+            SHAKESPEARE,
+            "model.block_size=32",
+            "model.block_size comes from data.block_size in the char_lm task; set "
+            "data.block_size instead of model.block_size",
+        ),
+        (
+            SHAKESPEARE,
+            "model.vocab_size=10",
+            "model.vocab_size comes from the data in the char_lm task (the characters of the "
+            "training text); remove it",
+        ),
         ("sagan-mnist", "trainer.lr_scales={discriminator: 0}", "trainer.lr_scales.discriminator"),
         ("cnn-mnist", "data.canvas=30", "data.canvas must be one of 28, 40, got 30"),
         ("cnn-mnist", "data.val_size=60000", "data.val_size must lie in (0, 60000), got 60000"),
+        ("cnn-mnist", "model.input_size=40", "set data.canvas instead of model.input_size"),
         ("cnn-mr", "data.fold=10", "data.fold must lie in [0, 10), got 10"),
+        ("cnn-mr", "model.num_classes=3", "model.num_classes comes from the data"),
+        ("gcn-cora", "model.in_dim=5", "model.in_dim comes from the data"),
         ("gcn-cora", "data.dataset=corra", "data.dataset must be one of 'cora', 'citeseer'"),
+        ("gnn-esol", "model.descriptor_dim=3", "set data.descriptors instead"),
         ("gnn-esol", "data.sizes=[0.5, 0.6, 0.1]", "data.sizes must be three positive fractions"),
+        ("transformer-multi30k", "model.max_len=50", "set data.max_len instead of model.max_len"),
         ("transformer-multi30k", "data.label_smoothing=1", "data.label_smoothing must lie in"),
+        ("dcgan-mnist", "model.image_size=32", "model.image_size comes from the data"),
         ("dcgan-mnist", "data.fid_samples=1", "data.fid_samples must be at least 2, got 1"),
     ],
 )
@@ -188,3 +211,22 @@ def test_a_bad_setting_is_one_sentence_and_exit_2_before_any_file(
     assert err.startswith("archlab: error: ") and err.count("\n") == 1, err
     assert message in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("recipe_name", list_recipes())
+def test_keys_the_data_decides_are_refused_when_set(recipe_name) -> None:
+    recipe = read_recipe(recipe_name)
+    task = get_task(recipe["task"]["name"])
+    assert not set(recipe["model"]) & set(task.derived_model_keys), "the task sets them"
+    default = model_entry(recipe["model"]["name"]).make_config()
+    for key in task.derived_model_keys:
+        value = getattr(default, key)
+        given = apply_overrides(recipe, [f"model.{key}={value}"])
+        in_file = {**recipe, "model": {**recipe["model"], key: value}}
+        for raw in (given, in_file):
+            with pytest.raises(ConfigError, match=f"^model.{key} comes from "):
+                resolve(raw)
+        # a run's config.yaml holds them, as the task set them; --set still may not change them
+        resolve(in_file, run_config=True)
+        with pytest.raises(ConfigError, match=f"^model.{key} comes from "):
+            resolve(apply_overrides(in_file, [f"model.{key}={value}"]), run_config=True)

@@ -92,6 +92,11 @@ class _RawValue(str):
     """A value typed on the command line, converted to its field's type later."""
 
 
+def is_override(value: Any) -> bool:
+    """Whether ``value`` was given with ``--set`` (rather than read from a file)."""
+    return isinstance(value, _RawValue)
+
+
 def prefer_overrides(values: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """Of two keys that say one thing two ways (``eval_every``, ``eval_every_epochs``), the one
     given with ``--set`` replaces the other from the recipe."""

@@ -34,6 +34,7 @@ from archlab.config import (
     as_plain,
     coerce,
     dump_yaml,
+    is_override,
     prefer_overrides,
     read_recipe,
     to_dataclass,
@@ -74,6 +75,7 @@ class Recipe:
         """
         entry = model_entry(self.model_name)
         overrides = self.task.model_overrides()
+        assert overrides.keys() == self.task.derived_model_keys.keys(), self.task.name
         values = {**entry.defaults, **self.model_values, **overrides}
         config = to_dataclass(entry.config_cls, values, "model")
         if pretrained is None:
@@ -111,7 +113,12 @@ class Recipe:
         }
 
 
-def resolve(raw: dict[str, dict]) -> Recipe:
+def resolve(raw: dict[str, dict], *, run_config: bool = False) -> Recipe:
+    """Check and type every section of ``raw``, a recipe (after ``--set``).
+
+    ``run_config``: ``raw`` is a run directory's config.yaml, whose model section holds
+    the fields the task derived from the data; only ``--set`` may not change them.
+    """
     task_name = raw["task"].get("name")
     if not task_name:
         raise ConfigError("the recipe's task section needs a name (task.name)")
@@ -131,6 +138,9 @@ def resolve(raw: dict[str, dict]) -> Recipe:
             f", and model {model_name} is a {entry.role.__name__}; models that fit: "
             f"{', '.join(fitting)}"
         )
+    for key, source in task_cls.derived_model_keys.items():
+        if key in model_values and (not run_config or is_override(model_values[key])):
+            raise ConfigError(derived_key_message(task_cls, key, source))
     unused = sorted(set(raw["trainer"]) & set(task_cls.unused_trainer_keys))
     if unused:
         raise ConfigError(
@@ -164,6 +174,16 @@ def resolve(raw: dict[str, dict]) -> Recipe:
     )
 
 
+def derived_key_message(task_cls: type[Task], key: str, source: str) -> str:
+    if source.startswith("data."):
+        data_key = source.split()[0]
+        return (
+            f"model.{key} comes from {source} in the {task_cls.name} task; set {data_key} "
+            f"instead of model.{key}"
+        )
+    return f"model.{key} comes from the data in the {task_cls.name} task ({source}); remove it"
+
+
 def default_run_dir(recipe_name: str) -> Path:
     stem = Path(recipe_name).stem
     return Path("runs") / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -189,7 +209,7 @@ def train(
                 f"--resume {run_dir}"
             )
         raw = read_recipe(recipe_name)
-    recipe = resolve(apply_overrides(raw, overrides))
+    recipe = resolve(apply_overrides(raw, overrides), run_config=bool(resume))
     resolve_device(recipe.trainer.device)  # fail before reading data if the device is absent
     pretrained = recipe.pretrained_model()
     recipe.task.setup()
@@ -302,7 +322,7 @@ def load(run_dir: str | Path) -> LoadedRun:
     """The trained model (in eval mode) and its task, from a run directory."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    recipe = resolve(config)
+    recipe = resolve(config, run_config=True)
     model = ckpt.load_model(run_dir)
     recipe.task.load_artifacts(run_dir)
     return LoadedRun(model, recipe.task, recipe.trainer, config, run_dir)

@@ -62,6 +62,9 @@ class Task(ABC):
     # trainer keys that mean nothing to this task, and why (a full-batch task has no
     # batch_size); a recipe that sets one is refused
     unused_trainer_keys: ClassVar[dict[str, str]] = {}
+    # the model config fields the task fills in from the data (:meth:`model_overrides`), and
+    # where each comes from: "data.block_size", or words; a recipe that sets one is refused
+    derived_model_keys: ClassVar[dict[str, str]] = {}
     unit: ClassVar[str] = "ex"  # what train_batch sizes count, for throughput: tok, ex, ...
     # whether torchrun ranks may each take their rows of a training batch (a batch that is
     # one graph, or graphs packed into one, cannot be split by rows)
@@ -82,7 +85,8 @@ class Task(ABC):
         """Take the run's seed (trainer.seed), for data that depends on it (default: none)."""
 
     def model_overrides(self) -> dict[str, Any]:
-        """Model config fields the data decides (e.g. the vocabulary size)."""
+        """Model config fields the data decides (e.g. the vocabulary size), called after
+        :meth:`setup`: the keys of :attr:`derived_model_keys`."""
         return {}
 
     def use_checkpoint(self, path: Path) -> None:

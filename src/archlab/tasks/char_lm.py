@@ -43,6 +43,10 @@ class CharLMTask(Task):
     verbs = frozenset({"generate"})
     DataConfig = CharLMData
     metric = "loss"
+    derived_model_keys = {
+        "vocab_size": "the characters of the training text",
+        "block_size": "data.block_size",
+    }
     unit = "tok"
 
     def setup(self) -> None:

@@ -72,6 +72,10 @@ class ClassificationTask(Task):
     verbs = frozenset({"predict"})
     metric = "accuracy"
     selectable = ("loss",)
+    derived_model_keys = {
+        "vocab_size": "the training sentences' words, or model.init_from's vocabulary",
+        "num_classes": "the dataset's labels",
+    }
     unit = "ex"
 
     def use_checkpoint(self, path: Path) -> None:

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from archlab.config import AtLeast
 from archlab.data.batching import TrainBatches
-from archlab.data.mnist import MNISTSplitData
+from archlab.data.mnist import IMAGE_SIZE, MNISTSplitData
 from archlab.errors import ArchlabError, ConfigError
 from archlab.models import roles
 from archlab.nn.gan import gan_losses
@@ -111,6 +111,10 @@ class ImageGenerationTask(Task):
     roles = (roles.GAN,)
     verbs = frozenset({"sample"})
     metric = "fid"
+    derived_model_keys = {
+        "channels": "MNIST's grey images, one channel",
+        "image_size": "MNIST's 28 x 28 images",
+    }
     unit = "img"
 
     def setup(self) -> None:
@@ -142,6 +146,9 @@ class ImageGenerationTask(Task):
                 f"28 x 28 MNIST `cnn`: {train_first}"
             )
         return model.float().eval().requires_grad_(False)
+
+    def model_overrides(self) -> dict:
+        return {"channels": 1, "image_size": IMAGE_SIZE}
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.batches.per_epoch(batch_size)

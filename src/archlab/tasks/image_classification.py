@@ -85,6 +85,11 @@ class ImageClassificationTask(Task):
     verbs = frozenset({"predict"})
     metric = "accuracy"
     selectable = ("loss",)
+    derived_model_keys = {
+        "in_channels": "MNIST's grey images, one channel",
+        "input_size": "data.canvas",
+        "num_classes": "MNIST's ten digits",
+    }
     unit = "img"
 
     def setup(self) -> None:

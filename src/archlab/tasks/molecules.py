@@ -102,6 +102,12 @@ class MoleculeRegressionTask(Task):
     verbs = frozenset({"predict"})
     metric = "rmse"
     selectable = ("loss", "mae")
+    derived_model_keys = {
+        "atom_dim": "the atom featuriser",
+        "bond_dim": "the bond featuriser",
+        "n_targets": "the dataset's one target",
+        "descriptor_dim": "data.descriptors",
+    }
     unit = "mol"
     data_parallel = False
 

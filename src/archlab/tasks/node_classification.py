@@ -66,6 +66,10 @@ class NodeClassificationTask(Task):
     unused_trainer_keys = dict.fromkeys(
         ("batch_size", "eval_batch_size", "grad_accum"), "every step trains on the whole graph"
     )
+    derived_model_keys = {
+        "in_dim": "the dataset's node features",
+        "out_dim": "the dataset's classes",
+    }
     unit = "nodes"
     data_parallel = False
 

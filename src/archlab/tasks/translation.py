@@ -63,6 +63,14 @@ class TranslationTask(Task):
     verbs = frozenset({"translate"})
     DataConfig = TranslationData
     metric = "loss"
+    derived_model_keys = {
+        "src_vocab_size": "data.vocab_size (the BPE vocabulary learnt from the training pairs)",
+        "tgt_vocab_size": "data.vocab_size (the BPE vocabulary learnt from the training pairs)",
+        "pad_id": "the tokenizer's special tokens",
+        "bos_id": "the tokenizer's special tokens",
+        "eos_id": "the tokenizer's special tokens",
+        "max_len": "data.max_len (plus BOS and EOS)",
+    }
     unit = "tok"
 
     def setup(self) -> None:
