@@ -1,7 +1,9 @@
 """Every setting is checked when its config is built: ranges, rules between fields, and the
-model keys a task derives from its data."""
+model keys a task derives from its data; a run that failed before its first checkpoint
+can be resumed."""
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -26,9 +28,11 @@ from archlab.errors import ConfigError
 from archlab.models import GPTConfig
 from archlab.models.transformer import LayerStackConfig
 from archlab.registry import list_models, model_entry
-from archlab.run import resolve
+from archlab.run import resolve, train
 from archlab.tasks import get_task, list_tasks
+from archlab.tasks.char_lm import CharLMTask
 from archlab.train import TrainerConfig
+from tests.conftest import TINY_GPT
 
 CONFIGS = sorted(
     {model_entry(name).config_cls for name in list_models()}
@@ -230,3 +234,38 @@ def test_keys_the_data_decides_are_refused_when_set(recipe_name) -> None:
         resolve(in_file, run_config=True)
         with pytest.raises(ConfigError, match=f"^model.{key} comes from "):
             resolve(apply_overrides(in_file, [f"model.{key}={value}"]), run_config=True)
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_resumes_afresh(
+    shakespeare, tmp_path, monkeypatch, capsys
+) -> None:
+    overrides = [*TINY_GPT, "trainer.max_steps=4"]
+    original = CharLMTask.train_batch
+
+    def fail_at_step_2(self, step, batch_size, seed):
+        if step == 2:
+            raise RuntimeError("the disk is full")
+        return original(self, step, batch_size, seed)
+
+    monkeypatch.setattr(CharLMTask, "train_batch", fail_at_step_2)
+    failed = tmp_path / "failed"
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        train(SHAKESPEARE, overrides, out=str(failed), progress=False)
+    monkeypatch.setattr(CharLMTask, "train_batch", original)
+    assert (failed / "config.yaml").exists() and not (failed / "state.pt").exists()
+    assert [r["step"] for r in records(failed)] == [1, 2]
+    with pytest.raises(ConfigError, match="already holds files"):
+        train(SHAKESPEARE, overrides, out=str(failed), progress=False)
+    capsys.readouterr()
+
+    _, results = train(None, [], resume=str(failed), progress=False)
+    assert "has no checkpoint yet, so it trains afresh" in capsys.readouterr().err
+    _, fresh = train(SHAKESPEARE, overrides, out=str(tmp_path / "b"), progress=False)
+    assert results["val"] == fresh["val"]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in records(failed)]
+    assert [r["step"] for r in strip] == [r["step"] for r in records(tmp_path / "b")]
+    assert [r["loss"] for r in strip] == [r["loss"] for r in records(tmp_path / "b")]

@@ -226,8 +226,11 @@ def train(
         model_config,
         progress=progress,
     )
-    if resume:
+    if resume and (run_dir / ckpt.STATE_FILE).exists():
         trainer.resume()
+    elif resume:  # the run failed before its first checkpoint: there is nothing to continue
+        note(f"{run_dir} has no checkpoint yet, so it trains afresh from its config.yaml")
+        trainer.log.truncate_after(-1)
     if trainer.is_main:
         dump_yaml(recipe.resolved(model_config), run_dir / "config.yaml")
         recipe.task.save_artifacts(run_dir)
