@@ -349,10 +349,11 @@ class _StopRequests:
             if self.signal_name is None:
                 self.signal_name = signal.Signals(signum).name
                 if self.announce:  # os.write: no buffered stream to re-enter
+                    again = "Ctrl-C" if signum == signal.SIGINT else self.signal_name
                     os.write(
                         2,
                         f"\narchlab: {self.signal_name}: stopping after this step to save the "
-                        "run (Ctrl-C again stops at once)\n".encode(),
+                        f"run ({again} again stops at once)\n".encode(),
                     )
             return
         if self._writing:
