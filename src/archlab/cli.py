@@ -7,13 +7,13 @@ as one sentence and exit with status 2; a failed run exits with status 1.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 
 from archlab.bench import BENCHMARKS
 from archlab.errors import ArchlabError
+from archlab.io import to_json
 
 
 def count_parameters(name: str) -> int:
@@ -93,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("archlab: interrupted; the run is saved, continue it with --resume", file=sys.stderr)
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
-        print(json.dumps({k: v for k, v in results.items() if k in ("val", "test")}))
+        print(to_json({k: v for k, v in results.items() if k in ("val", "test")}))
         print(f"run directory: {run_dir}", file=sys.stderr)
     return 0
 
@@ -128,7 +128,7 @@ def _split_seed(recipe_name: str, overrides: list[str]) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from archlab.run import load
 
-    print(json.dumps(load(args.run_dir).evaluate(args.split)))
+    print(to_json(load(args.run_dir).evaluate(args.split)))
     return 0
 
 

@@ -19,9 +19,7 @@ does, to rebuild the same model).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +39,19 @@ from archlab.config import (
 )
 from archlab.console import note
 from archlab.errors import CheckpointError, ConfigError
-from archlab.io import atomic_write_text
+from archlab.io import atomic_write_text, to_json
 from archlab.registry import list_models, model_entry
 from archlab.tasks import Task, get_task
-from archlab.train import Trainer, TrainerConfig
+from archlab.train import Trainer, TrainerConfig, rundir
 from archlab.train import checkpoint as ckpt
-from archlab.train.trainer import EXCLUSIVE, resolve_device, resolve_precision
+from archlab.train.trainer import (
+    EXCLUSIVE,
+    _rank_world,
+    _sigterm_as_interrupt,
+    init_process_group,
+    resolve_device,
+    resolve_precision,
+)
 
 
 @dataclass
@@ -184,11 +189,6 @@ def derived_key_message(task_cls: type[Task], key: str, source: str) -> str:
     return f"model.{key} comes from the data in the {task_cls.name} task ({source}); remove it"
 
 
-def default_run_dir(recipe_name: str) -> Path:
-    stem = Path(recipe_name).stem
-    return Path("runs") / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
 def train(
     recipe_name: str | None,
     overrides: list[str],
@@ -197,26 +197,53 @@ def train(
     resume: str | None = None,
     progress: bool = True,
 ) -> tuple[Path, dict]:
-    """Train a recipe (or resume a run) and return the run directory and its results."""
-    if resume:
-        run_dir = Path(resume)
-        raw = read_run_config(run_dir)
-    else:
-        run_dir = Path(out) if out else default_run_dir(recipe_name)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(
-                f"{run_dir} already holds files; choose another --out, or continue it with "
-                f"--resume {run_dir}"
+    """Train a recipe (or resume a run) and return the run directory and its results.
+
+    The run directory is held by this process until it returns (:mod:`archlab.train.rundir`);
+    under torchrun, rank 0 holds it for all ranks.
+    """
+    rank, world = _rank_world()
+    claim = None
+    if rank == 0:
+        if resume:
+            _run_file(Path(resume), "config.yaml")
+            claim = rundir.claim_existing(Path(resume))
+        else:
+            claim = rundir.claim_new(Path(out) if out else None, recipe_name)
+    run_dir = claim.run_dir if claim else Path(resume or out or "")
+    try:
+        with _sigterm_as_interrupt():  # so that `kill` lets the run directory go
+            return _train(
+                recipe_name, overrides, run_dir, resume=resume, out=out, progress=progress
             )
-        raw = read_recipe(recipe_name)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        if claim is not None:
+            claim.release()
+
+
+def _train(
+    recipe_name: str | None,
+    overrides: list[str],
+    run_dir: Path,
+    *,
+    resume: str | None,
+    out: str | None,
+    progress: bool,
+) -> tuple[Path, dict]:
+    """:func:`train`, in a run directory this process holds (or rank 0 does)."""
+    rank, world = _rank_world()
+    raw = read_run_config(run_dir) if resume else read_recipe(recipe_name)
     recipe = resolve(apply_overrides(raw, overrides), run_config=bool(resume))
-    resolve_device(recipe.trainer.device)  # fail before reading data if the device is absent
+    device = resolve_device(recipe.trainer.device)  # fail before reading data if it is absent
+    if world > 1 and not (resume or out) and recipe.task.data_parallel:
+        run_dir = _rank0_path(run_dir, rank, device)  # the default name rank 0 chose
     pretrained = recipe.pretrained_model()
     recipe.task.setup()
     torch.manual_seed(recipe.trainer.seed)
     model, model_config = recipe.build_model(pretrained)
     del pretrained  # its weights are in the model now
-    run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
         recipe.task,
         model,
@@ -234,11 +261,15 @@ def train(
     if trainer.is_main:
         dump_yaml(recipe.resolved(model_config), run_dir / "config.yaml")
         recipe.task.save_artifacts(run_dir)
-    try:
-        return run_dir, trainer.fit()
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    return run_dir, trainer.fit()
+
+
+def _rank0_path(path: Path, rank: int, device: torch.device) -> Path:
+    """Rank 0's ``path``, for every rank (it joins the process group the Trainer uses)."""
+    init_process_group(device)
+    shared = [str(path) if rank == 0 else None]
+    torch.distributed.broadcast_object_list(shared, src=0)
+    return Path(shared[0])
 
 
 def train_repeats(
@@ -257,23 +288,35 @@ def train_repeats(
     name, the standard deviation under NAME_std and the per-run values under NAME_runs;
     and under ``repeats`` what varied, with each run's data.split_seed where it has one.
     """
-    run_dir = Path(out) if out else default_run_dir(recipe_name)
-    runs, split_seeds = [], []
-    for value in values:
-        one_run, results = train(
-            recipe_name,
-            [*overrides, f"{key}={value}"],
-            out=str(run_dir / f"{label}-{value}"),
-            progress=progress,
+    rank, world = _rank_world()
+    if world > 1 and not out:
+        raise ConfigError(
+            "under torchrun, repeated runs need a directory all processes agree on: give --out"
         )
-        runs.append(results)
-        split_seeds.append(read_recipe(str(one_run / "config.yaml"))["data"].get("split_seed"))
-    aggregated = aggregate(runs)
-    aggregated["repeats"] = {"key": key, "values": values}
-    if any(seed is not None for seed in split_seeds):
-        aggregated["repeats"]["split_seeds"] = split_seeds
-    atomic_write_text(run_dir / "results.json", json.dumps(aggregated, indent=2) + "\n")
-    return run_dir, aggregated
+    claim = rundir.claim_new(Path(out) if out else None, recipe_name) if rank == 0 else None
+    run_dir = claim.run_dir if claim else Path(out)
+    try:
+        runs, split_seeds = [], []
+        for value in values:
+            one_run, results = train(
+                recipe_name,
+                [*overrides, f"{key}={value}"],
+                out=str(run_dir / f"{label}-{value}"),
+                progress=progress,
+            )
+            runs.append(results)
+            config = read_recipe(str(one_run / "config.yaml"))
+            split_seeds.append(config["data"].get("split_seed"))
+        aggregated = aggregate(runs)
+        aggregated["repeats"] = {"key": key, "values": values}
+        if any(seed is not None for seed in split_seeds):
+            aggregated["repeats"]["split_seeds"] = split_seeds
+        if rank == 0:
+            atomic_write_text(run_dir / "results.json", to_json(aggregated, indent=2) + "\n")
+        return run_dir, aggregated
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def aggregate(runs: list[dict]) -> dict:

@@ -165,7 +165,7 @@ def plan_steps(cfg: TrainerConfig, steps_per_epoch: int | None, task_name: str) 
 
 
 class TrainingStopped(ArchlabError):
-    """Training stopped before the end (NaN loss); the last good checkpoint is kept."""
+    """Training stopped before the end (a non-finite loss); the last finite state is kept."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -302,6 +302,12 @@ def _rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def init_process_group(device: torch.device) -> None:
+    """Join torchrun's process group (once): NCCL on GPUs, gloo on CPUs."""
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (``kill``, a job scheduler) stops training as Ctrl-C does."""
@@ -313,6 +319,67 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _StopRequests:
+    """SIGINT and SIGTERM while training: the first only asks the trainer to stop.
+
+    The trainer looks at :attr:`signal_name` at the end of each step, when weights,
+    optimizer, scheduler, RNG and step count agree, saves them and stops.  A second
+    signal of the same kind (Ctrl-C twice) stops at once with ``KeyboardInterrupt``,
+    leaving the last checkpoint on disk as it was -- except while a checkpoint is being
+    written (:meth:`saving`): then it stops right after the writing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool) -> None:
+        self.signal_name: str | None = None
+        self.announce = announce
+        self._received: set[int] = set()
+        self._writing = False
+        self._stop_after_writing = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum not in self._received:
+            self._received.add(signum)
+            if self.signal_name is None:
+                self.signal_name = signal.Signals(signum).name
+                if self.announce:  # os.write: no buffered stream to re-enter
+                    again = "Ctrl-C" if signum == signal.SIGINT else self.signal_name
+                    os.write(
+                        2,
+                        f"\narchlab: {self.signal_name}: stopping after this step to save the "
+                        f"run ({again} again stops at once)\n".encode(),
+                    )
+            return
+        if self._writing:
+            self._stop_after_writing = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopRequests]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals reach the main thread only
+            return
+        previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    @contextmanager
+    def saving(self) -> Iterator[None]:
+        """Within the block, a second signal waits for the block's end."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._stop_after_writing:
+            raise KeyboardInterrupt
 
 
 def _shard(batch: Any, rank: int, world: int) -> Any:
@@ -355,8 +422,7 @@ class Trainer:
         task.use_model(self.model)
         self.train_module = self.model  # what task.loss calls: the model, or DDP around it
         if self.world > 1:
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            init_process_group(self.device)
             self.train_module = nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.plan = plan_steps(
@@ -372,15 +438,17 @@ class Trainer:
         self.eval_seconds = 0.0  # time in evaluations during training
         self.progress = progress and self.is_main
         self.log = MetricsLog(run_dir, enabled=self.is_main)
+        self.saved_step: int | None = None  # the step of the checkpoint on disk
+        self._stops = _StopRequests(announce=self.is_main)
 
     # ----- state -----
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self, rng: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
-            "rng": ckpt.rng_state(),
+            "rng": rng or ckpt.rng_state(),
             "best": self.best,
             "stale_evals": self.stale_evals,
             "train_seconds": self.train_seconds,
@@ -388,13 +456,19 @@ class Trainer:
             "model_config": json.dumps(self.model_config, sort_keys=True),
         }
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, rng: dict[str, Any] | None = None) -> None:
+        """Write the resume state (with ``rng``, the RNG state to resume with, if not now's).
+
+        The step goes into both files; a second Ctrl-C waits until both are written.
+        """
+        self.saved_step = self.step
         if not self.is_main:
             return
-        ckpt.save_weights(self.model, self.run_dir / ckpt.LAST_FILE)
-        ckpt.save_state(self._state(), self.run_dir / ckpt.STATE_FILE)
-        if self.best is None:  # nothing evaluated yet: the last weights are the model
-            ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
+        with self._stops.saving():
+            ckpt.save_weights(self.model, self.run_dir / ckpt.LAST_FILE, step=self.step)
+            ckpt.save_state(self._state(rng), self.run_dir / ckpt.STATE_FILE)
+            if self.best is None:  # nothing evaluated yet: the last weights are the model
+                ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
 
     def resume(self) -> None:
         state = ckpt.load_state(self.run_dir / ckpt.STATE_FILE)
@@ -403,7 +477,7 @@ class Trainer:
                 f"the model config differs from the one {self.run_dir} was trained with; "
                 "resume with the same model settings (see its config.yaml)"
             )
-        ckpt.load_weights(self.model, self.run_dir / ckpt.LAST_FILE)
+        ckpt.load_weights(self.model, self.run_dir / ckpt.LAST_FILE, step=state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"])
         if "scheduler" in state:  # state files before 2026-12 had none (the same function)
@@ -419,6 +493,7 @@ class Trainer:
             self.best = {self.select_by: self.best}
         self.stale_evals, self.train_seconds = state["stale_evals"], state["train_seconds"]
         self.eval_seconds = state["eval_seconds"]
+        self.saved_step = self.step
         self.log.truncate_after(self.step)
 
     # ----- evaluation -----
@@ -440,7 +515,11 @@ class Trainer:
         metrics = self.evaluate("val")
         self.eval_seconds += time.perf_counter() - started
         self.log.write({"step": self.step, "split": "val", **metrics})
-        keep, progress, self.best = self.task.select(metrics, self.best, self.select_by)
+        value = metrics.get(self.select_by)
+        if isinstance(value, float) and not math.isfinite(value):
+            keep = progress = False  # a diverged model is never the best one
+        else:
+            keep, progress, self.best = self.task.select(metrics, self.best, self.select_by)
         if keep and self.is_main:
             ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
         self.stale_evals = 0 if progress else self.stale_evals + 1
@@ -452,6 +531,7 @@ class Trainer:
 
     def _train_step(self) -> tuple[float, int]:
         cfg = self.cfg
+        rng_at_start = ckpt.rng_state()  # a non-finite loss saves the state of this moment
         self.schedule.step_to(self.step)
         total_loss, count = torch.zeros((), device=self.device), 0
         for micro in range(cfg.grad_accum):
@@ -468,10 +548,7 @@ class Trainer:
             dist.all_reduce(total_loss, op=dist.ReduceOp.AVG)
         total_loss = float(total_loss)
         if not math.isfinite(total_loss):
-            raise TrainingStopped(
-                f"the loss became {total_loss} at step {self.step + 1}; training stopped and the "
-                f"last good checkpoint is kept in {self.run_dir} (try a lower trainer.lr)"
-            )
+            self._stop_on_non_finite(total_loss, rng_at_start)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
@@ -479,12 +556,53 @@ class Trainer:
         self.step += 1
         return total_loss, count
 
-    def fit(self) -> dict[str, dict[str, float]]:
-        """Train to ``max_steps`` (or an early stop); Ctrl-C or SIGTERM saves and re-raises."""
-        with _sigterm_as_interrupt():
-            return self._fit()
+    def _stop_on_non_finite(self, loss: float, rng_at_start: dict[str, Any]) -> None:
+        """Keep the state before this step (nothing has changed it yet) and stop.
 
-    def _fit(self) -> dict[str, dict[str, float]]:
+        The weights, optimizer and scheduler are still those of the step's start, and
+        ``rng_at_start`` the RNG state then: a consistent checkpoint at ``self.step``,
+        written unless one is on disk already (or the weights themselves are not finite).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if self.saved_step != self.step and finite:
+            self.save_checkpoint(rng=rng_at_start)
+        if self.saved_step is None:
+            kept = "nothing is saved, as the weights are not finite either"
+        else:
+            when = "at its start" if self.saved_step == 0 else f"after step {self.saved_step}"
+            kept = (
+                f"the run is saved as it was {when} in {self.run_dir}: "
+                f"resume it with a lower rate (archlab train --resume {self.run_dir} "
+                f"--set trainer.lr={self.cfg.lr / 10:g}) or start again with one"
+            )
+        raise TrainingStopped(f"the loss became {loss} at step {self.step + 1}; {kept}")
+
+    def fit(self) -> dict[str, dict[str, float]]:
+        """Train to ``max_steps`` (or an early stop), then evaluate the kept model.
+
+        Ctrl-C or SIGTERM stops at the end of the step under way, after saving a
+        checkpoint, with ``KeyboardInterrupt``; a second one stops at once, the last
+        checkpoint standing (see :class:`_StopRequests`).  During the final
+        evaluation both stop at once: the checkpoint of the last step is on disk.
+        """
+        with _sigterm_as_interrupt():
+            with self._stops.installed():
+                self._fit()
+            if self._stops.signal_name is not None:  # came after the last step's look
+                raise KeyboardInterrupt  # the last step's checkpoint is on disk
+            return self.final_results()
+
+    def _stop_requested(self) -> bool:
+        """Whether a signal asked to stop (on any rank: they stop at the same step)."""
+        stop = self._stops.signal_name is not None
+        if self.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def _fit(self) -> None:
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -534,14 +652,20 @@ class Trainer:
                         f"in {cfg.early_stopping_patience} evaluations"
                     )
                     break
+                if self._stop_requested():
+                    if self.saved_step != self.step:
+                        self.save_checkpoint()
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
-            bar.close()
-            self.save_checkpoint()
+            bar.close()  # the checkpoint on disk is consistent: saved just now, or before
             self.log.plot(self.task.metric, force=True)
             self.log.close()
             raise
+        except BaseException:
+            bar.close()  # so that the error is printed on a line of its own
+            self.log.close()
+            raise
         bar.close()
-        return self.final_results()
 
     def final_results(self) -> dict[str, dict[str, float]]:
         """Evaluate the kept (best) model on every split and write results.json."""
