@@ -3,10 +3,12 @@ per-input errors, streamed generation, capped sample grids, file modes, recipe l
 
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -220,20 +222,20 @@ def test_decoding_is_incremental_for_words_and_split_characters() -> None:
 def test_generate_prints_as_it_samples_and_ctrl_c_keeps_the_text(gpt_run) -> None:
     cmd = [sys.executable, "-m", "archlab", "generate", str(gpt_run), "--prompt", "KING"]
     proc = subprocess.Popen(
-        [*cmd, "--max-new-tokens", "1000000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [*cmd, "--max-new-tokens", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        start = proc.stdout.read(10)  # arrives long before a million tokens are sampled
+        start, deadline = b"", time.monotonic() + 120  # loading takes seconds; sampling 1e6 ages
+        while len(start) < 10 and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 1)[0]:
+                start += os.read(proc.stdout.fileno(), 10 - len(start))
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert start.startswith("KING") and len(start) == 10
-    assert proc.returncode == 130 and rest.endswith("\n")
-    assert "Traceback" not in err and "interrupted" in err
+    assert start.startswith(b"KING") and len(start) == 10, "no text before the end"
+    assert proc.returncode == 130 and rest.endswith(b"\n")
+    assert b"Traceback" not in err and b"interrupted" in err
 
 
 def test_sample_refuses_a_grid_too_large_to_look_at() -> None:
