@@ -23,16 +23,33 @@ from typing import Any
 NON_FINITE = "non_finite"  # the key that says which values were NaN or infinite
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(target: str | os.PathLike, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``target``, then rename it over.
 
-    A crash or Ctrl-C while writing leaves the previous ``target`` intact.
+    A crash or Ctrl-C while writing leaves the previous ``target`` intact.  The file
+    gets the mode ``open(target, "w")`` gives a new file (0o666 less the umask), not
+    the temporary file's 0600 -- also when ``write`` replaces the file it was given.
     """
     target = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

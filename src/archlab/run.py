@@ -19,7 +19,8 @@ does, to rebuild the same model).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import json
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from archlab.console import note
 from archlab.errors import CheckpointError, ConfigError
 from archlab.io import atomic_write_text, to_json
 from archlab.registry import list_models, model_entry
-from archlab.tasks import Task, get_task
+from archlab.tasks import Task, describe_predictions, get_task
 from archlab.train import Trainer, TrainerConfig, rundir
 from archlab.train import checkpoint as ckpt
 from archlab.train.trainer import (
@@ -363,15 +364,127 @@ class LoadedRun:
         with torch.no_grad(), torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
             return self.task.final_metrics(self.model, split, self.trainer.eval_batch_size)
 
+    def predict(self, inputs: list[str]) -> list[dict[str, Any]]:
+        """The task's prediction for each input (:meth:`archlab.tasks.Task.predict`)."""
+        return self.task.predict(self.model, inputs)
 
-def load(run_dir: str | Path) -> LoadedRun:
-    """The trained model (in eval mode) and its task, from a run directory."""
+
+# the member directories of a repeated run: LABEL-VALUE, by the key that varied
+REPEAT_LABELS = {"trainer.seed": "seed", "data.fold": "fold", "data.split_seed": "split"}
+
+
+@dataclass
+class RunGroup:
+    """A repeated run (``train --seeds/--folds/--splits``): one member run per value.
+
+    ``evaluate`` evaluates every member, each on its own data (a fold's test set, a
+    split seed's split), and aggregates the way results.json does; ``predict`` is the
+    members' ensemble: the mean class probability or value, with the standard
+    deviation across members beside it.  Members load on first use.
+    """
+
+    run_dir: Path
+    key: str  # what varied: trainer.seed, data.fold or data.split_seed
+    values: list[int]
+    member_dirs: list[Path]
+    _loaded: dict[int, LoadedRun] = field(default_factory=dict, repr=False)
+
+    @property
+    def label(self) -> str:
+        """What a member is called: seed, fold or split."""
+        return REPEAT_LABELS.get(self.key, self.key)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def members(self) -> list[LoadedRun]:
+        """Every member run, loaded, in the order trained."""
+        return [self._load(i) for i in range(len(self.values))]
+
+    def _load(self, i: int) -> LoadedRun:
+        if i not in self._loaded:
+            self._loaded[i] = load_run(self.member_dirs[i])
+        return self._loaded[i]
+
+    def member(self, which: int | str) -> LoadedRun:
+        """The member run of a value of the key (seed 2, fold 3) or directory name (seed-2)."""
+        text = str(which).strip()
+        for i, (value, path) in enumerate(zip(self.values, self.member_dirs, strict=True)):
+            if text in (str(value), path.name):
+                return self._load(i)
+        raise ConfigError(
+            f"{self.run_dir} has no member {text!r}; its runs are {self.label} "
+            f"{', '.join(map(str, self.values))} (give --member one of these values)"
+        )
+
+    def task_class(self) -> type[Task]:
+        """The members' task class, from the first member's config (no model is loaded)."""
+        return get_task(str(read_run_config(self.member_dirs[0])["task"]["name"]))
+
+    def evaluate(self, split: str) -> dict[str, float | list[float]]:
+        """Every member's metrics on its own ``split``: NAME (mean), NAME_std and NAME_runs."""
+        return aggregate([{split: run.evaluate(split)} for run in self.members])[split]
+
+    def predict(self, inputs: list[str]) -> list[dict[str, Any]]:
+        """The members' mean prediction per input, with the spread across them (``*_std``)."""
+        members = self.members
+        scores = [run.task.predict_scores(run.model, inputs) for run in members]
+        return describe_predictions(members[0].task.prediction_labels(), scores)
+
+
+def load(run_dir: str | Path) -> LoadedRun | RunGroup:
+    """What a run directory holds: a :class:`LoadedRun`, or for a repeated run a :class:`RunGroup`.
+
+    A run is its trained model (in eval mode) and its task.  A directory that
+    ``train --seeds/--folds/--splits`` wrote holds one run per value; ``load`` gives
+    them as a group (``group.members``, ``group.member(2)``), which evaluates and
+    predicts like one run.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and not (run_dir / "config.yaml").exists():
+        group = load_group(run_dir)
+        if group is not None:
+            return group
+    return load_run(run_dir)
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """The trained model (in eval mode) and its task, from one run's directory."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     recipe = resolve(config, run_config=True)
     model = ckpt.load_model(run_dir)
     recipe.task.load_artifacts(run_dir)
     return LoadedRun(model, recipe.task, recipe.trainer, config, run_dir)
+
+
+def load_group(run_dir: str | Path) -> RunGroup | None:
+    """The repeated run in ``run_dir`` (results.json names its ``repeats``); None if none."""
+    run_dir = Path(run_dir)
+    try:
+        repeats = json.loads((run_dir / "results.json").read_text("utf-8"))["repeats"]
+        key, values = str(repeats["key"]), [int(v) for v in repeats["values"]]
+    except FileNotFoundError:
+        started = sorted(p.name for p in run_dir.glob("*-*") if (p / "config.yaml").is_file())
+        if started:
+            raise CheckpointError(
+                f"{run_dir} holds the runs {', '.join(started)} of a repeated training that did "
+                f"not finish (it has no results.json); give one of them, e.g. "
+                f"{run_dir / started[0]}"
+            ) from None
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    label = REPEAT_LABELS.get(key)
+    dirs = [run_dir / f"{label}-{value}" for value in values]
+    missing = [d.name for d in dirs if not (d / "config.yaml").is_file()]
+    if label is None or missing or not values:
+        raise CheckpointError(
+            f"{run_dir} holds a repeated run over {key} whose member directories "
+            f"({', '.join(missing) or 'none'}) are missing"
+        )
+    return RunGroup(run_dir, key, values, dirs)
 
 
 def read_run_config(run_dir: Path) -> dict[str, dict]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -170,9 +171,39 @@ class GPT(nn.Module):
         ``block_size`` tokens, as an uncached model must.  Cached and uncached
         generation therefore give the same tokens.
         """
+        steps = self.generate_stream(
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            use_cache=use_cache,
+            generator=generator,
+        )
+        return torch.cat((idx, *steps), dim=1)
+
+    def generate_stream(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensor]:
+        """:meth:`generate` one step at a time: yields each new token, (batch, 1), as sampled.
+
+        The arguments are checked at the call, before the first token.
+        """
         check_sampling(temperature, top_k, top_p)
         expect(max_new_tokens >= 0, f"max_new_tokens must be >= 0, got {max_new_tokens}")
         expect(idx.dim() == 2 and idx.shape[1] > 0, "the prompt must hold at least one token")
+        return self._stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
+
+    @torch.no_grad()
+    def _stream(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator):
         block = self.config.block_size
         caches = [KVCache() for _ in self.blocks] if use_cache else None
         tokens = idx
@@ -184,7 +215,7 @@ class GPT(nn.Module):
             logits = self.lm_head(h[:, -1])
             next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
             tokens = torch.cat((tokens, next_token), dim=1)
-        return tokens
+            yield next_token
 
     # ----- Hugging Face GPT-2 checkpoints (archlab.interop.hf_gpt2) -----
 

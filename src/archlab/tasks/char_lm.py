@@ -8,6 +8,7 @@ validation loss is a fixed number rather than a sample.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar
@@ -106,16 +107,55 @@ class CharLMTask(Task):
         top_p: float | None = None,
         seed: int | None = None,
     ) -> str:
+        """The prompt and its continuation, as one string."""
+        return "".join(
+            self.generate_stream(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        )
+
+    def generate_stream(
+        self,
+        model: nn.Module,
+        prompt: str,
+        max_new_tokens: int = 500,
+        temperature: float = 0.8,
+        top_k: int | None = 200,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """:meth:`generate`'s text in pieces as the tokens are sampled: the prompt first.
+
+        The prompt and the sampling settings are checked at the call, before any piece.
+        """
         if not prompt:
             raise ArchlabError("the prompt is empty; give at least one character")
-        ids = torch.tensor([self.tokenizer.encode(prompt)])
+        ids = self.tokenizer.encode(prompt)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        out = model.generate(
-            ids,
+        tokens = model.generate_stream(
+            torch.tensor([ids]),
             max_new_tokens,
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
             generator=generator,
         )
-        return self.tokenizer.decode(out[0].tolist())
+        return decode_stream(self.tokenizer, ids, (int(t[0, 0]) for t in tokens))
+
+
+def decode_stream(tokenizer, prompt: list[int], new: Iterator[int]) -> Iterator[str]:
+    """The text of ``prompt`` then of each new token, decoded incrementally.
+
+    Each step decodes only the tokens since the last emitted piece, plus the ones
+    before them as context (as Hugging Face's text-generation-inference does), and
+    holds a piece back while it ends in an incomplete character (U+FFFD) -- needed
+    for byte-level subword vocabularies, a no-op for characters.
+    """
+    ids = list(prompt)
+    yield tokenizer.decode(ids)
+    prefix, read = 0, len(ids)
+    for token in new:
+        ids.append(token)
+        before = tokenizer.decode(ids[prefix:read])
+        text = tokenizer.decode(ids[prefix:])
+        if len(text) > len(before) and not text.endswith("\ufffd"):
+            yield text[len(before) :]
+            prefix, read = read, len(ids)

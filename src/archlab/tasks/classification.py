@@ -35,7 +35,7 @@ from archlab.data.text import MR_LABELS, load_mr
 from archlab.data.tokenizers import Vocab, WordPieceTokenizer
 from archlab.errors import ArchlabError, ConfigError
 from archlab.models import roles
-from archlab.tasks import Task, register_task
+from archlab.tasks import Task, register_task, score_each
 
 DATASETS = {"mr": (load_mr, MR_LABELS)}
 CLS_ID = Vocab.WORD_SPECIALS.index("<cls>")
@@ -141,19 +141,20 @@ class ClassificationTask(Task):
             correct += int((logits.argmax(dim=1) == y).sum())
         return {"loss": total / len(ids), "accuracy": correct / len(ids)}
 
+    def prediction_labels(self) -> list[str]:
+        return list(self.labels)
+
     @torch.no_grad()
-    def predict(self, model: nn.Module, texts: list[str]) -> list[dict[str, str | float]]:
-        """The most likely label of each text and its probability."""
-        if any(not t.strip() for t in texts):
-            raise ArchlabError("an input text is empty")
-        # the training text is lower-cased and tokenized with spaces around punctuation
-        seqs = [self._encode(" ".join(tokenize_like_mr(t))) for t in texts]
-        probs = model(*self._pad(seqs)).float().softmax(dim=1)
-        p, y = probs.max(dim=1)
-        return [
-            {"label": self.labels[int(k)], "probability": float(q)}
-            for k, q in zip(y, p, strict=True)
-        ]
+    def predict_scores(self, model: nn.Module, texts: list[str]) -> list[Tensor | str]:
+        """The class probabilities of each text."""
+
+        def read(text: str) -> list[int]:
+            if not text.strip():
+                raise ArchlabError("the text is empty")
+            # the training text is lower-cased and tokenized with spaces around punctuation
+            return self._encode(" ".join(tokenize_like_mr(text)))
+
+        return score_each(texts, read, lambda seqs: model(*self._pad(seqs)).float().softmax(1))
 
     def save_artifacts(self, run_dir: Path) -> None:
         pretrained = isinstance(self.tokenizer, WordPieceTokenizer)

@@ -60,6 +60,7 @@ from archlab.nn.gan import gan_losses
 from archlab.tasks import Task, register_task, unwrap
 from archlab.train.checkpoint import load_model
 
+MAX_SAMPLES = 2500  # images in one sample grid: 50 x 50 digits, about 2 MB of PNG
 EVAL_NOISE_SEED = 1234  # fixed noise for the evaluation images, so evaluations compare
 
 
@@ -239,6 +240,11 @@ class ImageGenerationTask(Task):
 
         if n <= 0:
             raise ArchlabError(f"the number of images to sample must be positive, got {n}")
+        if n > MAX_SAMPLES:
+            raise ArchlabError(
+                f"a grid holds at most {MAX_SAMPLES:,} images, got {n:,}; for more, write "
+                "several grids with other --seed values"
+            )
         classes = model.config.num_classes
         g = torch.Generator().manual_seed(seed)
         if classes:

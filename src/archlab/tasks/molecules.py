@@ -70,7 +70,7 @@ from archlab.errors import ArchlabError, CheckpointError, ConfigError
 from archlab.io import atomic_write_text
 from archlab.models import roles
 from archlab.nn.ensemble import Ensemble
-from archlab.tasks import Task, register_task
+from archlab.tasks import Task, register_task, score_each
 
 SPLIT_KINDS = ("random", "scaffold")
 ARTIFACT = "molecules.json"
@@ -232,26 +232,35 @@ class MoleculeRegressionTask(Task):
         }
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, smiles: list[str]) -> list[dict[str, str | float]]:
-        """The predicted property of each SMILES, in the dataset's units."""
-        mols = []
-        for text in smiles:
+    def predict_scores(self, model: nn.Module, smiles: list[str]) -> list[Tensor | str]:
+        """The predicted property of each SMILES, in the dataset's units.
+
+        Any molecule RDKit parses is predicted, also one without bonds (no messages:
+        its atoms' readout is W_a [x_v || 0]) or without heavy atoms (H2, H+).
+        """
+
+        def read(text: str):
+            if not text.strip():
+                raise ArchlabError("the SMILES is empty")
             mol = parse_smiles(text.strip())
             if mol is None:
-                raise ArchlabError(f"RDKit cannot parse the SMILES {text!r}")
-            mols.append(mol)
-        if self.data.descriptors:
-            compute = DESCRIPTOR_SETS[self.data.descriptors].compute
-            raw = torch.tensor([compute(mol) for mol in mols], dtype=torch.float64)
-            descriptors = self._normalise(raw)
-        else:
-            descriptors = torch.zeros(len(mols), 0)
-        device = next(model.parameters()).device
-        graph = collate([featurise(mol) for mol in mols])
-        x, edge_index, edge_attr, batch, d = (t.to(device) for t in (*graph, descriptors))
-        z = model(x, edge_index, edge_attr, batch, len(mols), d).float().cpu()
-        values = z * self.std + self.mean
-        return [{"value": float(v[0])} for v in values]
+                raise ArchlabError("RDKit cannot parse this SMILES")
+            return mol
+
+        def score(mols: list) -> Tensor:
+            if self.data.descriptors:
+                compute = DESCRIPTOR_SETS[self.data.descriptors].compute
+                raw = torch.tensor([compute(mol) for mol in mols], dtype=torch.float64)
+                descriptors = self._normalise(raw)
+            else:
+                descriptors = torch.zeros(len(mols), 0)
+            device = next(model.parameters()).device
+            graph = collate([featurise(mol) for mol in mols])
+            x, edge_index, edge_attr, batch, d = (t.to(device) for t in (*graph, descriptors))
+            z = model(x, edge_index, edge_attr, batch, len(mols), d).float().cpu()
+            return z * self.std + self.mean
+
+        return score_each(smiles, read, score)
 
     def save_artifacts(self, run_dir: Path) -> None:
         table = TABLES[self.data.dataset]
