@@ -19,6 +19,7 @@ does, to rebuild the same model).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -191,6 +192,7 @@ def train(
         raw = read_recipe(recipe_name)
     recipe = resolve(apply_overrides(raw, overrides))
     resolve_device(recipe.trainer.device)  # fail before reading data if the device is absent
+    recipe.task.prepare(functools.partial(train, progress=progress))
     pretrained = recipe.pretrained_model()
     recipe.task.setup()
     torch.manual_seed(recipe.trainer.seed)
