@@ -210,6 +210,7 @@ def train(
     )
     if resume:
         trainer.resume()
+    recipe.trainer = trainer.cfg  # with precision auto resolved to what the trainer chose
     if trainer.is_main:
         dump_yaml(recipe.resolved(model_config), run_dir / "config.yaml")
         recipe.task.save_artifacts(run_dir)
