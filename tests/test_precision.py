@@ -20,10 +20,29 @@ CPU = torch.device("cpu")
 QUICK = ["data.val_fraction=0.01"]  # evaluations on 11,000 characters
 
 
+def steady(fp32: float, bf16: float, rounds: int = 5) -> Probe:
+    return Probe((fp32,) * rounds, (bf16,) * rounds)
+
+
 def test_bf16_is_chosen_only_when_clearly_faster() -> None:
-    assert Probe(fp32=0.100, bf16=0.090).choice == "bf16"
-    assert Probe(fp32=0.100, bf16=0.097).choice == "fp32"  # within the margin: not worth it
-    assert Probe(fp32=0.100, bf16=0.130).choice == "fp32"
+    assert steady(fp32=0.100, bf16=0.090).choice == "bf16"
+    assert steady(fp32=0.100, bf16=0.097).choice == "fp32"  # within the margin: not worth it
+    assert steady(fp32=0.100, bf16=0.130).choice == "fp32"
+    assert all(steady(0.1, b).settled for b in (0.09, 0.097, 0.13))
+
+
+def test_a_probe_the_load_made_unclear_is_not_settled() -> None:
+    # one lucky bf16 step, but round by round bf16 is no faster: the machine was busy
+    noisy = Probe((0.10, 0.20, 0.12, 0.30, 0.11), (0.07, 0.21, 0.13, 0.31, 0.12))
+    assert noisy.ratios[0] == pytest.approx(0.7) and noisy.ratios[1] > 1
+    assert noisy.choice == "fp32" and not noisy.settled
+    # bf16 wins by both measures, but the steps of each took anything from 1 to 3 times
+    # the fastest: too busy to trust
+    busy = Probe((0.10, 0.20, 0.22, 0.30, 0.11), (0.05, 0.09, 0.16, 0.16, 0.05))
+    assert max(busy.ratios) < 0.95 and busy.spread > 1.25
+    assert busy.choice == "fp32" and not busy.settled
+    clear = Probe((0.10, 0.11, 0.10, 0.12, 0.10), (0.05, 0.06, 0.05, 0.05, 0.06))
+    assert clear.choice == "bf16" and clear.settled
 
 
 def test_the_probe_takes_the_fastest_interleaved_step_within_its_budget() -> None:
@@ -40,6 +59,7 @@ def test_the_probe_takes_the_fastest_interleaved_step_within_its_budget() -> Non
     assert calls[:2] == [False, True]  # the warm-up, then rounds that alternate who goes first
     assert calls[2:6] == [False, True, True, False]
     assert calls.count(True) == calls.count(False) >= 1 + precision.MIN_ROUNDS
+    assert len(probe.fp32_times) == len(probe.bf16_times) == len(calls) // 2 - 1
 
 
 def test_the_probe_leaves_the_model_its_buffers_and_every_generator_as_they_were() -> None:
@@ -75,7 +95,7 @@ def test_each_machine_and_shape_is_probed_once(cache, monkeypatch) -> None:
 
     def probe() -> Probe:
         probes.append(1)
-        return Probe(fp32=0.010, bf16=0.020)
+        return steady(fp32=0.010, bf16=0.020)
 
     name, message = choose_precision(CPU, {"model": "gpt", "n_embd": 128}, probe)
     assert name == "fp32" and len(probes) == 1
@@ -90,6 +110,20 @@ def test_each_machine_and_shape_is_probed_once(cache, monkeypatch) -> None:
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     assert choose_precision(CPU, {"model": "gpt", "n_embd": 999}, probe)[0] == "fp32"
     assert len(probes) == 3  # no bf16 instructions: nothing to measure
+
+
+def test_a_busy_machines_probe_gives_fp32_and_is_asked_again(cache, monkeypatch) -> None:
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    probes: list[int] = []
+
+    def busy() -> Probe:
+        probes.append(1)
+        return Probe((0.10, 0.20, 0.22, 0.30, 0.11), (0.05, 0.09, 0.16, 0.16, 0.05))
+
+    name, message = choose_precision(CPU, {"model": "gpt"}, busy)
+    assert name == "fp32" and message.endswith("too busy to tell, so not cached")
+    assert choose_precision(CPU, {"model": "gpt"}, busy)[0] == "fp32"
+    assert len(probes) == 2 and not cache.exists()
 
 
 def _weights(run_dir):
@@ -108,7 +142,7 @@ def test_auto_trains_in_the_measured_faster_precision_exactly_as_if_given(
 
     def measured_steps(step, sync=lambda: None) -> Probe:
         real_time_steps(step, sync)  # the real probe runs on its copy of the model...
-        return Probe(*measured)  # ...and these are its timings
+        return steady(*measured)  # ...and these are its timings
 
     monkeypatch.setattr(precision, "time_steps", measured_steps)
     sets = [*TINY_GPT, *QUICK, "model.dropout=0.1", "trainer.max_steps=4", "trainer.eval_every=4"]

@@ -7,12 +7,13 @@ on a 2-core EPYC, gpt-shakespeare-char-small (6 x 384) trains 2.35x faster in bf
 (results/precision-gpt-small.json), while the demo's 4 x 128 GPT can be slower,
 its matrices too small for the conversions to pay.  So ``auto`` times a few training
 steps (forward and backward of a copy of the model on the run's first batch) in
-each precision, interleaved, after a warm-up, and takes bf16 only if its fastest
-step beats fp32's by :data:`MARGIN`.  The fastest of several steps is the measure,
-as other processes only ever add time.  The choice is cached in
-``$ARCHLAB_CACHE/precision``, keyed by the CPU, torch version, thread count, model,
-task and batch shape, so each shape is probed once per machine (delete the file
-to probe again); the run's config.yaml records it, so evaluation and resume use it.
+each precision, interleaved, after a warm-up, and takes bf16 only if it is
+:data:`MARGIN` faster both by its fastest step and by the median round
+(:class:`Probe`).  A settled choice is cached in ``$ARCHLAB_CACHE/precision``,
+keyed by the CPU, torch version, thread count, model, task and batch shape, so
+each shape is probed once per machine (delete the file to probe again); one the
+load made unclear gives fp32 and is probed again next time.  The run's
+config.yaml records the choice, so evaluation and resume use it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import copy
 import hashlib
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +37,11 @@ from archlab.io import atomic_write_text
 
 MARGIN = 0.05  # bf16 is chosen when its step takes at most (1 - MARGIN) of fp32's
 PROBE_SECONDS = 1.5  # time for the timed rounds, after the warm-up
-MIN_ROUNDS, MAX_ROUNDS = 3, 25  # timed steps per precision
+MIN_ROUNDS, MAX_ROUNDS = 5, 25  # timed steps per precision
+# a probe whose median step is this much slower than its fastest (in either precision)
+# ran on a machine too busy to tell: measured here under a load of 9 on 2 cores, 1-thread
+# probes stayed within 1.25, 2-thread ones spread to 1.5-5.8
+MAX_SPREAD = 1.25
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -63,24 +69,59 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 
 @dataclass(frozen=True)
 class Probe:
-    """The fastest training step measured in each precision, in seconds."""
+    """Timed training steps in each precision (seconds), round by round.
 
-    fp32: float
-    bf16: float
+    Two measures of bf16's time relative to fp32's: the ratio of the fastest steps
+    (other processes only ever add time) and the median of each round's ratio (the
+    two steps of a round run back to back, under the same load).  bf16 is chosen
+    when both say it is :data:`MARGIN` faster.  The probe is *settled* when both
+    are on the same side of that line and the steps of each precision took about
+    the same time (:data:`MAX_SPREAD`); else the machine was too busy to tell.
+    """
+
+    fp32_times: tuple[float, ...]
+    bf16_times: tuple[float, ...]
+
+    @property
+    def fp32(self) -> float:
+        return min(self.fp32_times)
+
+    @property
+    def bf16(self) -> float:
+        return min(self.bf16_times)
+
+    @property
+    def ratios(self) -> tuple[float, float]:
+        """bf16 / fp32: of the fastest steps, and the median of the rounds' ratios."""
+        rounds = [b / f for f, b in zip(self.fp32_times, self.bf16_times, strict=True)]
+        return self.bf16 / self.fp32, statistics.median(rounds)
+
+    @property
+    def spread(self) -> float:
+        """The larger of median / fastest step over the two precisions."""
+        return max(statistics.median(t) / min(t) for t in (self.fp32_times, self.bf16_times))
+
+    @property
+    def settled(self) -> bool:
+        agree = (max(self.ratios) <= 1 - MARGIN) == (min(self.ratios) <= 1 - MARGIN)
+        return agree and self.spread <= MAX_SPREAD
 
     @property
     def choice(self) -> str:
-        return "bf16" if self.bf16 <= (1 - MARGIN) * self.fp32 else "fp32"
+        """bf16 if settled and faster by both measures; else fp32."""
+        return "bf16" if self.settled and max(self.ratios) <= 1 - MARGIN else "fp32"
 
     def summary(self) -> str:
+        fastest, rounds = self.ratios
         return (
-            f"fp32 {self.fp32 * 1e3:.1f} ms/step, bf16 {self.bf16 * 1e3:.1f} ms/step; "
-            f"bf16 needs {MARGIN:.0%} less"
+            f"fp32 {self.fp32 * 1e3:.1f} ms/step, bf16 {self.bf16 * 1e3:.1f} ms/step, "
+            f"bf16/fp32 {fastest:.2f} (fastest), {rounds:.2f} (median round); "
+            f"bf16 needs {MARGIN:.0%} less in both"
         )
 
 
 def time_steps(step: Callable[[bool], None], sync: Callable[[], None] = lambda: None) -> Probe:
-    """The fastest of ``step(bf16)``'s timed calls in each precision, interleaved.
+    """``step(bf16)`` timed in both precisions, interleaved.
 
     One warm-up call each (first calls allocate and pick kernels), then rounds of
     one call each, alternating which goes first, for :data:`PROBE_SECONDS` (between
@@ -99,7 +140,7 @@ def time_steps(step: Callable[[bool], None], sync: Callable[[], None] = lambda: 
             step(bf16)
             sync()
             times[bf16].append(time.perf_counter() - t0)
-    return Probe(fp32=min(times[False]), bf16=min(times[True]))
+    return Probe(tuple(times[False]), tuple(times[True]))
 
 
 def probe_training_step(
@@ -168,7 +209,8 @@ def choose_precision(
     """``auto``'s choice, ``fp32`` or ``bf16``, and a sentence saying how it was made.
 
     ``shape`` names what is trained (model, its config, task, batch shape); ``probe()``
-    measures it.  A CPU with bf16 instructions is probed once per machine and shape.
+    measures it.  A CPU with bf16 instructions is probed once per machine and shape;
+    a probe that was not settled (:class:`Probe`) gives fp32 and is not cached.
     """
     if device.type != "cpu" or not cpu_has_fast_bf16():
         name = hardware_precision(device)
@@ -185,14 +227,15 @@ def choose_precision(
     except (OSError, ValueError, KeyError, TypeError):
         pass
     measured = probe()
+    said = f"trainer.precision auto: {measured.choice}, measured on this machine "
+    said += f"({measured.summary()})"
+    if not measured.settled:  # too busy to tell: the safe choice, and a new probe next time
+        return measured.choice, f"{said}; the machine was too busy to tell, so not cached"
     record = {"choice": measured.choice, "summary": measured.summary(), **key}
-    record["seconds"] = {"fp32": measured.fp32, "bf16": measured.bf16}
+    record["seconds"] = {"fp32": measured.fp32_times, "bf16": measured.bf16_times}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     except OSError:  # a read-only cache: the choice holds for this run only
         pass
-    return measured.choice, (
-        f"trainer.precision auto: {measured.choice}, measured on this machine "
-        f"({measured.summary()}); cached in {path}"
-    )
+    return measured.choice, f"{said}; cached in {path}"
