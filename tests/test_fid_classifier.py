@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from archlab.cached import build_once
+from archlab.errors import ConfigError
 from archlab.run import load, train
 from archlab.tasks import gan
 from archlab.train.trainer import Trainer
@@ -77,6 +78,10 @@ def test_a_gan_without_classifier_trains_archlabs_own_once_and_reuses_it(
     assert Path(again) == cached
     metrics = load(first).evaluate("val")  # evaluation reads the recorded classifier
     assert metrics["fid"] > 0
+
+    (cached / "model.safetensors").unlink()  # damaged by hand: say what to do
+    with pytest.raises(ConfigError, match="cached FID classifier, is incomplete; delete it"):
+        train("dcgan-mnist", TINY_GAN, out=str(tmp_path / "third"), progress=False)
 
 
 def test_the_cache_key_follows_the_data_and_the_recipe(monkeypatch) -> None:

@@ -109,6 +109,11 @@ def own_fid_classifier(train: Callable[..., tuple[Path, dict]]) -> Path:
     key = fid_classifier_key(FID_RECIPE_OVERRIDES)
     target = cache_root() / "fid-classifier" / f"{FID_RECIPE}-{key[:16]}"
     if target.is_dir():
+        if not (target / "model.safetensors").is_file():
+            raise ConfigError(
+                f"{target}, archlab's cached FID classifier, is incomplete; delete it and the "
+                "next run trains it again"
+            )
         note(f"data.fid_classifier: archlab's own MNIST CNN, trained before, in {target}")
         return target
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
