@@ -43,6 +43,9 @@ def test_a_probe_the_load_made_unclear_is_not_settled() -> None:
     assert busy.choice == "fp32" and not busy.settled
     clear = Probe((0.10, 0.11, 0.10, 0.12, 0.10), (0.05, 0.06, 0.05, 0.05, 0.06))
     assert clear.choice == "bf16" and clear.settled
+    # steady and clear, but its threads waited for CPUs half the time (another process)
+    starved = Probe(clear.fp32_times, clear.bf16_times, cpu_share=0.5)
+    assert starved.choice == "fp32" and not starved.settled
 
 
 def test_the_probe_takes_the_fastest_interleaved_step_within_its_budget() -> None:
@@ -60,6 +63,7 @@ def test_the_probe_takes_the_fastest_interleaved_step_within_its_budget() -> Non
     assert calls[2:6] == [False, True, True, False]
     assert calls.count(True) == calls.count(False) >= 1 + precision.MIN_ROUNDS
     assert len(probe.fp32_times) == len(probe.bf16_times) == len(calls) // 2 - 1
+    assert probe.cpu_share < 0.5  # sleeping is not running
 
 
 def test_the_probe_leaves_the_model_its_buffers_and_every_generator_as_they_were() -> None:
@@ -146,6 +150,7 @@ def test_auto_trains_in_the_measured_faster_precision_exactly_as_if_given(
 
     monkeypatch.setattr(precision, "time_steps", measured_steps)
     sets = [*TINY_GPT, *QUICK, "model.dropout=0.1", "trainer.max_steps=4", "trainer.eval_every=4"]
+    sets.append("trainer.precision=auto")
     auto, auto_results = train(
         "gpt-shakespeare-char", sets, out=str(tmp_path / "a"), progress=False
     )

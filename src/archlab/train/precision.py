@@ -42,6 +42,9 @@ MIN_ROUNDS, MAX_ROUNDS = 5, 25  # timed steps per precision
 # ran on a machine too busy to tell: measured here under a load of 9 on 2 cores, 1-thread
 # probes stayed within 1.25, 2-thread ones spread to 1.5-5.8
 MAX_SPREAD = 1.25
+# ...or whose main thread ran less than this share of the time: its threads were waiting
+# for a CPU (here: 0.5 for a 2-thread probe beside one busy process, 1.0 on a free core)
+MIN_CPU_SHARE = 0.85
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -75,12 +78,14 @@ class Probe:
     (other processes only ever add time) and the median of each round's ratio (the
     two steps of a round run back to back, under the same load).  bf16 is chosen
     when both say it is :data:`MARGIN` faster.  The probe is *settled* when both
-    are on the same side of that line and the steps of each precision took about
-    the same time (:data:`MAX_SPREAD`); else the machine was too busy to tell.
+    are on the same side of that line, the steps of each precision took about the
+    same time (:data:`MAX_SPREAD`) and the process had the CPUs it asked for
+    (:data:`MIN_CPU_SHARE`); else the machine was too busy to tell.
     """
 
     fp32_times: tuple[float, ...]
     bf16_times: tuple[float, ...]
+    cpu_share: float = 1.0  # the main thread's CPU time / wall time over the timed steps
 
     @property
     def fp32(self) -> float:
@@ -104,7 +109,7 @@ class Probe:
     @property
     def settled(self) -> bool:
         agree = (max(self.ratios) <= 1 - MARGIN) == (min(self.ratios) <= 1 - MARGIN)
-        return agree and self.spread <= MAX_SPREAD
+        return agree and self.spread <= MAX_SPREAD and self.cpu_share >= MIN_CPU_SHARE
 
     @property
     def choice(self) -> str:
@@ -115,8 +120,8 @@ class Probe:
         fastest, rounds = self.ratios
         return (
             f"fp32 {self.fp32 * 1e3:.1f} ms/step, bf16 {self.bf16 * 1e3:.1f} ms/step, "
-            f"bf16/fp32 {fastest:.2f} (fastest), {rounds:.2f} (median round); "
-            f"bf16 needs {MARGIN:.0%} less in both"
+            f"bf16/fp32 {fastest:.2f} (fastest), {rounds:.2f} (median round), CPU share "
+            f"{self.cpu_share:.2f}; bf16 needs {MARGIN:.0%} less in both"
         )
 
 
@@ -131,7 +136,7 @@ def time_steps(step: Callable[[bool], None], sync: Callable[[], None] = lambda: 
         step(bf16)
     sync()
     times: dict[bool, list[float]] = {False: [], True: []}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     for round_ in range(MAX_ROUNDS):
         if round_ >= MIN_ROUNDS and time.perf_counter() - started > PROBE_SECONDS:
             break
@@ -140,7 +145,8 @@ def time_steps(step: Callable[[bool], None], sync: Callable[[], None] = lambda: 
             step(bf16)
             sync()
             times[bf16].append(time.perf_counter() - t0)
-    return Probe(tuple(times[False]), tuple(times[True]))
+    share = (time.thread_time() - cpu_started) / (time.perf_counter() - started)
+    return Probe(tuple(times[False]), tuple(times[True]), share)
 
 
 def probe_training_step(
@@ -233,6 +239,7 @@ def choose_precision(
         return measured.choice, f"{said}; the machine was too busy to tell, so not cached"
     record = {"choice": measured.choice, "summary": measured.summary(), **key}
     record["seconds"] = {"fp32": measured.fp32_times, "bf16": measured.bf16_times}
+    record["cpu_share"] = measured.cpu_share
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
