@@ -7,6 +7,7 @@ as one sentence and exit with status 2; a failed run exits with status 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -138,10 +139,38 @@ def _repeat_plan(
         first = int(args.seed or 0)
         return "trainer.seed", "seed", list(range(first, first + args.seeds)), overrides
     if args.folds is not None:
+        _check_repeatable(args.recipe, overrides, "--folds")
         folds = [*overrides, f"data.folds={args.folds}"]
         return "data.fold", "fold", list(range(args.folds)), folds
+    _check_repeatable(args.recipe, overrides, "--splits")
     first = _split_seed(args.recipe, overrides)
     return "data.split_seed", "split", list(range(first, first + args.splits)), overrides
+
+
+# the data key a task needs for each repeat option, and what the option repeats over
+REPEATABLE = {"--folds": ("folds", "folds"), "--splits": ("split_seed", "data splits")}
+
+
+def _check_repeatable(recipe_name: str, overrides: list[str], option: str) -> None:
+    """Refuse ``option`` (--folds, --splits) for a task without its data key, saying what works."""
+    from archlab.config import apply_overrides, read_recipe
+    from archlab.tasks import get_task
+
+    raw = apply_overrides(read_recipe(recipe_name), overrides)
+    task = get_task(str(raw["task"].get("name")))
+    fields = {f.name for f in dataclasses.fields(task.DataConfig)}
+    key, _ = REPEATABLE[option]
+    if key in fields:
+        return
+    ways = ["over seeds with --seeds N"] + [
+        f"over {what} with {other} N"
+        for other, (other_key, what) in REPEATABLE.items()
+        if other_key in fields
+    ]
+    raise ArchlabError(
+        f"the {task.name} task has no data.{key}, so {option} has nothing to vary; "
+        f"repeat it {' or '.join(ways)}"
+    )
 
 
 def _split_seed(recipe_name: str, overrides: list[str]) -> int:
@@ -149,12 +178,7 @@ def _split_seed(recipe_name: str, overrides: list[str]) -> int:
     from archlab.config import apply_overrides, read_recipe
     from archlab.run import resolve
 
-    data = resolve(apply_overrides(read_recipe(recipe_name), overrides)).task.data
-    if not hasattr(data, "split_seed"):
-        raise ArchlabError(
-            f"recipe {recipe_name} has no data.split_seed, so --splits has no split to vary"
-        )
-    return data.split_seed
+    return resolve(apply_overrides(read_recipe(recipe_name), overrides)).task.data.split_seed
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

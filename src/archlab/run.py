@@ -19,6 +19,7 @@ does, to rebuild the same model).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -240,6 +241,7 @@ def _train(
     device = resolve_device(recipe.trainer.device)  # fail before reading data if it is absent
     if world > 1 and not (resume or out) and recipe.task.data_parallel:
         run_dir = _rank0_path(run_dir, rank, device)  # the default name rank 0 chose
+    recipe.task.prepare(functools.partial(train, progress=progress))
     pretrained = recipe.pretrained_model()
     recipe.task.setup()
     torch.manual_seed(recipe.trainer.seed)
@@ -259,6 +261,7 @@ def _train(
     elif resume:  # the run failed before its first checkpoint: there is nothing to continue
         note(f"{run_dir} has no checkpoint yet, so it trains afresh from its config.yaml")
         trainer.log.truncate_after(-1)
+    recipe.trainer = trainer.cfg  # with precision auto resolved to what the trainer chose
     if trainer.is_main:
         dump_yaml(recipe.resolved(model_config), run_dir / "config.yaml")
         recipe.task.save_artifacts(run_dir)

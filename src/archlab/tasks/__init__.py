@@ -86,6 +86,16 @@ class Task(ABC):
     def setup(self) -> None:
         """Read and prepare the data (called once before training or evaluation)."""
 
+    def prepare(self, train: Callable[..., tuple[Path, dict]]) -> None:
+        """Fill in, before training, what the data settings leave to archlab (default: nothing).
+
+        Called by :func:`archlab.run.train` before :meth:`setup`, with ``train(recipe,
+        overrides, out=RUN_DIR)``: that same function, handed down so that a task can
+        train a prerequisite recipe (the GANs' FID classifier) without importing the
+        run module.  What the task fills in goes into its ``data``, so config.yaml
+        records it and evaluation and resume use the same thing.
+        """
+
     def use_seed(self, seed: int) -> None:
         """Take the run's seed (trainer.seed), for data that depends on it (default: none)."""
 
