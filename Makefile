@@ -35,8 +35,11 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
 
-# The main job: train GPT on tiny Shakespeare (nanoGPT's CPU config), then let it write.
+# The main job: train GPT on tiny Shakespeare (nanoGPT's CPU config), then let it write;
+# says how long the training command took (`archlab bench demo` compares it to the raw loop).
 DEMO_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
-	$(VENV)/bin/archlab train gpt-shakespeare-char --out $(DEMO_DIR)
+	@start=$$(date +%s); \
+	$(VENV)/bin/archlab train gpt-shakespeare-char --out $(DEMO_DIR) && \
+	echo "make demo: archlab train gpt-shakespeare-char took $$(( $$(date +%s) - start )) s"
 	$(VENV)/bin/archlab generate $(DEMO_DIR) --prompt "ROMEO:" --max-new-tokens 500 --seed 1

@@ -11,7 +11,6 @@ written as a results file (rendered in the README's table by ``results.py table`
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from scipy.stats import binomtest
 
 import archlab
 from archlab.bench import machine
+from archlab.io import to_json
 from archlab.tasks.image_classification import as_input
 
 
@@ -77,7 +77,7 @@ def main() -> None:
                 }
             },
         }
-        Path(args.out).write_text(json.dumps(entry, indent=2) + "\n")
+        Path(args.out).write_text(to_json(entry, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -693,6 +693,7 @@ def build(args: argparse.Namespace) -> None:
 
 def record(args: argparse.Namespace) -> None:
     from archlab.bench import machine
+    from archlab.io import to_json
 
     run_dir = Path(args.run_dir)
     results = json.loads((run_dir / "results.json").read_text())
@@ -717,7 +718,7 @@ def record(args: argparse.Namespace) -> None:
     if args.variant:
         entry["variant"] = args.variant
     RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(entry, indent=2) + "\n")
+    path.write_text(to_json(entry, indent=2) + "\n")
     print(f"wrote results/{args.name}.json; now run `python scripts/results.py build`")
 
 

@@ -32,8 +32,10 @@ def shakespeare() -> Path:
     return require_data("shakespeare/input.txt")
 
 
-# a GPT small enough to train a few steps in a second or two
+# a GPT small enough to train a few steps in a second or two; its precision is given, as
+# tests compare fresh runs and must not depend on the precision probe (tests/test_precision.py)
 TINY_GPT = [
+    "trainer.precision=fp32",
     "data.block_size=32",
     "model.n_layer=1",
     "model.n_head=2",

@@ -36,7 +36,7 @@ def test_old_config_keys_move_to_the_trainer() -> None:
     assert sagan["trainer"]["lr_scales"] == {"discriminator": 4.0}
     bert = upgrade_config(read_recipe(str(V0 / "bert/config.yaml")))
     assert bert["model"]["name"] == "bert_classifier"
-    recipe = resolve(bert)
+    recipe = resolve(bert, run_config=True)
     assert recipe.model_name == "bert_classifier" and recipe.trainer.max_epochs == 4
     assert upgrade_config(karate) == karate  # an upgraded config passes unchanged
 

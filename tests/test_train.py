@@ -58,17 +58,17 @@ def test_interrupted_then_resumed_equals_uninterrupted(shakespeare, tmp_path, mo
 
     original = CharLMTask.train_batch
 
-    def interrupt_at_step_5(self, step, batch_size, seed):
+    def interrupt_in_step_6(self, step, batch_size, seed):
         if step == 5:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
         return original(self, step, batch_size, seed)
 
-    monkeypatch.setattr(CharLMTask, "train_batch", interrupt_at_step_5)
+    monkeypatch.setattr(CharLMTask, "train_batch", interrupt_in_step_6)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, "cut", 8, *common)
     monkeypatch.setattr(CharLMTask, "train_batch", original)
     state = torch.load(tmp_path / "cut/state.pt", weights_only=True)
-    assert state["step"] == 5  # Ctrl-C saved where it stopped
+    assert state["step"] == 6  # Ctrl-C finished the step under way and saved
     # the scheduler's plan and the last step it set: warm-up 2, cosine over 8 steps
     assert state["scheduler"] == {
         "schedule": "cosine",
@@ -76,7 +76,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(shakespeare, tmp_path, mo
         "min_lr": 1e-4,
         "total_steps": 8,
         "warmup_steps": 2,
-        "last_step": 5,
+        "last_step": 5,  # step_to(5) set the rate of the sixth step
     }
 
     _, resumed_results = train(None, [], resume=str(tmp_path / "cut"), progress=False)
@@ -133,12 +133,10 @@ def test_sigterm_saves_like_ctrl_c(shakespeare, tmp_path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, "cut", 8, "trainer.checkpoint_every=100")
     assert signal.getsignal(signal.SIGTERM) is handler  # restored after training
-    assert torch.load(tmp_path / "cut/state.pt", weights_only=True)["step"] == 3
+    assert torch.load(tmp_path / "cut/state.pt", weights_only=True)["step"] == 4
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
-    shakespeare, tmp_path, monkeypatch
-) -> None:
+def test_nan_loss_stops_and_keeps_the_last_finite_state(shakespeare, tmp_path, monkeypatch) -> None:
     original = CharLMTask.loss
     calls = {"n": 0}
 
@@ -151,7 +149,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     with pytest.raises(TrainingStopped, match="the loss became nan at step 4"):
         run(tmp_path, "nan", 10, "trainer.checkpoint_every=2")
     state = torch.load(tmp_path / "nan/state.pt", weights_only=True)
-    assert state["step"] == 2
+    assert state["step"] == 3  # the state before the step whose loss was NaN
     weights = load_file(tmp_path / "nan/last.safetensors")
     assert all(torch.isfinite(t).all() for t in weights.values())
     assert load(tmp_path / "nan").model is not None

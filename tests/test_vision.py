@@ -405,6 +405,5 @@ def test_predict_cli_classifies_a_png_and_refuses_a_non_image(lenet_run, tmp_pat
         [*cmd, str(tmp_path / "notes.png")], capture_output=True, text=True, check=False
     )
     assert bad.returncode == 2
-    assert (
-        bad.stderr.strip().count("\n") == 0 and "notes.png cannot be read as an image" in bad.stderr
-    )
+    assert bad.stderr.strip().count("\n") == 0
+    assert "notes.png: cannot be read as an image" in bad.stderr

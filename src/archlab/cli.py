@@ -7,13 +7,15 @@ as one sentence and exit with status 2; a failed run exits with status 1.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from archlab.bench import BENCHMARKS
 from archlab.errors import ArchlabError
+from archlab.io import to_json
 
 
 def count_parameters(name: str) -> int:
@@ -56,19 +58,29 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _recipe_summary(path) -> str:
-    """The recipe file's first comment line."""
+    """The recipe header's first sentence: its comment lines up to one that ends a sentence.
+
+    The header's first line is meant to be that sentence; one that runs on to the
+    next line is joined with it, never cut.
+    """
+    lines = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+        if lines[-1].rstrip(")\"'").endswith((".", "!", "?")):
+            break
+    return " ".join(line for line in lines if line)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from archlab.run import train, train_repeats
     from archlab.train import TrainingStopped
 
-    if bool(args.recipe) == bool(args.resume):
-        raise ArchlabError("give either a RECIPE to train or --resume RUN_DIR, not both")
+    if not args.recipe and not args.resume:
+        raise ArchlabError("give either a RECIPE to train or --resume RUN_DIR")
+    if args.recipe and args.resume:
+        _check_resumed_recipe(args.recipe, args.resume)
     overrides = list(args.set)
     for key in ("seed", "device"):
         if getattr(args, key) is not None:
@@ -85,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 args.recipe, overrides, key=key, label=label, out=args.out, values=values
             )
         else:
-            run_dir, results = train(args.recipe, overrides, out=args.out, resume=args.resume)
+            recipe = None if args.resume else args.recipe  # a resumed run follows its config.yaml
+            run_dir, results = train(recipe, overrides, out=args.out, resume=args.resume)
     except TrainingStopped as exc:
         print(f"archlab: training stopped: {exc}", file=sys.stderr)
         return 1
@@ -93,9 +106,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("archlab: interrupted; the run is saved, continue it with --resume", file=sys.stderr)
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
-        print(json.dumps({k: v for k, v in results.items() if k in ("val", "test")}))
+        print(to_json({k: v for k, v in results.items() if k in ("val", "test")}))
         print(f"run directory: {run_dir}", file=sys.stderr)
     return 0
+
+
+def _check_resumed_recipe(recipe_name: str, run_dir: str) -> None:
+    """Refuse ``train RECIPE --resume RUN_DIR`` when the run was not trained from RECIPE.
+
+    Runs do not record their recipe's name, so the test is what the recipe fixes
+    and --set rarely changes: its task, model and dataset.  The resumed run follows
+    its own config.yaml either way.
+    """
+    from archlab.config import read_recipe
+    from archlab.run import read_run_config
+
+    run, recipe = read_run_config(Path(run_dir)), read_recipe(recipe_name)
+    for section, key in (("task", "name"), ("model", "name"), ("data", "dataset")):
+        ours, theirs = run.get(section, {}).get(key), recipe.get(section, {}).get(key)
+        if ours is not None and theirs is not None and ours != theirs:
+            raise ArchlabError(
+                f"{run_dir} was not trained from the recipe {recipe_name} (its {section}.{key} "
+                f"is {ours}, the recipe's {theirs}); give --resume {run_dir} alone"
+            )
 
 
 def _repeat_plan(
@@ -106,10 +139,38 @@ def _repeat_plan(
         first = int(args.seed or 0)
         return "trainer.seed", "seed", list(range(first, first + args.seeds)), overrides
     if args.folds is not None:
+        _check_repeatable(args.recipe, overrides, "--folds")
         folds = [*overrides, f"data.folds={args.folds}"]
         return "data.fold", "fold", list(range(args.folds)), folds
+    _check_repeatable(args.recipe, overrides, "--splits")
     first = _split_seed(args.recipe, overrides)
     return "data.split_seed", "split", list(range(first, first + args.splits)), overrides
+
+
+# the data key a task needs for each repeat option, and what the option repeats over
+REPEATABLE = {"--folds": ("folds", "folds"), "--splits": ("split_seed", "data splits")}
+
+
+def _check_repeatable(recipe_name: str, overrides: list[str], option: str) -> None:
+    """Refuse ``option`` (--folds, --splits) for a task without its data key, saying what works."""
+    from archlab.config import apply_overrides, read_recipe
+    from archlab.tasks import get_task
+
+    raw = apply_overrides(read_recipe(recipe_name), overrides)
+    task = get_task(str(raw["task"].get("name")))
+    fields = {f.name for f in dataclasses.fields(task.DataConfig)}
+    key, _ = REPEATABLE[option]
+    if key in fields:
+        return
+    ways = ["over seeds with --seeds N"] + [
+        f"over {what} with {other} N"
+        for other, (other_key, what) in REPEATABLE.items()
+        if other_key in fields
+    ]
+    raise ArchlabError(
+        f"the {task.name} task has no data.{key}, so {option} has nothing to vary; "
+        f"repeat it {' or '.join(ways)}"
+    )
 
 
 def _split_seed(recipe_name: str, overrides: list[str]) -> int:
@@ -117,37 +178,56 @@ def _split_seed(recipe_name: str, overrides: list[str]) -> int:
     from archlab.config import apply_overrides, read_recipe
     from archlab.run import resolve
 
-    data = resolve(apply_overrides(read_recipe(recipe_name), overrides)).task.data
-    if not hasattr(data, "split_seed"):
-        raise ArchlabError(
-            f"recipe {recipe_name} has no data.split_seed, so --splits has no split to vary"
-        )
-    return data.split_seed
+    return resolve(apply_overrides(read_recipe(recipe_name), overrides)).task.data.split_seed
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from archlab.run import load
 
-    print(json.dumps(load(args.run_dir).evaluate(args.split)))
+    run = _pick_member(load(args.run_dir), args.run_dir, args.member)
+    print(to_json(run.evaluate(args.split)))
     return 0
 
 
-def _load_run_that(run_dir: str, verb: str):
-    """The run in ``run_dir``, if its task supports ``verb``; else one clear error."""
-    from archlab.run import load
+def _pick_member(run, run_dir: str, member: str | None):
+    """A repeated run's ``member`` (None: the run, or the group, as loaded)."""
+    from archlab.run import RunGroup
+
+    if member is None:
+        return run
+    if not isinstance(run, RunGroup):
+        raise ArchlabError(
+            f"--member picks one run of a repeated training (--seeds, --folds, --splits), and "
+            f"{run_dir} is a single run; leave --member out"
+        )
+    return run.member(member)
+
+
+def _load_run_that(run_dir: str, verb: str, member: str | None = None, group_ok: bool = False):
+    """The run in ``run_dir`` (or its ``member``), if its task supports ``verb``; else one error.
+
+    A repeated run's directory gives its group where ``group_ok``, else needs ``member``.
+    """
+    from archlab.run import RunGroup, load
 
     run = load(run_dir)
-    if verb not in run.task.verbs:
-        can = ", ".join(sorted(run.task.verbs)) or "nothing but eval"
+    task_cls = run.task_class() if isinstance(run, RunGroup) else type(run.task)
+    if verb not in task_cls.verbs:
+        can = ", ".join(sorted(task_cls.verbs)) or "nothing but eval"
         raise ArchlabError(
-            f"{run_dir} holds a {run.task.name} run, which cannot {verb} (it can: {can})"
+            f"{run_dir} holds a {task_cls.name} run, which cannot {verb} (it can: {can})"
         )
-    return run
+    if isinstance(run, RunGroup) and member is None and not group_ok:
+        raise ArchlabError(
+            f"{run_dir} holds {len(run)} runs ({run.label} {', '.join(map(str, run.values))}); "
+            f"choose one with --member, e.g. --member {run.values[0]}"
+        )
+    return _pick_member(run, run_dir, member)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    run = _load_run_that(args.run_dir, "generate")
-    text = run.task.generate(
+    run = _load_run_that(args.run_dir, "generate", args.member)
+    pieces = run.task.generate_stream(
         run.model,
         args.prompt,
         max_new_tokens=args.max_new_tokens,
@@ -156,26 +236,39 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
-    print(text)
+    try:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        print(flush=True)  # the text so far stays; end its line
+        raise
+    print()
     return 0
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    run = _load_run_that(args.run_dir, "translate")
+    run = _load_run_that(args.run_dir, "translate", args.member)
     print(run.task.translate(run.model, args.text, beam=args.beam))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    run = _load_run_that(args.run_dir, "predict")
-    for text, prediction in zip(args.inputs, run.task.predict(run.model, args.inputs), strict=True):
+    run = _load_run_that(args.run_dir, "predict", args.member, group_ok=True)
+    failed = 0
+    for text, prediction in zip(args.inputs, run.predict(args.inputs), strict=True):
+        if "error" in prediction:
+            shown = text if text.strip() else repr(text)
+            print(f"archlab: error: {shown}: {prediction['error']}", file=sys.stderr)
+            failed += 1
+            continue
         fields = (f"{v:.4f}" if isinstance(v, float) else str(v) for v in prediction.values())
-        print("\t".join([*fields, text]))
-    return 0
+        print("\t".join([*fields, text]), flush=True)
+    return 2 if failed else 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    run = _load_run_that(args.run_dir, "sample")
+    run = _load_run_that(args.run_dir, "sample", args.member)
     layout = run.task.sample(run.model, args.out, n=args.n, seed=args.seed)
     print(f"wrote {args.out} ({layout})", file=sys.stderr)
     return 0
@@ -186,6 +279,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     run_benchmarks(args.names or list(BENCHMARKS), quick=args.quick, out=args.out)
     return 0
+
+
+MEMBER_HELP = (
+    "for a RUN_DIR of repeated runs (train --seeds, --folds, --splits): use only the run "
+    "of this seed, fold or split seed (its value, e.g. --member 2 for seed-2, not its "
+    "position; or its directory name, seed-2)"
+)
+
+
+def _add_member(p: argparse.ArgumentParser, required_for_groups: bool) -> None:
+    extra = "; required for such a RUN_DIR" if required_for_groups else ""
+    p.add_argument("--member", metavar="K", help=MEMBER_HELP + extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,7 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a recipe key, e.g. --set trainer.max_steps=400 (repeatable)",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/RECIPE-TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a stopped run, as its config.yaml says (with a RECIPE too: only if the "
+        "run was trained from it)",
+    )
     p.add_argument("--seed", type=int, help="same as --set trainer.seed=N")
     p.add_argument(
         "--seeds",
@@ -249,7 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="evaluate a trained run",
-        description="Print a run's metrics as one JSON object.",
+        description="Print a run's metrics as one JSON object.  For repeated runs (train "
+        "--seeds, --folds, --splits) every member is evaluated on its own data (a fold's test "
+        "set, a split seed's split), and each metric NAME is their mean, with NAME_std and "
+        "NAME_runs beside it, as in results.json.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument(
@@ -258,12 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["val", "test", "affine"],
         help="default: val (affine: the affine-transformed MNIST test set, for image runs)",
     )
+    _add_member(p, required_for_groups=False)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
         "generate",
         help="generate text from a language model run",
-        description="Continue a prompt with a trained language model.",
+        description="Continue a prompt with a trained language model; the text is printed "
+        "as it is sampled (Ctrl-C stops it and keeps what was printed).",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--prompt", required=True, help="text to continue")
@@ -272,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=200)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    _add_member(p, required_for_groups=True)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(
@@ -282,15 +398,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("text", metavar="TEXT")
     p.add_argument("--beam", type=int, default=None, help="beam size (default: the recipe's)")
+    _add_member(p, required_for_groups=True)
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser(
         "predict",
-        help="classify inputs with a classifier run",
-        description="Print the predicted label and its probability for each input.",
+        help="classify inputs (or predict a property) with a trained run",
+        description="Print one tab-separated line per input: the predicted label and its "
+        "probability (classifiers) or the predicted value (molecules), then the input.  For "
+        "repeated runs (train --seeds, --folds, --splits) the members predict as an ensemble: "
+        "the label of the highest mean probability, that mean and its standard deviation "
+        "across members (or the mean value and its standard deviation), as chemprop reports "
+        "ensembles; fold and split members were trained on different data, which an ensemble "
+        "allows.  An input that cannot be predicted gets an error line on stderr, the others "
+        "are still predicted, and the exit status is then 2.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="texts, image files or SMILES")
+    _add_member(p, required_for_groups=False)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -305,9 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--n",
         type=int,
         default=64,
-        help="images to draw (default 64; class-conditional: ceil(N/10) per class)",
+        help="images to draw, at most 2,500 (default 64; class-conditional: ceil(N/10) per "
+        "class)",  # archlab.tasks.gan.MAX_SAMPLES, not imported: --help stays fast
     )
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    _add_member(p, required_for_groups=True)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(

@@ -11,6 +11,10 @@ when (each change is idempotent: an up-to-date file passes unchanged):
   written to config.yaml; they are dropped;
 - a sentence classifier built on BERT was model ``bert`` (whose ``classify`` gave
   logits); it is ``bert_classifier``, with the same weights.
+
+2026-12-02, later: ``trainer.precision: auto`` is decided by a timed probe, and
+config.yaml records the choice (``fp32`` or ``bf16``); ``auto`` in an older
+config.yaml meant bf16 wherever the hardware has bf16 instructions, and still does.
 """
 
 from __future__ import annotations
@@ -33,12 +37,24 @@ def upgrade_config(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         scale = data.pop("d_lr_scale")
         if scale != 1.0:
             trainer.setdefault("lr_scales", {"discriminator": scale})
+    if trainer.get("precision", "auto") == "auto":
+        trainer["precision"] = _old_auto_precision(str(trainer.get("device", "auto")))
     task_name = raw.get("task", {}).get("name")
     if task_name:
         for key in get_task(str(task_name)).unused_trainer_keys:
             trainer.pop(key, None)
         model["name"] = upgrade_model_name(model.get("name"), str(task_name))
     return raw
+
+
+def _old_auto_precision(device: str) -> str:
+    """What ``trainer.precision: auto`` trained in before the probe: the hardware's rule."""
+    import torch
+
+    from archlab.train.precision import hardware_precision
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return hardware_precision(torch.device("cuda" if cuda else "cpu"))
 
 
 def upgrade_model_name(name: Any, task_name: str | None) -> Any:

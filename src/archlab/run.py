@@ -20,9 +20,9 @@ does, to rebuild the same model).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,19 @@ from archlab.config import (
 )
 from archlab.console import note
 from archlab.errors import CheckpointError, ConfigError
-from archlab.io import atomic_write_text
+from archlab.io import atomic_write_text, to_json
 from archlab.registry import list_models, model_entry
-from archlab.tasks import Task, get_task
-from archlab.train import Trainer, TrainerConfig
+from archlab.tasks import Task, describe_predictions, get_task
+from archlab.train import Trainer, TrainerConfig, rundir
 from archlab.train import checkpoint as ckpt
-from archlab.train.trainer import EXCLUSIVE, resolve_device, resolve_precision
+from archlab.train.trainer import (
+    EXCLUSIVE,
+    _rank_world,
+    _sigterm_as_interrupt,
+    init_process_group,
+    resolve_device,
+    resolve_precision,
+)
 
 
 @dataclass
@@ -76,6 +83,7 @@ class Recipe:
         """
         entry = model_entry(self.model_name)
         overrides = self.task.model_overrides()
+        assert overrides.keys() == self.task.derived_model_keys.keys(), self.task.name
         values = {**entry.defaults, **self.model_values, **overrides}
         config = to_dataclass(entry.config_cls, values, "model")
         if pretrained is None:
@@ -113,7 +121,12 @@ class Recipe:
         }
 
 
-def resolve(raw: dict[str, dict]) -> Recipe:
+def resolve(raw: dict[str, dict], *, run_config: bool = False) -> Recipe:
+    """Check and type every section of ``raw``, a recipe (after ``--set``).
+
+    ``run_config``: ``raw`` is a run directory's config.yaml, whose model section holds
+    the fields the task derived from the data; only ``--set`` may not change them.
+    """
     task_name = raw["task"].get("name")
     if not task_name:
         raise ConfigError("the recipe's task section needs a name (task.name)")
@@ -134,6 +147,9 @@ def resolve(raw: dict[str, dict]) -> Recipe:
             f", and model {model_name} is a {entry.role.__name__}; models that fit: "
             f"{', '.join(fitting)}"
         )
+    for key, source in task_cls.derived_model_keys.items():
+        if key in model_values and (not run_config or is_override(model_values[key])):
+            raise ConfigError(derived_key_message(task_cls, key, source))
     unused = sorted(set(raw["trainer"]) & set(task_cls.unused_trainer_keys))
     if unused:
         raise ConfigError(
@@ -183,9 +199,14 @@ def _swapped_model_values(values: dict[str, Any], name: Any, entry) -> dict[str,
     return {k: v for k, v in values.items() if k not in foreign}
 
 
-def default_run_dir(recipe_name: str) -> Path:
-    stem = Path(recipe_name).stem
-    return Path("runs") / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def derived_key_message(task_cls: type[Task], key: str, source: str) -> str:
+    if source.startswith("data."):
+        data_key = source.split()[0]
+        return (
+            f"model.{key} comes from {source} in the {task_cls.name} task; set {data_key} "
+            f"instead of model.{key}"
+        )
+    return f"model.{key} comes from the data in the {task_cls.name} task ({source}); remove it"
 
 
 def train(
@@ -196,26 +217,54 @@ def train(
     resume: str | None = None,
     progress: bool = True,
 ) -> tuple[Path, dict]:
-    """Train a recipe (or resume a run) and return the run directory and its results."""
-    if resume:
-        run_dir = Path(resume)
-        raw = read_run_config(run_dir)
-    else:
-        run_dir = Path(out) if out else default_run_dir(recipe_name)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(
-                f"{run_dir} already holds files; choose another --out, or continue it with "
-                f"--resume {run_dir}"
+    """Train a recipe (or resume a run) and return the run directory and its results.
+
+    The run directory is held by this process until it returns (:mod:`archlab.train.rundir`);
+    under torchrun, rank 0 holds it for all ranks.
+    """
+    rank, world = _rank_world()
+    claim = None
+    if rank == 0:
+        if resume:
+            _run_file(Path(resume), "config.yaml")
+            claim = rundir.claim_existing(Path(resume))
+        else:
+            claim = rundir.claim_new(Path(out) if out else None, recipe_name)
+    run_dir = claim.run_dir if claim else Path(resume or out or "")
+    try:
+        with _sigterm_as_interrupt():  # so that `kill` lets the run directory go
+            return _train(
+                recipe_name, overrides, run_dir, resume=resume, out=out, progress=progress
             )
-        raw = read_recipe(recipe_name)
-    recipe = resolve(apply_overrides(raw, overrides))
-    resolve_device(recipe.trainer.device)  # fail before reading data if the device is absent
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        if claim is not None:
+            claim.release()
+
+
+def _train(
+    recipe_name: str | None,
+    overrides: list[str],
+    run_dir: Path,
+    *,
+    resume: str | None,
+    out: str | None,
+    progress: bool,
+) -> tuple[Path, dict]:
+    """:func:`train`, in a run directory this process holds (or rank 0 does)."""
+    rank, world = _rank_world()
+    raw = read_run_config(run_dir) if resume else read_recipe(recipe_name)
+    recipe = resolve(apply_overrides(raw, overrides), run_config=bool(resume))
+    device = resolve_device(recipe.trainer.device)  # fail before reading data if it is absent
+    if world > 1 and not (resume or out) and recipe.task.data_parallel:
+        run_dir = _rank0_path(run_dir, rank, device)  # the default name rank 0 chose
+    recipe.task.prepare(functools.partial(train, progress=progress))
     pretrained = recipe.pretrained_model()
     recipe.task.setup()
     torch.manual_seed(recipe.trainer.seed)
     model, model_config = recipe.build_model(pretrained)
     del pretrained  # its weights are in the model now
-    run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
         recipe.task,
         model,
@@ -225,16 +274,24 @@ def train(
         model_config,
         progress=progress,
     )
-    if resume:
+    if resume and (run_dir / ckpt.STATE_FILE).exists():
         trainer.resume()
+    elif resume:  # the run failed before its first checkpoint: there is nothing to continue
+        note(f"{run_dir} has no checkpoint yet, so it trains afresh from its config.yaml")
+        trainer.log.truncate_after(-1)
+    recipe.trainer = trainer.cfg  # with precision auto resolved to what the trainer chose
     if trainer.is_main:
         dump_yaml(recipe.resolved(model_config), run_dir / "config.yaml")
         recipe.task.save_artifacts(run_dir)
-    try:
-        return run_dir, trainer.fit()
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    return run_dir, trainer.fit()
+
+
+def _rank0_path(path: Path, rank: int, device: torch.device) -> Path:
+    """Rank 0's ``path``, for every rank (it joins the process group the Trainer uses)."""
+    init_process_group(device)
+    shared = [str(path) if rank == 0 else None]
+    torch.distributed.broadcast_object_list(shared, src=0)
+    return Path(shared[0])
 
 
 def train_repeats(
@@ -253,23 +310,35 @@ def train_repeats(
     name, the standard deviation under NAME_std and the per-run values under NAME_runs;
     and under ``repeats`` what varied, with each run's data.split_seed where it has one.
     """
-    run_dir = Path(out) if out else default_run_dir(recipe_name)
-    runs, split_seeds = [], []
-    for value in values:
-        one_run, results = train(
-            recipe_name,
-            [*overrides, f"{key}={value}"],
-            out=str(run_dir / f"{label}-{value}"),
-            progress=progress,
+    rank, world = _rank_world()
+    if world > 1 and not out:
+        raise ConfigError(
+            "under torchrun, repeated runs need a directory all processes agree on: give --out"
         )
-        runs.append(results)
-        split_seeds.append(read_recipe(str(one_run / "config.yaml"))["data"].get("split_seed"))
-    aggregated = aggregate(runs)
-    aggregated["repeats"] = {"key": key, "values": values}
-    if any(seed is not None for seed in split_seeds):
-        aggregated["repeats"]["split_seeds"] = split_seeds
-    atomic_write_text(run_dir / "results.json", json.dumps(aggregated, indent=2) + "\n")
-    return run_dir, aggregated
+    claim = rundir.claim_new(Path(out) if out else None, recipe_name) if rank == 0 else None
+    run_dir = claim.run_dir if claim else Path(out)
+    try:
+        runs, split_seeds = [], []
+        for value in values:
+            one_run, results = train(
+                recipe_name,
+                [*overrides, f"{key}={value}"],
+                out=str(run_dir / f"{label}-{value}"),
+                progress=progress,
+            )
+            runs.append(results)
+            config = read_recipe(str(one_run / "config.yaml"))
+            split_seeds.append(config["data"].get("split_seed"))
+        aggregated = aggregate(runs)
+        aggregated["repeats"] = {"key": key, "values": values}
+        if any(seed is not None for seed in split_seeds):
+            aggregated["repeats"]["split_seeds"] = split_seeds
+        if rank == 0:
+            atomic_write_text(run_dir / "results.json", to_json(aggregated, indent=2) + "\n")
+        return run_dir, aggregated
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -316,15 +385,127 @@ class LoadedRun:
         with torch.no_grad(), torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
             return self.task.final_metrics(self.model, split, self.trainer.eval_batch_size)
 
+    def predict(self, inputs: list[str]) -> list[dict[str, Any]]:
+        """The task's prediction for each input (:meth:`archlab.tasks.Task.predict`)."""
+        return self.task.predict(self.model, inputs)
 
-def load(run_dir: str | Path) -> LoadedRun:
-    """The trained model (in eval mode) and its task, from a run directory."""
+
+# the member directories of a repeated run: LABEL-VALUE, by the key that varied
+REPEAT_LABELS = {"trainer.seed": "seed", "data.fold": "fold", "data.split_seed": "split"}
+
+
+@dataclass
+class RunGroup:
+    """A repeated run (``train --seeds/--folds/--splits``): one member run per value.
+
+    ``evaluate`` evaluates every member, each on its own data (a fold's test set, a
+    split seed's split), and aggregates the way results.json does; ``predict`` is the
+    members' ensemble: the mean class probability or value, with the standard
+    deviation across members beside it.  Members load on first use.
+    """
+
+    run_dir: Path
+    key: str  # what varied: trainer.seed, data.fold or data.split_seed
+    values: list[int]
+    member_dirs: list[Path]
+    _loaded: dict[int, LoadedRun] = field(default_factory=dict, repr=False)
+
+    @property
+    def label(self) -> str:
+        """What a member is called: seed, fold or split."""
+        return REPEAT_LABELS.get(self.key, self.key)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def members(self) -> list[LoadedRun]:
+        """Every member run, loaded, in the order trained."""
+        return [self._load(i) for i in range(len(self.values))]
+
+    def _load(self, i: int) -> LoadedRun:
+        if i not in self._loaded:
+            self._loaded[i] = load_run(self.member_dirs[i])
+        return self._loaded[i]
+
+    def member(self, which: int | str) -> LoadedRun:
+        """The member run of a value of the key (seed 2, fold 3) or directory name (seed-2)."""
+        text = str(which).strip()
+        for i, (value, path) in enumerate(zip(self.values, self.member_dirs, strict=True)):
+            if text in (str(value), path.name):
+                return self._load(i)
+        raise ConfigError(
+            f"{self.run_dir} has no member {text!r}; its runs are {self.label} "
+            f"{', '.join(map(str, self.values))} (give --member one of these values)"
+        )
+
+    def task_class(self) -> type[Task]:
+        """The members' task class, from the first member's config (no model is loaded)."""
+        return get_task(str(read_run_config(self.member_dirs[0])["task"]["name"]))
+
+    def evaluate(self, split: str) -> dict[str, float | list[float]]:
+        """Every member's metrics on its own ``split``: NAME (mean), NAME_std and NAME_runs."""
+        return aggregate([{split: run.evaluate(split)} for run in self.members])[split]
+
+    def predict(self, inputs: list[str]) -> list[dict[str, Any]]:
+        """The members' mean prediction per input, with the spread across them (``*_std``)."""
+        members = self.members
+        scores = [run.task.predict_scores(run.model, inputs) for run in members]
+        return describe_predictions(members[0].task.prediction_labels(), scores)
+
+
+def load(run_dir: str | Path) -> LoadedRun | RunGroup:
+    """What a run directory holds: a :class:`LoadedRun`, or for a repeated run a :class:`RunGroup`.
+
+    A run is its trained model (in eval mode) and its task.  A directory that
+    ``train --seeds/--folds/--splits`` wrote holds one run per value; ``load`` gives
+    them as a group (``group.members``, ``group.member(2)``), which evaluates and
+    predicts like one run.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and not (run_dir / "config.yaml").exists():
+        group = load_group(run_dir)
+        if group is not None:
+            return group
+    return load_run(run_dir)
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """The trained model (in eval mode) and its task, from one run's directory."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    recipe = resolve(config)
+    recipe = resolve(config, run_config=True)
     model = ckpt.load_model(run_dir)
     recipe.task.load_artifacts(run_dir)
     return LoadedRun(model, recipe.task, recipe.trainer, config, run_dir)
+
+
+def load_group(run_dir: str | Path) -> RunGroup | None:
+    """The repeated run in ``run_dir`` (results.json names its ``repeats``); None if none."""
+    run_dir = Path(run_dir)
+    try:
+        repeats = json.loads((run_dir / "results.json").read_text("utf-8"))["repeats"]
+        key, values = str(repeats["key"]), [int(v) for v in repeats["values"]]
+    except FileNotFoundError:
+        started = sorted(p.name for p in run_dir.glob("*-*") if (p / "config.yaml").is_file())
+        if started:
+            raise CheckpointError(
+                f"{run_dir} holds the runs {', '.join(started)} of a repeated training that did "
+                f"not finish (it has no results.json); give one of them, e.g. "
+                f"{run_dir / started[0]}"
+            ) from None
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    label = REPEAT_LABELS.get(key)
+    dirs = [run_dir / f"{label}-{value}" for value in values]
+    missing = [d.name for d in dirs if not (d / "config.yaml").is_file()]
+    if label is None or missing or not values:
+        raise CheckpointError(
+            f"{run_dir} holds a repeated run over {key} whose member directories "
+            f"({', '.join(missing) or 'none'}) are missing"
+        )
+    return RunGroup(run_dir, key, values, dirs)
 
 
 def read_run_config(run_dir: Path) -> dict[str, dict]:

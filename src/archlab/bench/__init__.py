@@ -9,7 +9,6 @@ Machines are noisy, so each figure is a median over interleaved repeats.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import platform
 import statistics
@@ -19,9 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from archlab.errors import ConfigError
+from archlab.io import to_json
 from archlab.registry import unknown_name_message
 
-BENCHMARKS = ("gpt", "gnn")
+BENCHMARKS = ("gpt", "gnn", "demo")
 
 
 def machine() -> dict:
@@ -74,6 +74,6 @@ def run_benchmarks(names: list[str], *, quick: bool = False, out: str | None = N
         report["benchmarks"][name] = module.run(quick=quick)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        Path(out).write_text(to_json(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {out}")
     return report

@@ -38,14 +38,17 @@ import zlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from archlab.config import Config, Count, OneOf, Size
 from archlab.data.files import DataError, DataFile, Dataset, fetch, register_dataset
 from archlab.errors import ConfigError
 
+TRAIN_IMAGES = 60_000  # in MNIST's training split
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 MNIST_FILES = {  # (split, kind) -> file name, SHA-256
     ("train", "images"): (
@@ -138,22 +141,22 @@ def load_mnist(split: str) -> tuple[Tensor, Tensor]:
 
 
 @dataclass
-class MNISTSplitData:
+class MNISTSplitData(Config):
     """The data settings every MNIST task shares (a task's data section extends them)."""
 
-    dataset: str = "mnist"
-    val_size: int = 5000  # validation images carved from the 60,000 training images
-    split_seed: int = 0  # the data seed that picks them (kept apart from the training seed)
-    train_size: int | None = None  # use only the first N training images (quick checks)
+    section: ClassVar[str] = "data"
 
-    def check(self) -> None:
-        """Refuse bad settings before any file is read."""
-        if self.dataset != "mnist":
-            raise ConfigError(f"data.dataset must be 'mnist', got {self.dataset!r}")
-        if not 0 < self.val_size < 60000:
-            raise ConfigError(f"data.val_size must lie in (0, 60000), got {self.val_size}")
-        if self.train_size is not None and self.train_size < 1:
-            raise ConfigError(f"data.train_size must be positive, got {self.train_size}")
+    dataset: Annotated[str, OneOf(("mnist",))] = "mnist"
+    val_size: Size = 5000  # validation images carved from the 60,000 training images
+    split_seed: Count = 0  # the data seed that picks them (kept apart from the training seed)
+    train_size: Size | None = None  # use only the first N training images (quick checks)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.val_size >= TRAIN_IMAGES:
+            raise ConfigError(
+                f"{self.key('val_size')} must lie in (0, {TRAIN_IMAGES}), got {self.val_size}"
+            )
 
     def splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         """train / val / test images and labels (:func:`mnist_splits`)."""

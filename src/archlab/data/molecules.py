@@ -347,11 +347,24 @@ def _finite(values: Iterable[float | None]) -> list[float]:
     return [float(v) if v is not None and math.isfinite(v) else 0.0 for v in values]
 
 
+def _or_none(func: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float | None:
+    """``func(mol)``, or None where the descriptor fails on this molecule.
+
+    Some raise on valid molecules: SPS divides by the heavy atoms, which H2 or H+
+    has none of.  descriptastorus, which chemprop calls, catches every such failure
+    and gives NaN, which chemprop turns into 0 (:func:`_finite`).
+    """
+    try:
+        return func(mol)
+    except Exception:  # any failure of one descriptor, as descriptastorus
+        return None
+
+
 def rdkit2d(mol: Chem.Mol) -> list[float]:
-    """RDKit's 2-D descriptors of a molecule (chemprop's ``rdkit_2d``); NaN and +-inf -> 0."""
+    """RDKit's 2-D descriptors of a molecule (chemprop's ``rdkit_2d``); NaN, +-inf, failed -> 0."""
     descriptors = _chem("rdkit.Chem.Descriptors")
     with _chem("rdkit.rdBase").BlockLogs():
-        return _finite(func(mol) for _, func in descriptors.descList)
+        return _finite(_or_none(func, mol) for _, func in descriptors.descList)
 
 
 @functools.cache

@@ -30,52 +30,51 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Count, OneOf, PositiveFloat, Probability, Size
 from archlab.errors import ConfigError, expect
 from archlab.models import roles
 from archlab.nn.checks import check_token_ids
 from archlab.nn.positional import LearnedPositionalEmbedding
-from archlab.nn.transformer import EncoderBlock, activation_fn
+from archlab.nn.transformer import ACTIVATIONS, EncoderBlock, activation_fn
 from archlab.registry import register_model
 
 
 @dataclass
-class BERTConfig:
+class BERTConfig(Config):
     """Defaults are BERT-base (110M parameters)."""
 
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    n_layer: int = 12
-    n_head: int = 12
-    d_ff: int = 3072  # FFN width ("intermediate size")
-    max_len: int = 512  # positions with a learned embedding
-    type_vocab_size: int = 2  # segments (sentence A / B)
-    dropout: float = 0.1  # on embeddings, each sub-layer's output and the classifier input
-    attn_dropout: float = 0.1  # on attention probabilities
-    activation: str = "gelu"
-    eps: float = 1e-12  # LayerNorm epsilon
-    pad_id: int | None = 0  # [PAD] token; its embedding row starts at zero and gets no gradient
+    vocab_size: Size = 30522
+    hidden_size: Size = 768
+    n_layer: Size = 12
+    n_head: Size = 12
+    d_ff: Size = 3072  # FFN width ("intermediate size")
+    max_len: Size = 512  # positions with a learned embedding
+    type_vocab_size: Size = 2  # segments (sentence A / B)
+    dropout: Probability = 0.1  # on embeddings, each sub-layer's output and the classifier input
+    attn_dropout: Probability = 0.1  # on attention probabilities
+    activation: Annotated[str, OneOf(ACTIVATIONS)] = "gelu"
+    eps: PositiveFloat = 1e-12  # LayerNorm epsilon
+    pad_id: Count | None = 0  # [PAD] token; its embedding row starts at zero and gets no gradient
     pooler: bool = True  # p = tanh(W_p h[CLS] + b_p)
     mlm_head: bool = True  # masked-LM head
-    num_classes: int = 0  # classes of the classification head on p; 0 = no such head
+    num_classes: Count = 0  # classes of the classification head on p; 0 = no such head
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.n_head:
-            raise ConfigError(
-                f"hidden_size ({self.hidden_size}) must be divisible by n_head ({self.n_head})"
-            )
-        if self.num_classes < 0:
-            raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
+        super().__post_init__()
+        self.require_divisible("hidden_size", "n_head")
         if self.num_classes and not self.pooler:
-            raise ConfigError("a classification head (num_classes > 0) needs pooler=True")
-        if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
             raise ConfigError(
-                f"pad_id {self.pad_id} lies outside the vocabulary [0, {self.vocab_size})"
+                f"a classification head ({self.key('num_classes')} > 0) needs pooler: set "
+                f"{self.key('pooler')}=true"
             )
+        if self.pad_id is not None:
+            self.require_below("pad_id", "vocab_size")
 
 
 class MaskedLMHead(nn.Module):

@@ -37,11 +37,13 @@ settings of this config (m_plus, m_minus, lam, reconstruction_scale).  With
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Interval, NonNegativeFloat, Size
 from archlab.errors import ConfigError
 from archlab.models import roles
 from archlab.nn.capsule import capsule_lengths, routing_by_agreement, squash
@@ -50,33 +52,30 @@ from archlab.registry import register_model
 
 
 @dataclass
-class CapsNetConfig:
-    in_channels: int = 1
-    input_size: int = 28
-    num_classes: int = 10
-    conv1_channels: int = 256
-    kernel_size: int = 9  # Conv1 and PrimaryCaps
-    primary_caps: int = 32  # capsule types in PrimaryCaps
-    primary_dim: int = 8
-    primary_stride: int = 2
-    digit_dim: int = 16
-    routing_iters: int = 3
-    m_plus: float = 0.9
-    m_minus: float = 0.1
-    lam: float = 0.5  # down-weighting of the loss for absent digits
-    decoder: list[int] = field(default_factory=lambda: [512, 1024])
-    reconstruction_scale: float = 0.0005  # 0 = no decoder
+class CapsNetConfig(Config):
+    in_channels: Size = 1
+    input_size: Size = 28
+    num_classes: Size = 10
+    conv1_channels: Size = 256
+    kernel_size: Size = 9  # Conv1 and PrimaryCaps
+    primary_caps: Size = 32  # capsule types in PrimaryCaps
+    primary_dim: Size = 8
+    primary_stride: Size = 2
+    digit_dim: Size = 16
+    routing_iters: Size = 3
+    m_plus: Annotated[float, Interval(0.0, 1.0)] = 0.9
+    m_minus: Annotated[float, Interval(0.0, 1.0)] = 0.1
+    lam: NonNegativeFloat = 0.5  # down-weighting of the loss for absent digits
+    decoder: list[Size] = field(default_factory=lambda: [512, 1024])
+    reconstruction_scale: NonNegativeFloat = 0.0005  # 0 = no decoder
 
     def __post_init__(self) -> None:
-        if self.routing_iters < 1:
-            raise ConfigError(f"model.routing_iters must be at least 1, got {self.routing_iters}")
+        super().__post_init__()
         if self.primary_grid() < 1:
             raise ConfigError(
                 f"a {self.input_size}x{self.input_size} image is too small for two "
                 f"{self.kernel_size}x{self.kernel_size} convolutions"
             )
-        if self.reconstruction_scale < 0:
-            raise ConfigError("model.reconstruction_scale must be 0 or more")
 
     def primary_grid(self) -> int:
         """Height (= width) of the PrimaryCaps grid: 6 for 28 x 28 inputs."""

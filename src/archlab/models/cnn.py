@@ -40,11 +40,13 @@ channels-last memory order, which oneDNN convolutions run fastest on the CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Count, OneOf, PositiveFloat, Probability, Size
 from archlab.errors import ConfigError
 from archlab.models import roles
 from archlab.nn.checks import check_images, check_token_ids
@@ -52,19 +54,21 @@ from archlab.registry import register_model
 
 
 @dataclass
-class TextCNNConfig:
-    vocab_size: int = 20000
-    embed_dim: int = 300
-    filter_sizes: list[int] = field(default_factory=lambda: [3, 4, 5])
-    n_filters: int = 100
-    dropout: float = 0.5
-    num_classes: int = 2
-    pad_id: int = 0
-    max_norm: float | None = 3.0  # Kim's l2 constraint on the output weights; None = off
+class TextCNNConfig(Config):
+    vocab_size: Size = 20000
+    embed_dim: Size = 300
+    filter_sizes: list[Size] = field(default_factory=lambda: [3, 4, 5])
+    n_filters: Size = 100
+    dropout: Probability = 0.5
+    num_classes: Size = 2
+    pad_id: Count = 0
+    max_norm: PositiveFloat | None = 3.0  # Kim's l2 constraint on the output weights; None = off
 
     def __post_init__(self) -> None:
-        if not self.filter_sizes or min(self.filter_sizes) < 1:
-            raise ConfigError(f"filter_sizes must be positive widths, got {self.filter_sizes}")
+        super().__post_init__()
+        if not self.filter_sizes:
+            raise ConfigError(f"{self.key('filter_sizes')} must hold at least one width")
+        self.require_below("pad_id", "vocab_size")
 
 
 @register_model("textcnn", TextCNNConfig)
@@ -112,26 +116,21 @@ class TextCNN(nn.Module):
 
 
 @dataclass
-class ImageCNNConfig:
-    arch: str = "lenet"  # lenet or resnet
-    in_channels: int = 1
-    input_size: int = 28  # height = width of the input images
-    num_classes: int = 10
-    channels: list[int] = field(default_factory=lambda: [32, 64])  # per conv layer / stage
-    kernel_size: int = 5  # lenet convolutions
-    hidden: list[int] = field(default_factory=lambda: [1024])  # lenet fully connected layers
-    depth: int = 2  # resnet blocks per stage
-    dropout: float = 0.5
+class ImageCNNConfig(Config):
+    arch: Annotated[str, OneOf(("lenet", "resnet"))] = "lenet"
+    in_channels: Size = 1
+    input_size: Size = 28  # height = width of the input images
+    num_classes: Size = 10
+    channels: list[Size] = field(default_factory=lambda: [32, 64])  # per conv layer / stage
+    kernel_size: Size = 5  # lenet convolutions
+    hidden: list[Size] = field(default_factory=lambda: [1024])  # lenet fully connected layers
+    depth: Size = 2  # resnet blocks per stage
+    dropout: Probability = 0.5
 
     def __post_init__(self) -> None:
-        if self.arch not in ("lenet", "resnet"):
-            raise ConfigError(f"model.arch must be 'lenet' or 'resnet', got {self.arch!r}")
-        if not self.channels or min(self.channels) < 1:
-            raise ConfigError(f"model.channels must be positive widths, got {self.channels}")
-        if self.depth < 1 or self.kernel_size < 1:
-            raise ConfigError("model.depth and model.kernel_size must be at least 1")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+        super().__post_init__()
+        if not self.channels:
+            raise ConfigError(f"{self.key('channels')} must hold at least one width")
         if self.arch == "lenet" and self.lenet_output_size() < 1:
             raise ConfigError(
                 f"{len(self.channels)} convolution + pooling layers of size "

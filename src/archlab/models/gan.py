@@ -38,11 +38,13 @@ Images come from ``generator(z, y)``, in [-1, 1], shape (batch, channels, size, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Count, OneOf, Size
 from archlab.errors import ConfigError, expect
 from archlab.models import roles
 from archlab.nn.checks import check_images
@@ -57,24 +59,23 @@ from archlab.registry import register_model
 
 
 @dataclass
-class GANConfig:
-    z_dim: int = 100
-    ngf: int = 64  # generator channels at size / 2 (twice that at size / 4)
-    ndf: int = 64  # discriminator channels at size / 2 (twice that at size / 4)
-    channels: int = 1  # image channels
-    image_size: int = 28  # height = width, a multiple of 4
-    num_classes: int = 0  # 0: unconditional; else G reads onehot(y), D projects e_y
+class GANConfig(Config):
+    z_dim: Size = 100
+    ngf: Size = 64  # generator channels at size / 2 (twice that at size / 4)
+    ndf: Size = 64  # discriminator channels at size / 2 (twice that at size / 4)
+    channels: Size = 1  # image channels
+    image_size: Size = 28  # height = width, a multiple of 4
+    num_classes: Count = 0  # 0: unconditional; else G reads onehot(y), D projects e_y
     attention: bool = False  # SAGAN's self-attention block at size / 2 in G and D
     spectral_norm: bool = False  # on every layer of G and D (D then has no batch norm)
-    loss: str = "bce"  # bce (non-saturating, DCGAN) or hinge (SAGAN)
+    loss: Annotated[str, OneOf(GAN_LOSSES)] = "bce"  # bce (non-saturating, DCGAN) or hinge
 
     def __post_init__(self) -> None:
-        if self.loss not in GAN_LOSSES:
-            raise ConfigError(f"model.loss must be one of {GAN_LOSSES}, got {self.loss!r}")
-        if self.image_size % 4 or self.image_size < 4:
-            raise ConfigError(f"model.image_size must be a multiple of 4, got {self.image_size}")
-        if min(self.z_dim, self.ngf, self.ndf, self.channels) < 1 or self.num_classes < 0:
-            raise ConfigError("model.z_dim, ngf, ndf and channels must be positive")
+        super().__post_init__()
+        if self.image_size % 4:
+            raise ConfigError(
+                f"{self.key('image_size')} must be a multiple of 4, got {self.image_size}"
+            )
 
 
 def _layer(module: nn.Module, spectral: bool) -> nn.Module:

@@ -30,12 +30,13 @@ head), as in :mod:`archlab.models.gcn`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.errors import ConfigError
+from archlab.config import Config, NonNegativeFloat, OneOf, Probability, Size
 from archlab.models import roles
 from archlab.nn.graph import (
     READOUTS,
@@ -54,27 +55,23 @@ from archlab.registry import register_model
 
 
 @dataclass
-class GATConfig:
-    in_dim: int = 1433
-    hidden_dim: int = 8  # per head
-    heads: int = 8  # in the hidden layers (concatenated)
-    out_dim: int = 7
-    out_heads: int = 1  # in the output layer (averaged)
-    n_layer: int = 2
-    dropout: float = 0.6  # on each layer's input
-    attn_dropout: float = 0.6  # on the attention coefficients
-    negative_slope: float = 0.2
-    message_dropout: float = 0.0  # on W h_j as it is aggregated (the authors' code: = dropout)
+class GATConfig(Config):
+    in_dim: Size = 1433
+    hidden_dim: Size = 8  # per head
+    heads: Size = 8  # in the hidden layers (concatenated)
+    out_dim: Size = 7
+    out_heads: Size = 1  # in the output layer (averaged)
+    n_layer: Size = 2
+    dropout: Probability = 0.6  # on each layer's input
+    attn_dropout: Probability = 0.6  # on the attention coefficients
+    negative_slope: NonNegativeFloat = 0.2
+    # on W h_j as it is aggregated (the authors' code: = dropout)
+    message_dropout: Probability = 0.0
     per_head_dropout: bool = False  # each head its own input mask (the authors' code: True)
     attention_bias: bool = False  # b_k inside the LeakyReLU of the scores (the authors' code)
     cached: bool = True  # keep the edge structure between calls on the same edge_index
-    readout: str | None = None  # None: node-level; sum, mean, max or attention: graph-level
-
-    def __post_init__(self) -> None:
-        if self.n_layer < 1 or self.heads < 1 or self.out_heads < 1:
-            raise ConfigError("model.n_layer, model.heads and model.out_heads must be at least 1")
-        if self.readout is not None and self.readout not in READOUTS:
-            raise ConfigError(f"model.readout must be one of {READOUTS} or null")
+    # None: node-level; sum, mean, max or attention: graph-level
+    readout: Annotated[str, OneOf(READOUTS)] | None = None
 
 
 class GATConv(nn.Module):

@@ -23,11 +23,12 @@ vector to ``out_dim`` outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from archlab.errors import ConfigError
+from archlab.config import Config, OneOf, Probability, Size
 from archlab.models import roles
 from archlab.nn.graph import (
     READOUTS,
@@ -42,21 +43,16 @@ from archlab.registry import register_model
 
 
 @dataclass
-class GCNConfig:
-    in_dim: int = 1433
-    hidden_dim: int = 16
-    out_dim: int = 7
-    n_layer: int = 2  # graph convolutions
-    dropout: float = 0.5  # on the input of every convolution
+class GCNConfig(Config):
+    in_dim: Size = 1433
+    hidden_dim: Size = 16
+    out_dim: Size = 7
+    n_layer: Size = 2  # graph convolutions
+    dropout: Probability = 0.5  # on the input of every convolution
     self_loops: bool = True
     cached: bool = True  # keep Â between calls on the same edge_index
-    readout: str | None = None  # None: node-level; sum, mean, max or attention: graph-level
-
-    def __post_init__(self) -> None:
-        if self.n_layer < 1:
-            raise ConfigError("model.n_layer must be at least 1")
-        if self.readout is not None and self.readout not in READOUTS:
-            raise ConfigError(f"model.readout must be one of {READOUTS} or null")
+    # None: node-level; sum, mean, max or attention: graph-level
+    readout: Annotated[str, OneOf(READOUTS)] | None = None
 
 
 class GCNConv(nn.Module):

@@ -21,11 +21,21 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
+from archlab.config import (
+    Config,
+    Count,
+    OneOf,
+    PositiveFloat,
+    Probability,
+    Size,
+)
 from archlab.errors import ConfigError, expect
 from archlab.models import roles
 from archlab.nn.attention import KVCache
@@ -33,35 +43,38 @@ from archlab.nn.checks import check_token_ids
 from archlab.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding
 from archlab.nn.sampling import check_sampling, sample_next_token
 from archlab.nn.sequence import SequenceInput
-from archlab.nn.transformer import EncoderBlock
+from archlab.nn.transformer import ACTIVATIONS, EncoderBlock
 from archlab.registry import register_model
 
 POSITIONS = ("learned", "rotary")
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Config):
     """Defaults are GPT-2 small (124M parameters)."""
 
-    vocab_size: int = 50257
-    block_size: int = 1024  # context length in tokens
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    d_ff: int | None = None  # MLP width; None means 4 * n_embd
-    dropout: float = 0.0  # on embeddings and on each sub-layer's output
-    attn_dropout: float = 0.0  # on attention probabilities
+    vocab_size: Size = 50257
+    block_size: Size = 1024  # context length in tokens
+    n_layer: Size = 12
+    n_head: Size = 12
+    n_embd: Size = 768
+    d_ff: Size | None = None  # MLP width; None means 4 * n_embd
+    dropout: Probability = 0.0  # on embeddings and on each sub-layer's output
+    attn_dropout: Probability = 0.0  # on attention probabilities
     bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2 has them)
-    activation: str = "gelu_tanh"
-    eps: float = 1e-5
-    position: str = "learned"  # "learned" (GPT-2) or "rotary" (RoPE)
+    activation: Annotated[str, OneOf(ACTIVATIONS)] = "gelu_tanh"
+    eps: PositiveFloat = 1e-5
+    position: Annotated[str, OneOf(POSITIONS)] = "learned"  # "learned" (GPT-2) or "rotary"
     tie_weights: bool = True  # output projection = token embedding
 
     def __post_init__(self) -> None:
-        if self.position not in POSITIONS:
-            raise ConfigError(f"position must be one of {POSITIONS}, got {self.position!r}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        super().__post_init__()
+        self.require_divisible("n_embd", "n_head")
+        if self.position == "rotary" and self.n_embd // self.n_head % 2:
+            raise ConfigError(
+                f"rotary positions need an even head size, but {self.key('n_embd')} / "
+                f"{self.key('n_head')} = {self.n_embd // self.n_head}"
+            )
 
 
 def causal_blocks(c: GPTConfig | CausalTransformerConfig, rotary=None) -> nn.ModuleList:
@@ -166,9 +179,39 @@ class GPT(nn.Module):
         ``block_size`` tokens, as an uncached model must.  Cached and uncached
         generation therefore give the same tokens.
         """
+        steps = self.generate_stream(
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            use_cache=use_cache,
+            generator=generator,
+        )
+        return torch.cat((idx, *steps), dim=1)
+
+    def generate_stream(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensor]:
+        """:meth:`generate` one step at a time: yields each new token, (batch, 1), as sampled.
+
+        The arguments are checked at the call, before the first token.
+        """
         check_sampling(temperature, top_k, top_p)
         expect(max_new_tokens >= 0, f"max_new_tokens must be >= 0, got {max_new_tokens}")
         expect(idx.dim() == 2 and idx.shape[1] > 0, "the prompt must hold at least one token")
+        return self._stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
+
+    @torch.no_grad()
+    def _stream(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator):
         block = self.config.block_size
         caches = [KVCache() for _ in self.blocks] if use_cache else None
         tokens = idx
@@ -180,7 +223,7 @@ class GPT(nn.Module):
             logits = self.lm_head(h[:, -1])
             next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
             tokens = torch.cat((tokens, next_token), dim=1)
-        return tokens
+            yield next_token
 
     # ----- Hugging Face GPT-2 checkpoints (archlab.interop.hf_gpt2) -----
 
@@ -199,27 +242,27 @@ class GPT(nn.Module):
 
 
 @dataclass
-class CausalTransformerConfig:
+class CausalTransformerConfig(Config):
     """GPT-2's blocks over any sequence: real-valued inputs or token ids, any outputs."""
 
-    in_dim: int = 1  # input features per step (the embedding size when vocab_size > 0)
-    vocab_size: int = 0  # > 0: inputs are token ids, embedded into in_dim features
-    max_len: int = 1024  # learned positions: the longest sequence
-    n_layer: int = 2
-    n_head: int = 4
-    n_embd: int = 64
-    d_ff: int | None = None  # MLP width; None means 4 * n_embd
-    dropout: float = 0.0
-    attn_dropout: float = 0.0
-    input_dropout: float = 0.0  # on embedded tokens
+    in_dim: Size = 1  # input features per step (the embedding size when vocab_size > 0)
+    vocab_size: Count = 0  # > 0: inputs are token ids, embedded into in_dim features
+    max_len: Size = 1024  # learned positions: the longest sequence
+    n_layer: Size = 2
+    n_head: Size = 4
+    n_embd: Size = 64
+    d_ff: Size | None = None  # MLP width; None means 4 * n_embd
+    dropout: Probability = 0.0
+    attn_dropout: Probability = 0.0
+    input_dropout: Probability = 0.0  # on embedded tokens
     bias: bool = True
-    activation: str = "gelu_tanh"
-    eps: float = 1e-5
-    out_dim: int = 10
+    activation: Annotated[str, OneOf(ACTIVATIONS)] = "gelu_tanh"
+    eps: PositiveFloat = 1e-5
+    out_dim: Size = 10
 
     def __post_init__(self) -> None:
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        super().__post_init__()
+        self.require_divisible("n_embd", "n_head")
 
 
 @register_model(

@@ -39,11 +39,13 @@ batch (atoms,) holding each atom's molecule index, and with descriptors d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from archlab.errors import ConfigError, ShapeError
+from archlab.config import Config, Count, OneOf, Probability, Size
+from archlab.errors import ShapeError
 from archlab.models import roles
 from archlab.nn.ensemble import Ensemble
 from archlab.nn.graph import READOUTS, Readout, check_graph, reverse_edge_index, scatter
@@ -53,32 +55,19 @@ UPDATES = ("paper", "chemprop")
 
 
 @dataclass
-class MPNNConfig:
-    atom_dim: int = 42  # set by the task from its featuriser (archlab.data.molecules)
-    bond_dim: int = 14
-    hidden: int = 300
-    depth: int = 3
-    dropout: float = 0.0
-    readout: str = "mean"
-    ffn_hidden: int = 300
-    ffn_layers: int = 2
-    n_targets: int = 1
-    descriptor_dim: int = 0  # molecule-level features d, set by the task (data.descriptors)
-    update: str = "paper"  # h^{t+1} = ReLU(h^0 + W_m m); "chemprop": ReLU(W_i [x || e] + W_m m)
-
-    def __post_init__(self) -> None:
-        if self.readout not in READOUTS:
-            raise ConfigError(f"readout must be one of {READOUTS}, got {self.readout!r}")
-        for key in ("atom_dim", "bond_dim", "hidden", "ffn_hidden", "ffn_layers", "n_targets"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("depth", "descriptor_dim"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key} must be at least 0, got {getattr(self, key)}")
-        if self.update not in UPDATES:
-            raise ConfigError(f"update must be one of {UPDATES}, got {self.update!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+class MPNNConfig(Config):
+    atom_dim: Size = 42  # set by the task from its featuriser (archlab.data.molecules)
+    bond_dim: Size = 14
+    hidden: Size = 300
+    depth: Count = 3
+    dropout: Probability = 0.0
+    readout: Annotated[str, OneOf(READOUTS)] = "mean"
+    ffn_hidden: Size = 300
+    ffn_layers: Size = 2
+    n_targets: Size = 1
+    descriptor_dim: Count = 0  # molecule-level features d, set by the task (data.descriptors)
+    # h^{t+1} = ReLU(h^0 + W_m m); "chemprop": ReLU(W_i [x || e] + W_m m)
+    update: Annotated[str, OneOf(UPDATES)] = "paper"
 
 
 @register_model("mpnn", MPNNConfig)
@@ -161,12 +150,7 @@ class DMPNN(nn.Module):
 
 @dataclass
 class MPNNEnsembleConfig(MPNNConfig):
-    members: int = 5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.members < 1:
-            raise ConfigError(f"members must be at least 1, got {self.members}")
+    members: Size = 5
 
 
 @register_model("mpnn_ensemble", MPNNEnsembleConfig)

@@ -31,12 +31,14 @@ carrying (h, c) from one input to the next.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from archlab.errors import ConfigError, expect
+from archlab.config import Config, Count, OneOf, Probability, Size
+from archlab.errors import expect
 from archlab.models import roles
 from archlab.nn.checks import check_token_ids
 from archlab.nn.sequence import SequenceInput
@@ -46,23 +48,21 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
 @dataclass
-class RNNConfig:
-    cell: str = "lstm"
-    vocab_size: int = 20000
-    embed_dim: int = 300
-    hidden_size: int = 150
-    n_layer: int = 1
+class RNNConfig(Config):
+    cell: Annotated[str, OneOf(CELLS)] = "lstm"
+    vocab_size: Size = 20000
+    embed_dim: Size = 300
+    hidden_size: Size = 150
+    n_layer: Size = 1
     bidirectional: bool = True
-    dropout: float = 0.5  # on embeddings, between layers and on the sentence vector
-    pooling: str = "max"  # "max" over time, or "last" states
-    num_classes: int = 2
-    pad_id: int = 0
+    dropout: Probability = 0.5  # on embeddings, between layers and on the sentence vector
+    pooling: Annotated[str, OneOf(("max", "last"))] = "max"  # "max" over time, or "last" states
+    num_classes: Size = 2
+    pad_id: Count = 0
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ConfigError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        if self.pooling not in ("max", "last"):
-            raise ConfigError(f"pooling must be 'max' or 'last', got {self.pooling!r}")
+        super().__post_init__()
+        self.require_below("pad_id", "vocab_size")
 
 
 @register_model("gru", RNNConfig, defaults={"cell": "gru"}, summary="GRU sentence classifier")
@@ -123,19 +123,15 @@ class RNNClassifier(nn.Module):
 
 
 @dataclass
-class RNNSequenceConfig:
-    cell: str = "lstm"
-    in_dim: int = 1  # input features per step (the embedding size when vocab_size > 0)
-    vocab_size: int = 0  # > 0: inputs are token ids, embedded into in_dim features
-    hidden_size: int = 128
-    n_layer: int = 1
-    dropout: float = 0.0  # between layers and on the outputs
-    input_dropout: float = 0.0  # on embedded tokens
-    out_dim: int = 10
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ConfigError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+class RNNSequenceConfig(Config):
+    cell: Annotated[str, OneOf(CELLS)] = "lstm"
+    in_dim: Size = 1  # input features per step (the embedding size when vocab_size > 0)
+    vocab_size: Count = 0  # > 0: inputs are token ids, embedded into in_dim features
+    hidden_size: Size = 128
+    n_layer: Size = 1
+    dropout: Probability = 0.0  # between layers and on the outputs
+    input_dropout: Probability = 0.0  # on embedded tokens
+    out_dim: Size = 10
 
 
 @register_model(

@@ -8,7 +8,8 @@ losses, metrics and model selection live in the task.  The protocols are
 ``runtime_checkable``, and the tests check every registered model against its role.
 
     role                forward(...) returns                          extra methods
-    LanguageModel       idx (B, T) -> next-token logits (B, T, V)      generate
+    LanguageModel       idx (B, T) -> next-token logits (B, T, V)      generate,
+                                                                       generate_stream
     Seq2Seq             src (B, S), tgt (B, T) -> logits (B, T, V)     greedy, beam_search
     Encoder             input_ids, attention_mask, token_type_ids
                         -> hidden states (B, T, H)
@@ -27,6 +28,7 @@ losses, metrics and model selection live in the task.  The protocols are
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -51,6 +53,17 @@ class LanguageModel(Protocol):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor: ...
+
+    def generate_stream(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensor]: ...
 
 
 @runtime_checkable

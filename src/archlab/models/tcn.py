@@ -32,12 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from archlab.config import AtLeast, Config, Count, Probability, Size
 from archlab.errors import ConfigError
 from archlab.models import roles
 from archlab.nn.sequence import SequenceInput
@@ -45,22 +47,21 @@ from archlab.registry import register_model
 
 
 @dataclass
-class TCNConfig:
+class TCNConfig(Config):
     """Defaults are the authors' sequential-MNIST TCN (8 levels of 25 channels, k = 7)."""
 
-    in_dim: int = 1  # input features per step (the embedding size when vocab_size > 0)
-    vocab_size: int = 0  # > 0: inputs are token ids, embedded into in_dim features
-    channels: list[int] = field(default_factory=lambda: [25] * 8)  # one entry per level
-    kernel_size: int = 7
-    dropout: float = 0.0  # after each convolution's ReLU
-    input_dropout: float = 0.0  # on embedded tokens (the authors' character model: 0.1)
-    out_dim: int = 10
+    in_dim: Size = 1  # input features per step (the embedding size when vocab_size > 0)
+    vocab_size: Count = 0  # > 0: inputs are token ids, embedded into in_dim features
+    channels: list[Size] = field(default_factory=lambda: [25] * 8)  # one entry per level
+    kernel_size: Annotated[int, AtLeast(2)] = 7
+    dropout: Probability = 0.0  # after each convolution's ReLU
+    input_dropout: Probability = 0.0  # on embedded tokens (the authors' character model: 0.1)
+    out_dim: Size = 10
 
     def __post_init__(self) -> None:
-        if not self.channels or min(self.channels) < 1:
-            raise ConfigError(f"model.channels must be positive widths, got {self.channels}")
-        if self.kernel_size < 2:
-            raise ConfigError(f"model.kernel_size must be at least 2, got {self.kernel_size}")
+        super().__post_init__()
+        if not self.channels:
+            raise ConfigError(f"{self.key('channels')} must list one width per level, got []")
 
 
 class CausalConv1d(nn.Module):

@@ -29,81 +29,73 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Count, OneOf, PositiveFloat, Probability, Size
 from archlab.errors import ConfigError, expect
 from archlab.models import roles
 from archlab.nn.attention import KVCache
 from archlab.nn.checks import check_token_ids
 from archlab.nn.decoding import beam_search, greedy_search
 from archlab.nn.positional import SinusoidalPositionalEncoding
-from archlab.nn.transformer import DecoderBlock, EncoderBlock, activation_fn
+from archlab.nn.transformer import ACTIVATIONS, DecoderBlock, EncoderBlock
 from archlab.registry import register_model
 
 
 @dataclass
-class LayerStackConfig:
+class LayerStackConfig(Config):
     """What every stack of Transformer blocks shares: widths, heads, dropout, norm placement."""
 
-    d_model: int = 512
-    n_head: int = 8
-    d_ff: int = 2048
-    dropout: float = 0.1
-    attn_dropout: float = 0.0
-    ff_dropout: float = 0.0
-    activation: str = "relu"
+    d_model: Size = 512
+    n_head: Size = 8
+    d_ff: Size = 2048
+    dropout: Probability = 0.1
+    attn_dropout: Probability = 0.0
+    ff_dropout: Probability = 0.0
+    activation: Annotated[str, OneOf(ACTIVATIONS)] = "relu"
     norm_first: bool = False
-    max_len: int = 256
-    pad_id: int = 0
-    eps: float = 1e-5
+    max_len: Size = 256
+    pad_id: Count = 0
+    eps: PositiveFloat = 1e-5
 
     def __post_init__(self) -> None:
-        expect(
-            self.d_model % self.n_head == 0,
-            f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})",
-            ConfigError,
-        )
-        activation_fn(self.activation)
+        super().__post_init__()
+        self.require_divisible("d_model", "n_head")
 
 
 @dataclass
 class TransformerConfig(LayerStackConfig):
     """Hyper-parameters; the defaults are the paper's base model (section 6.1, Table 3)."""
 
-    src_vocab_size: int = 32000
-    tgt_vocab_size: int = 32000
-    n_encoder_layers: int = 6
-    n_decoder_layers: int = 6
+    src_vocab_size: Size = 32000
+    tgt_vocab_size: Size = 32000
+    n_encoder_layers: Size = 6
+    n_decoder_layers: Size = 6
     share_embeddings: bool = False
     tie_output: bool = True
-    bos_id: int = 1
-    eos_id: int = 2
+    bos_id: Count = 1
+    eos_id: Count = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        expect(
-            not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
-            "share_embeddings needs one vocabulary for source and target, but "
-            f"src_vocab_size={self.src_vocab_size} and tgt_vocab_size={self.tgt_vocab_size}",
-            ConfigError,
-        )
-        special = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
-        expect(
-            len(set(special.values())) == 3,
-            f"pad_id, bos_id and eos_id must be three different tokens, got {special}",
-            ConfigError,
-        )
-        for name, token in special.items():
-            expect(
-                0 <= token < min(self.src_vocab_size, self.tgt_vocab_size),
-                f"{name}={token} is outside the vocabularies (src_vocab_size="
-                f"{self.src_vocab_size}, tgt_vocab_size={self.tgt_vocab_size})",
-                ConfigError,
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ConfigError(
+                f"{self.key('share_embeddings')} needs one vocabulary for source and target, "
+                f"but src_vocab_size={self.src_vocab_size} and "
+                f"tgt_vocab_size={self.tgt_vocab_size}"
             )
+        special = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
+        if len(set(special.values())) != 3:
+            raise ConfigError(
+                f"{', '.join(map(self.key, special))} must be three different tokens, got {special}"
+            )
+        for name in special:
+            self.require_below(name, "src_vocab_size")
+            self.require_below(name, "tgt_vocab_size")
 
 
 def _block_options(config: LayerStackConfig) -> dict[str, Any]:
@@ -389,15 +381,19 @@ class IncrementalDecoder:
 class TransformerClassifierConfig(LayerStackConfig):
     """A Transformer encoder over a sentence, mean-pooled, then a linear classifier."""
 
-    vocab_size: int = 20000
-    n_layer: int = 2
-    num_classes: int = 2
-    d_model: int = 256
-    n_head: int = 4
-    d_ff: int = 512
-    attn_dropout: float = 0.1
+    vocab_size: Size = 20000
+    n_layer: Size = 2
+    num_classes: Size = 2
+    d_model: Size = 256
+    n_head: Size = 4
+    d_ff: Size = 512
+    attn_dropout: Probability = 0.1
     norm_first: bool = True
-    max_len: int = 128
+    max_len: Size = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.require_below("pad_id", "vocab_size")
 
 
 @register_model("transformer_classifier", TransformerClassifierConfig)

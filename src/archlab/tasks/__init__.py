@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
-from archlab.errors import ConfigError
+from archlab.errors import ArchlabError, ConfigError
 from archlab.registry import unknown_name_message
 
 
@@ -46,9 +48,12 @@ class Task(ABC):
 
     A task's verbs (``verbs``) are methods of the task with these signatures:
         generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed) -> text
+            (and generate_stream(...), the same text piece by piece as it is sampled)
         translate(model, text, beam) -> text
         predict(model, inputs: list[str]) -> one dict per input, e.g.
-            {"label": "positive", "probability": 0.93} or {"value": -0.77}
+            {"label": "positive", "probability": 0.93} or {"value": -0.77}, or
+            {"error": "why this input cannot be predicted"}; a task implements
+            predict_scores and prediction_labels, and :meth:`predict` describes them
         sample(model, out, n, seed) -> the layout of the PNG grid written to ``out``
     """
 
@@ -62,6 +67,9 @@ class Task(ABC):
     # trainer keys that mean nothing to this task, and why (a full-batch task has no
     # batch_size); a recipe that sets one is refused
     unused_trainer_keys: ClassVar[dict[str, str]] = {}
+    # the model config fields the task fills in from the data (:meth:`model_overrides`), and
+    # where each comes from: "data.block_size", or words; a recipe that sets one is refused
+    derived_model_keys: ClassVar[dict[str, str]] = {}
     unit: ClassVar[str] = "ex"  # what train_batch sizes count, for throughput: tok, ex, ...
     # whether torchrun ranks may each take their rows of a training batch (a batch that is
     # one graph, or graphs packed into one, cannot be split by rows)
@@ -78,11 +86,22 @@ class Task(ABC):
     def setup(self) -> None:
         """Read and prepare the data (called once before training or evaluation)."""
 
+    def prepare(self, train: Callable[..., tuple[Path, dict]]) -> None:
+        """Fill in, before training, what the data settings leave to archlab (default: nothing).
+
+        Called by :func:`archlab.run.train` before :meth:`setup`, with ``train(recipe,
+        overrides, out=RUN_DIR)``: that same function, handed down so that a task can
+        train a prerequisite recipe (the GANs' FID classifier) without importing the
+        run module.  What the task fills in goes into its ``data``, so config.yaml
+        records it and evaluation and resume use the same thing.
+        """
+
     def use_seed(self, seed: int) -> None:
         """Take the run's seed (trainer.seed), for data that depends on it (default: none)."""
 
     def model_overrides(self) -> dict[str, Any]:
-        """Model config fields the data decides (e.g. the vocabulary size)."""
+        """Model config fields the data decides (e.g. the vocabulary size), called after
+        :meth:`setup`: the keys of :attr:`derived_model_keys`."""
         return {}
 
     def use_checkpoint(self, path: Path) -> None:
@@ -152,6 +171,83 @@ class Task(ABC):
     def load_artifacts(self, run_dir: Path) -> None:
         """Read back what :meth:`save_artifacts` wrote."""
 
+    # ----- predict -----
+
+    def prediction_labels(self) -> list[str] | None:
+        """The class names :meth:`predict_scores` scores, in order; None for regression."""
+        return None
+
+    def predict_scores(self, model: nn.Module, inputs: list[str]) -> list[Tensor | str]:
+        """Per input, a 1-D tensor of scores or the reason (one sentence) it cannot be scored.
+
+        Scores are the class probabilities of a classifier (over :meth:`prediction_labels`)
+        or the predicted values, in the data's units, of a regressor.  A bad input does
+        not stop the others; only a problem with the whole call raises.
+        """
+        raise NotImplementedError(f"the {self.name} task does not predict")
+
+    def predict(self, model: nn.Module, inputs: list[str]) -> list[dict[str, Any]]:
+        """One dict per input (see :func:`describe_predictions`), in the order given."""
+        return describe_predictions(self.prediction_labels(), [self.predict_scores(model, inputs)])
+
+
+def score_each(
+    inputs: Sequence[str], read: Callable[[str], Any], score: Callable[[list[Any]], Tensor]
+) -> list[Tensor | str]:
+    """:meth:`Task.predict_scores` from two steps: ``read`` one input, ``score`` many.
+
+    ``read`` turns one input into what ``score`` takes, raising :class:`ArchlabError`
+    (whose message becomes the input's reason) for a bad one; ``score`` maps the good
+    ones, in one batch, to a (good inputs, K) tensor.
+    """
+    out: list[Any] = []
+    good: list[int] = []
+    for i, text in enumerate(inputs):
+        try:
+            out.append(read(text))
+            good.append(i)
+        except ArchlabError as exc:
+            out.append(str(exc))
+    if good:
+        for i, row in zip(good, score([out[i] for i in good]), strict=True):
+            out[i] = row
+    return out
+
+
+def describe_predictions(
+    labels: Sequence[str] | None, members: Sequence[Sequence[Tensor | str]]
+) -> list[dict[str, Any]]:
+    """What ``predict`` reports per input, from the scores of one or several models.
+
+    ``members`` holds each model's :meth:`Task.predict_scores` of the same inputs.  A
+    classifier's input gets the label of the largest mean probability and that mean
+    (``label``, ``probability``); a regressor's the mean value (``value``).  With several
+    models, the standard deviation across them follows (``probability_std``, of the
+    chosen class, or ``value_std``), as a results.json ``NAME_std``.  An input that
+    cannot be predicted gets ``{"error": reason}``.
+    """
+    out: list[dict[str, Any]] = []
+    for scores in zip(*members, strict=True):
+        reasons = [s for s in scores if isinstance(s, str)]
+        if reasons:
+            out.append({"error": reasons[0]})
+            continue
+        stacked = torch.stack([s.detach().double().cpu().flatten() for s in scores])
+        mean = stacked.mean(0)
+        std = stacked.std(0) if len(scores) > 1 else None
+        if labels is None:
+            if mean.numel() != 1:
+                raise NotImplementedError("predict reports one value per input")
+            k, name, row = 0, "value", {}
+        else:
+            k, name = int(mean.argmax()), "probability"
+            row = {"label": labels[k]}
+        row[name] = float(mean[k])
+        if std is not None:
+            row[f"{name}_std"] = float(std[k])
+        out.append(row)
+    return out
+
 
 _TASKS: dict[str, type[Task]] = {}
 
@@ -163,7 +259,7 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def get_task(name: str) -> type[Task]:
+def _load_tasks() -> None:
     from archlab.tasks import (  # noqa: F401  (registers)
         char_lm,
         classification,
@@ -175,6 +271,14 @@ def get_task(name: str) -> type[Task]:
         translation,
     )
 
+
+def list_tasks() -> list[str]:
+    _load_tasks()
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> type[Task]:
+    _load_tasks()
     if name not in _TASKS:
         raise ConfigError(unknown_name_message("task", name, list(_TASKS)))
     return _TASKS[name]

@@ -8,17 +8,20 @@ validation loss is a fixed number rather than a sample.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Fraction, OneOf, Size
 from archlab.data.batching import stream_seed
 from archlab.data.text import load_shakespeare
 from archlab.data.tokenizers import Vocab
-from archlab.errors import ArchlabError, ConfigError
+from archlab.errors import ArchlabError
 from archlab.models import roles
 from archlab.tasks import Task, register_task
 
@@ -26,10 +29,12 @@ CORPORA = {"shakespeare": load_shakespeare}
 
 
 @dataclass
-class CharLMData:
-    dataset: str = "shakespeare"
-    block_size: int = 64  # characters of context per training window
-    val_fraction: float = 0.1  # the last 10 % of the text, as nanoGPT splits it
+class CharLMData(Config):
+    section: ClassVar[str] = "data"
+
+    dataset: Annotated[str, OneOf(CORPORA)] = "shakespeare"
+    block_size: Size = 64  # characters of context per training window
+    val_fraction: Fraction = 0.1  # the last 10 % of the text, as nanoGPT splits it
 
 
 @register_task
@@ -39,14 +44,13 @@ class CharLMTask(Task):
     verbs = frozenset({"generate"})
     DataConfig = CharLMData
     metric = "loss"
+    derived_model_keys = {
+        "vocab_size": "the characters of the training text",
+        "block_size": "data.block_size",
+    }
     unit = "tok"
 
     def setup(self) -> None:
-        if self.data.dataset not in CORPORA:
-            raise ConfigError(
-                f"data.dataset {self.data.dataset!r} is not a text corpus; choose one of "
-                f"{sorted(CORPORA)}"
-            )
         text = CORPORA[self.data.dataset]()
         self.tokenizer = Vocab.of_chars(text)
         ids = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
@@ -103,16 +107,55 @@ class CharLMTask(Task):
         top_p: float | None = None,
         seed: int | None = None,
     ) -> str:
+        """The prompt and its continuation, as one string."""
+        return "".join(
+            self.generate_stream(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        )
+
+    def generate_stream(
+        self,
+        model: nn.Module,
+        prompt: str,
+        max_new_tokens: int = 500,
+        temperature: float = 0.8,
+        top_k: int | None = 200,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """:meth:`generate`'s text in pieces as the tokens are sampled: the prompt first.
+
+        The prompt and the sampling settings are checked at the call, before any piece.
+        """
         if not prompt:
             raise ArchlabError("the prompt is empty; give at least one character")
-        ids = torch.tensor([self.tokenizer.encode(prompt)])
+        ids = self.tokenizer.encode(prompt)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        out = model.generate(
-            ids,
+        tokens = model.generate_stream(
+            torch.tensor([ids]),
             max_new_tokens,
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
             generator=generator,
         )
-        return self.tokenizer.decode(out[0].tolist())
+        return decode_stream(self.tokenizer, ids, (int(t[0, 0]) for t in tokens))
+
+
+def decode_stream(tokenizer, prompt: list[int], new: Iterator[int]) -> Iterator[str]:
+    """The text of ``prompt`` then of each new token, decoded incrementally.
+
+    Each step decodes only the tokens since the last emitted piece, plus the ones
+    before them as context (as Hugging Face's text-generation-inference does), and
+    holds a piece back while it ends in an incomplete character (U+FFFD) -- needed
+    for byte-level subword vocabularies, a no-op for characters.
+    """
+    ids = list(prompt)
+    yield tokenizer.decode(ids)
+    prefix, read = 0, len(ids)
+    for token in new:
+        ids.append(token)
+        before = tokenizer.decode(ids[prefix:read])
+        text = tokenizer.decode(ids[prefix:])
+        if len(text) > len(before) and not text.endswith("\ufffd"):
+            yield text[len(before) :]
+            prefix, read = read, len(ids)

@@ -23,17 +23,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import AtLeast, Config, Count, Fraction, OneOf, Size
 from archlab.data.batching import TrainBatches, pad
 from archlab.data.text import MR_LABELS, load_mr
 from archlab.data.tokenizers import Vocab, WordPieceTokenizer
 from archlab.errors import ArchlabError, ConfigError
 from archlab.models import roles
-from archlab.tasks import Task, register_task
+from archlab.tasks import Task, register_task, score_each
 
 DATASETS = {"mr": (load_mr, MR_LABELS)}
 CLS_ID = Vocab.WORD_SPECIALS.index("<cls>")
@@ -41,12 +43,19 @@ VOCAB_FILE, WORDPIECE_FILE = "vocab.json", "tokenizer.json"
 
 
 @dataclass
-class ClassificationData:
-    dataset: str = "mr"
-    folds: int = 10
-    fold: int = 0  # which fold is the test set
-    val_fraction: float = 0.1  # of the other folds, for early stopping
-    max_len: int = 64  # tokens kept per sentence
+class ClassificationData(Config):
+    section: ClassVar[str] = "data"
+
+    dataset: Annotated[str, OneOf(DATASETS)] = "mr"
+    folds: Annotated[int, AtLeast(2)] = 10
+    fold: Count = 0  # which fold is the test set
+    val_fraction: Fraction = 0.1  # of the other folds, for early stopping
+    max_len: Size = 64  # tokens kept per sentence
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fold >= self.folds:
+            raise ConfigError(f"{self.key('fold')} must lie in [0, {self.folds}), got {self.fold}")
 
 
 def pad_ids(seqs: list[list[int]], pad_id: int = 0) -> tuple[Tensor, Tensor]:
@@ -63,21 +72,17 @@ class ClassificationTask(Task):
     verbs = frozenset({"predict"})
     metric = "accuracy"
     selectable = ("loss",)
+    derived_model_keys = {
+        "vocab_size": "the training sentences' words, or model.init_from's vocabulary",
+        "num_classes": "the dataset's labels",
+    }
     unit = "ex"
-
-    def _check(self) -> None:
-        d = self.data
-        if d.dataset not in DATASETS:
-            raise ConfigError(f"data.dataset must be one of {sorted(DATASETS)}, got {d.dataset!r}")
-        if not 0 <= d.fold < d.folds:
-            raise ConfigError(f"data.fold must lie in [0, {d.folds}), got {d.fold}")
 
     def use_checkpoint(self, path: Path) -> None:
         """Tokenize with the pretrained checkpoint's WordPiece vocabulary."""
         self.tokenizer = WordPieceTokenizer.from_checkpoint(path)
 
     def setup(self) -> None:
-        self._check()
         d = self.data
         load, self.labels = DATASETS[d.dataset]
         examples = load()
@@ -136,19 +141,20 @@ class ClassificationTask(Task):
             correct += int((logits.argmax(dim=1) == y).sum())
         return {"loss": total / len(ids), "accuracy": correct / len(ids)}
 
+    def prediction_labels(self) -> list[str]:
+        return list(self.labels)
+
     @torch.no_grad()
-    def predict(self, model: nn.Module, texts: list[str]) -> list[dict[str, str | float]]:
-        """The most likely label of each text and its probability."""
-        if any(not t.strip() for t in texts):
-            raise ArchlabError("an input text is empty")
-        # the training text is lower-cased and tokenized with spaces around punctuation
-        seqs = [self._encode(" ".join(tokenize_like_mr(t))) for t in texts]
-        probs = model(*self._pad(seqs)).float().softmax(dim=1)
-        p, y = probs.max(dim=1)
-        return [
-            {"label": self.labels[int(k)], "probability": float(q)}
-            for k, q in zip(y, p, strict=True)
-        ]
+    def predict_scores(self, model: nn.Module, texts: list[str]) -> list[Tensor | str]:
+        """The class probabilities of each text."""
+
+        def read(text: str) -> list[int]:
+            if not text.strip():
+                raise ArchlabError("the text is empty")
+            # the training text is lower-cased and tokenized with spaces around punctuation
+            return self._encode(" ".join(tokenize_like_mr(text)))
+
+        return score_each(texts, read, lambda seqs: model(*self._pad(seqs)).float().softmax(1))
 
     def save_artifacts(self, run_dir: Path) -> None:
         pretrained = isinstance(self.tokenizer, WordPieceTokenizer)

@@ -33,7 +33,11 @@ symmetric S_r^{1/2} S_g S_r^{1/2} (similar to S_r S_g), computed in float64.  Th
 features are not Inception-v3's, which know nothing of digits, but the penultimate
 layer of an MNIST CNN trained by archlab (``cnn-mnist``), named by
 ``data.fid_classifier`` (its run directory), so the numbers are comparable between
-archlab's GANs, not with FIDs in papers.  Validation during training uses
+archlab's GANs, not with FIDs in papers.  Left unset (null), it is archlab's own:
+the ``cnn-mnist`` recipe trained once (about 10 minutes on 2 CPU cores) into
+``$ARCHLAB_CACHE/fid-classifier/cnn-mnist-KEY``, KEY a SHA-256 of the MNIST files'
+digests and the recipe's settings, so a changed recipe trains a new one; later runs
+reuse it, and config.yaml records the path.  Validation during training uses
 ``val_fid_samples`` generated and real validation images (cheap, for picking the
 best checkpoint); the final figures use ``fid_samples`` (10,000) generated images
 against the whole split -- the 10,000 test images for ``test``.  Generated images
@@ -43,29 +47,100 @@ images' labels, so both sets have the same class frequencies.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
+from archlab.cached import build_once
+from archlab.config import AtLeast, apply_overrides, read_recipe
+from archlab.console import note
 from archlab.data.batching import TrainBatches
-from archlab.data.mnist import MNISTSplitData
+from archlab.data.files import cache_root
+from archlab.data.mnist import IMAGE_SIZE, MNIST, MNISTSplitData
 from archlab.errors import ArchlabError, ConfigError
 from archlab.models import roles
 from archlab.nn.gan import gan_losses
 from archlab.tasks import Task, register_task, unwrap
 from archlab.train.checkpoint import load_model
 
+MAX_SAMPLES = 2500  # images in one sample grid: 50 x 50 digits, about 2 MB of PNG
 EVAL_NOISE_SEED = 1234  # fixed noise for the evaluation images, so evaluations compare
+# archlab's own FID classifier: this recipe with these overrides (tests shrink it)
+FID_RECIPE, FID_RECIPE_OVERRIDES = "cnn-mnist", ()
+FID_RECIPE_TIME = "about 10 minutes on 2 CPU cores"  # results/cnn-mnist.json: 597 s + 36 s
 
 
 @dataclass
 class ImageGenerationData(MNISTSplitData):
-    fid_classifier: str | None = None  # run directory of a trained MNIST `cnn` (cnn-mnist)
-    fid_samples: int = 10000  # generated images for the final FID, against the whole split
-    val_fid_samples: int = 2000  # generated and real images for the FID during training
+    # run directory of a trained MNIST `cnn`; None: archlab's own (cnn-mnist, trained once)
+    fid_classifier: str | None = None
+    # generated images for the final FID, against the whole split
+    fid_samples: Annotated[int, AtLeast(2)] = 10000
+    # generated and real images for the FID during training
+    val_fid_samples: Annotated[int, AtLeast(2)] = 2000
+
+
+def fid_classifier_key(overrides: tuple[str, ...] | list[str] = ()) -> str:
+    """SHA-256 of the MNIST files' digests and the FID recipe's settings (after ``overrides``).
+
+    The files are verified against those digests whenever they are read, so the key
+    changes with the data and with any change to the recipe or the overrides.
+    """
+    recipe = apply_overrides(read_recipe(FID_RECIPE), list(overrides))
+    spec = {
+        "data": sorted(f"{file.path} {file.digest}" for file in MNIST.files),
+        "recipe": FID_RECIPE,
+        "settings": recipe,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def own_fid_classifier(train: Callable[..., tuple[Path, dict]]) -> Path:
+    """The run directory of archlab's own FID classifier, trained by ``train`` if not cached.
+
+    ``train(recipe, overrides, out=...)`` is :func:`archlab.run.train`.  The run is
+    trained into a temporary directory beside its cache entry and renamed into place;
+    a process that finds another one training it waits for it (:func:`build_once`).
+    """
+    key = fid_classifier_key(FID_RECIPE_OVERRIDES)
+    target = cache_root() / "fid-classifier" / f"{FID_RECIPE}-{key[:16]}"
+    if target.is_dir():
+        if not (target / "model.safetensors").is_file():
+            raise ConfigError(
+                f"{target}, archlab's cached FID classifier, is incomplete; delete it and the "
+                "next run trains it again"
+            )
+        note(f"data.fid_classifier: archlab's own MNIST CNN, trained before, in {target}")
+        return target
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ConfigError(
+            "data.fid_classifier is unset and archlab's own FID classifier is not in the cache "
+            f"({target}) yet; it is trained in one process: run the same command once without "
+            "torchrun, or give one with --set data.fid_classifier=RUN_DIR"
+        )
+
+    def build(path: Path) -> None:
+        note(
+            "data.fid_classifier is unset, so the FID reads the features of archlab's own "
+            f"MNIST CNN: training it once with the {FID_RECIPE} recipe ({FID_RECIPE_TIME}) "
+            f"into {target}; later runs reuse it"
+        )
+        train(FID_RECIPE, list(FID_RECIPE_OVERRIDES), out=str(path))
+
+    path, _ = build_once(
+        target,
+        build,
+        on_wait=lambda: note(f"waiting for another process training the FID classifier {target}"),
+    )
+    return path
 
 
 def fit_gaussian(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,16 +182,13 @@ class ImageGenerationTask(Task):
     roles = (roles.GAN,)
     verbs = frozenset({"sample"})
     metric = "fid"
+    derived_model_keys = {
+        "channels": "MNIST's grey images, one channel",
+        "image_size": "MNIST's 28 x 28 images",
+    }
     unit = "img"
 
-    def _check(self) -> None:
-        d = self.data
-        d.check()
-        if min(d.fid_samples, d.val_fid_samples) < 2:
-            raise ConfigError("data.fid_samples and data.val_fid_samples must be at least 2")
-
     def setup(self) -> None:
-        self._check()
         d = self.data
         splits = d.splits()
         images, labels = splits.pop("train")
@@ -125,13 +197,20 @@ class ImageGenerationTask(Task):
         self._real_stats: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
         self.batches = TrainBatches(len(self.train[0]))
 
+    def prepare(self, train: Callable[..., tuple[Path, dict]]) -> None:
+        """Without ``data.fid_classifier``, use archlab's own (trained once, cached)."""
+        self._check()
+        if self.data.fid_classifier is None:
+            self.data.fid_classifier = str(own_fid_classifier(train))
+
     def _load_classifier(self) -> nn.Module:
         from archlab.models.cnn import ImageCNN
 
         path = self.data.fid_classifier
         train_first = (
-            "train one first (`archlab train cnn-mnist --out runs/cnn-mnist`) and give its run "
-            "directory with --set data.fid_classifier=runs/cnn-mnist"
+            "leave data.fid_classifier unset to use archlab's own, or train one "
+            "(`archlab train cnn-mnist --out runs/cnn-mnist`) and give its run directory with "
+            "--set data.fid_classifier=runs/cnn-mnist"
         )
         if path is None:
             raise ConfigError(f"the FID needs the features of a trained MNIST CNN: {train_first}")
@@ -145,6 +224,9 @@ class ImageGenerationTask(Task):
                 f"28 x 28 MNIST `cnn`: {train_first}"
             )
         return model.float().eval().requires_grad_(False)
+
+    def model_overrides(self) -> dict:
+        return {"channels": 1, "image_size": IMAGE_SIZE}
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.batches.per_epoch(batch_size)
@@ -235,6 +317,11 @@ class ImageGenerationTask(Task):
 
         if n <= 0:
             raise ArchlabError(f"the number of images to sample must be positive, got {n}")
+        if n > MAX_SAMPLES:
+            raise ArchlabError(
+                f"a grid holds at most {MAX_SAMPLES:,} images, got {n:,}; for more, write "
+                "several grids with other --seed values"
+            )
         classes = model.config.num_classes
         g = torch.Generator().manual_seed(seed)
         if classes:

@@ -36,11 +36,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Count, OneOf
 from archlab.data.batching import TrainBatches, stream_seed
 from archlab.data.mnist import (
     AFFINE_CANVAS,
@@ -54,7 +56,7 @@ from archlab.data.mnist import (
 from archlab.errors import ArchlabError, ConfigError
 from archlab.models import roles
 from archlab.nn.capsule import capsule_lengths, margin_loss
-from archlab.tasks import Task, register_task, unwrap
+from archlab.tasks import Task, register_task, score_each, unwrap
 
 MNIST_LABELS = tuple(str(d) for d in range(10))
 CANVASES = (IMAGE_SIZE, AFFINE_CANVAS)
@@ -62,9 +64,17 @@ CANVASES = (IMAGE_SIZE, AFFINE_CANVAS)
 
 @dataclass
 class ImageClassificationData(MNISTSplitData):
-    shift: int = 2  # training images shifted by up to this many pixels per axis; 0 = off
-    canvas: int = 28  # 28: MNIST as is; 40: digits on a 40 x 40 canvas (affNIST setup)
+    shift: Count = 2  # training images shifted by up to this many pixels per axis; 0 = off
+    # 28: MNIST as is; 40: digits on a 40 x 40 canvas (affNIST setup)
+    canvas: Annotated[int, OneOf(CANVASES)] = 28
     affine: bool = False  # also evaluate on the affine-transformed test set ("affine")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shift >= self.canvas // 2:
+            raise ConfigError(
+                f"{self.key('shift')} must lie in [0, {self.canvas // 2}), got {self.shift}"
+            )
 
 
 @register_task
@@ -75,18 +85,14 @@ class ImageClassificationTask(Task):
     verbs = frozenset({"predict"})
     metric = "accuracy"
     selectable = ("loss",)
+    derived_model_keys = {
+        "in_channels": "MNIST's grey images, one channel",
+        "input_size": "data.canvas",
+        "num_classes": "MNIST's ten digits",
+    }
     unit = "img"
 
-    def _check(self) -> None:
-        d = self.data
-        d.check()
-        if d.canvas not in CANVASES:
-            raise ConfigError(f"data.canvas must be 28 or 40, got {d.canvas}")
-        if not 0 <= d.shift < d.canvas // 2:
-            raise ConfigError(f"data.shift must lie in [0, {d.canvas // 2}), got {d.shift}")
-
     def setup(self) -> None:
-        self._check()
         d = self.data
         splits = d.splits()
         images, labels = splits.pop("train")
@@ -157,16 +163,18 @@ class ImageClassificationTask(Task):
             correct += int((self.probabilities(inner, out).argmax(dim=1) == y).sum())
         return {"loss": total / len(images), "accuracy": correct / len(images)}
 
+    def prediction_labels(self) -> list[str]:
+        return list(MNIST_LABELS)
+
     @torch.no_grad()
-    def predict(self, model: nn.Module, inputs: list[str]) -> list[dict[str, str | float]]:
-        """The most likely digit of each image file and its probability."""
-        digits = torch.stack([read_digit(path) for path in inputs])
-        x = as_input(place(digits, self.data.canvas))
-        p, y = self.probabilities(model, model(x)).max(dim=1)
-        return [
-            {"label": MNIST_LABELS[int(k)], "probability": float(q)}
-            for k, q in zip(y, p, strict=True)
-        ]
+    def predict_scores(self, model: nn.Module, inputs: list[str]) -> list[Tensor | str]:
+        """The digit probabilities of each image file."""
+
+        def score(digits: list[Tensor]) -> Tensor:
+            x = as_input(place(torch.stack(digits), self.data.canvas))
+            return self.probabilities(model, model(x))
+
+        return score_each(inputs, read_digit, score)
 
 
 def as_input(images: Tensor) -> Tensor:
@@ -175,7 +183,11 @@ def as_input(images: Tensor) -> Tensor:
 
 
 def read_digit(path: str | Path) -> Tensor:
-    """An image file as an MNIST-style digit: uint8 (28, 28), white on black, centred."""
+    """An image file as an MNIST-style digit: uint8 (28, 28), white on black, centred.
+
+    A file that is missing, unreadable or blank raises :class:`ArchlabError` saying
+    what is wrong with it (without its name, which the caller prints beside it).
+    """
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -183,10 +195,10 @@ def read_digit(path: str | Path) -> Tensor:
         with Image.open(path) as image:
             image.load()
     except FileNotFoundError:
-        raise ArchlabError(f"{path} does not exist") from None
+        raise ArchlabError("no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         reason = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) else exc
-        raise ArchlabError(f"{path} cannot be read as an image ({reason})") from None
+        raise ArchlabError(f"cannot be read as an image ({reason})") from None
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255:
@@ -197,7 +209,7 @@ def read_digit(path: str | Path) -> Tensor:
             ink = 255 - ink
     ink = np.clip(ink - np.median(_border(ink)), 0, None)  # background to 0
     if ink.max() <= 0:
-        raise ArchlabError(f"{path} holds no digit: the image is blank")
+        raise ArchlabError("holds no digit: the image is blank")
     rows, cols = np.nonzero(ink > 0.1 * ink.max())
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] * (255 / ink.max())
     h, w = ink.shape

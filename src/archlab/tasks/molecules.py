@@ -41,11 +41,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Count, Fraction, OneOf
 from archlab.data.batching import SEED_STRIDE, TrainBatches
 from archlab.data.molecules import (
     ATOM_DIM,
@@ -68,7 +70,7 @@ from archlab.errors import ArchlabError, CheckpointError, ConfigError
 from archlab.io import atomic_write_text
 from archlab.models import roles
 from archlab.nn.ensemble import Ensemble
-from archlab.tasks import Task, register_task
+from archlab.tasks import Task, register_task, score_each
 
 SPLIT_KINDS = ("random", "scaffold")
 ARTIFACT = "molecules.json"
@@ -77,12 +79,19 @@ Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 @dataclass
-class MoleculeData:
-    dataset: str = "esol"  # esol, freesolv or lipo
-    split: str = "random"  # random or scaffold
-    split_seed: int | None = 0  # null: the run's trainer.seed (chemprop's --seed)
-    sizes: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
-    descriptors: str | None = None  # rdkit2d or rdkit2d_normalized, joined to the readout
+class MoleculeData(Config):
+    section: ClassVar[str] = "data"
+
+    dataset: Annotated[str, OneOf(TABLES)] = "esol"  # esol, freesolv or lipo
+    split: Annotated[str, OneOf(SPLIT_KINDS)] = "random"  # random or scaffold
+    split_seed: Count | None = 0  # null: the run's trainer.seed (chemprop's --seed)
+    sizes: list[Fraction] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
+    # rdkit2d or rdkit2d_normalized, joined to the readout
+    descriptors: Annotated[str, OneOf(DESCRIPTOR_SETS)] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_split_sizes(self.sizes)
 
 
 @register_task
@@ -93,6 +102,12 @@ class MoleculeRegressionTask(Task):
     verbs = frozenset({"predict"})
     metric = "rmse"
     selectable = ("loss", "mae")
+    derived_model_keys = {
+        "atom_dim": "the atom featuriser",
+        "bond_dim": "the bond featuriser",
+        "n_targets": "the dataset's one target",
+        "descriptor_dim": "data.descriptors",
+    }
     unit = "mol"
     data_parallel = False
 
@@ -106,21 +121,10 @@ class MoleculeRegressionTask(Task):
             self.data.split_seed = seed
 
     def _check(self) -> None:
-        d = self.data
-        if d.dataset not in TABLES:
-            raise ConfigError(f"data.dataset must be one of {sorted(TABLES)}, got {d.dataset!r}")
-        if d.split not in SPLIT_KINDS:
-            raise ConfigError(f"data.split must be one of {SPLIT_KINDS}, got {d.split!r}")
-        check_split_sizes(d.sizes)
-        if d.split_seed is None:
+        if self.data.split_seed is None:
             raise ConfigError(
                 "data.split_seed is null, meaning the run's seed, but the task was given no "
                 "seed: call use_seed(seed) before setup(), or set data.split_seed"
-            )
-        if d.descriptors is not None and d.descriptors not in DESCRIPTOR_SETS:
-            raise ConfigError(
-                f"data.descriptors must be null or one of {tuple(DESCRIPTOR_SETS)}, got "
-                f"{d.descriptors!r}"
             )
 
     def setup(self) -> None:
@@ -228,26 +232,35 @@ class MoleculeRegressionTask(Task):
         }
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, smiles: list[str]) -> list[dict[str, str | float]]:
-        """The predicted property of each SMILES, in the dataset's units."""
-        mols = []
-        for text in smiles:
+    def predict_scores(self, model: nn.Module, smiles: list[str]) -> list[Tensor | str]:
+        """The predicted property of each SMILES, in the dataset's units.
+
+        Any molecule RDKit parses is predicted, also one without bonds (no messages:
+        its atoms' readout is W_a [x_v || 0]) or without heavy atoms (H2, H+).
+        """
+
+        def read(text: str):
+            if not text.strip():
+                raise ArchlabError("the SMILES is empty")
             mol = parse_smiles(text.strip())
             if mol is None:
-                raise ArchlabError(f"RDKit cannot parse the SMILES {text!r}")
-            mols.append(mol)
-        if self.data.descriptors:
-            compute = DESCRIPTOR_SETS[self.data.descriptors].compute
-            raw = torch.tensor([compute(mol) for mol in mols], dtype=torch.float64)
-            descriptors = self._normalise(raw)
-        else:
-            descriptors = torch.zeros(len(mols), 0)
-        device = next(model.parameters()).device
-        graph = collate([featurise(mol) for mol in mols])
-        x, edge_index, edge_attr, batch, d = (t.to(device) for t in (*graph, descriptors))
-        z = model(x, edge_index, edge_attr, batch, len(mols), d).float().cpu()
-        values = z * self.std + self.mean
-        return [{"value": float(v[0])} for v in values]
+                raise ArchlabError("RDKit cannot parse this SMILES")
+            return mol
+
+        def score(mols: list) -> Tensor:
+            if self.data.descriptors:
+                compute = DESCRIPTOR_SETS[self.data.descriptors].compute
+                raw = torch.tensor([compute(mol) for mol in mols], dtype=torch.float64)
+                descriptors = self._normalise(raw)
+            else:
+                descriptors = torch.zeros(len(mols), 0)
+            device = next(model.parameters()).device
+            graph = collate([featurise(mol) for mol in mols])
+            x, edge_index, edge_attr, batch, d = (t.to(device) for t in (*graph, descriptors))
+            z = model(x, edge_index, edge_attr, batch, len(mols), d).float().cpu()
+            return z * self.std + self.mean
+
+        return score_each(smiles, read, score)
 
     def save_artifacts(self, run_dir: Path) -> None:
         table = TABLES[self.data.dataset]

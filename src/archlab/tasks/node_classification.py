@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, OneOf
 from archlab.data.graphs import PLANETOID, NodeGraph, load_node_graph
 from archlab.errors import ConfigError
 from archlab.models import roles
@@ -35,8 +37,10 @@ DATASETS = (*PLANETOID, "karate")
 
 
 @dataclass
-class NodeClassificationData:
-    dataset: str = "cora"
+class NodeClassificationData(Config):
+    section: ClassVar[str] = "data"
+
+    dataset: Annotated[str, OneOf(DATASETS)] = "cora"
     normalize_features: bool = True  # row-normalise, as Kipf & Welling and Veličković et al.
 
 
@@ -62,12 +66,14 @@ class NodeClassificationTask(Task):
     unused_trainer_keys = dict.fromkeys(
         ("batch_size", "eval_batch_size", "grad_accum"), "every step trains on the whole graph"
     )
+    derived_model_keys = {
+        "in_dim": "the dataset's node features",
+        "out_dim": "the dataset's classes",
+    }
     unit = "nodes"
     data_parallel = False
 
     def setup(self) -> None:
-        if self.data.dataset not in DATASETS:
-            raise ConfigError(f"data.dataset must be one of {DATASETS}, got {self.data.dataset!r}")
         graph = load_node_graph(self.data.dataset)
         if self.data.normalize_features:
             graph.x = row_normalize(graph.x)

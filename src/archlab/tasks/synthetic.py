@@ -25,11 +25,13 @@ sequences, so every model of a comparison sees the same sequences.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, Count, Size
 from archlab.data.batching import TrainBatches, stream_seed
 from archlab.errors import ConfigError
 from archlab.models import roles
@@ -40,12 +42,14 @@ MEMORY = 10  # digits to recall in copy memory
 
 
 @dataclass
-class SyntheticData:
-    T: int = 600  # sequence length (adding) or blank length (copy memory)
-    n_train: int = 50000
-    n_val: int = 1000
-    n_test: int = 1000
-    data_seed: int = 0  # draws the sequences, apart from the training seed
+class SyntheticData(Config):
+    section: ClassVar[str] = "data"
+
+    T: Size = 600  # sequence length (adding) or blank length (copy memory)
+    n_train: Size = 50000
+    n_val: Size = 1000
+    n_test: Size = 1000
+    data_seed: Count = 0  # draws the sequences, apart from the training seed
 
 
 def adding_problem(n: int, T: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -82,9 +86,6 @@ class SyntheticTask(Task):
         d = self.data
         if self.min_T > d.T:
             raise ConfigError(f"data.T must be at least {self.min_T} for {self.name}, got {d.T}")
-        for key in ("n_train", "n_val", "n_test"):
-            if getattr(d, key) < 1:
-                raise ConfigError(f"data.{key} must be at least 1, got {getattr(d, key)}")
 
     def draw(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         raise NotImplementedError

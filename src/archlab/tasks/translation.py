@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.config import Config, NonNegativeFloat, OneOf, Probability, Size
 from archlab.data.batching import TrainBatches, pad
 from archlab.data.text import load_multi30k
 from archlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer
@@ -31,17 +33,27 @@ LANGUAGES = ("de", "en")
 
 
 @dataclass
-class TranslationData:
-    dataset: str = "multi30k"
+class TranslationData(Config):
+    section: ClassVar[str] = "data"
+
+    dataset: Annotated[str, OneOf(("multi30k",))] = "multi30k"
     source: str = "de"
     target: str = "en"
-    vocab_size: int = 8000  # joint source + target BPE vocabulary
-    max_len: int = 100  # training pairs longer than this (in tokens) are left out
-    label_smoothing: float = 0.1
-    beam: int = 5
-    length_penalty: float = 0.6
-    max_sentences: int | None = None  # use only the first N training pairs (quick runs)
-    max_eval_sentences: int | None = None  # and the first N validation / test pairs
+    vocab_size: Size = 8000  # joint source + target BPE vocabulary
+    max_len: Size = 100  # training pairs longer than this (in tokens) are left out
+    label_smoothing: Probability = 0.1
+    beam: Size = 5
+    length_penalty: NonNegativeFloat = 0.6
+    max_sentences: Size | None = None  # use only the first N training pairs (quick runs)
+    max_eval_sentences: Size | None = None  # and the first N validation / test pairs
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if {self.source, self.target} != set(LANGUAGES):
+            raise ConfigError(
+                f"{self.key('source')} and {self.key('target')} must be 'de' and 'en' in either "
+                f"order, got {self.source!r} -> {self.target!r}"
+            )
 
 
 @register_task
@@ -51,20 +63,17 @@ class TranslationTask(Task):
     verbs = frozenset({"translate"})
     DataConfig = TranslationData
     metric = "loss"
+    derived_model_keys = {
+        "src_vocab_size": "data.vocab_size (the BPE vocabulary learnt from the training pairs)",
+        "tgt_vocab_size": "data.vocab_size (the BPE vocabulary learnt from the training pairs)",
+        "pad_id": "the tokenizer's special tokens",
+        "bos_id": "the tokenizer's special tokens",
+        "eos_id": "the tokenizer's special tokens",
+        "max_len": "data.max_len (plus BOS and EOS)",
+    }
     unit = "tok"
 
-    def _check(self) -> None:
-        d = self.data
-        if d.dataset != "multi30k":
-            raise ConfigError(f"data.dataset must be 'multi30k', got {d.dataset!r}")
-        if {d.source, d.target} != set(LANGUAGES):
-            raise ConfigError(
-                f"data.source and data.target must be 'de' and 'en' in either order, "
-                f"got {d.source!r} -> {d.target!r}"
-            )
-
     def setup(self) -> None:
-        self._check()
         d = self.data
         limits = {
             "train": d.max_sentences,

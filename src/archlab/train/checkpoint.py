@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model as load_into
 from safetensors.torch import save_model
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from archlab.compat import upgrade_model_spec
 from archlab.config import to_dataclass
 from archlab.errors import CheckpointError
-from archlab.io import atomic_write, atomic_write_text
+from archlab.io import atomic_write, atomic_write_text, to_json
 from archlab.registry import model_entry
 
 MODEL_FILE, MODEL_JSON, LAST_FILE, STATE_FILE = (
@@ -39,15 +39,29 @@ MODEL_FILE, MODEL_JSON, LAST_FILE, STATE_FILE = (
 )
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    atomic_write(path, lambda tmp: save_model(model, tmp))
+def save_weights(model: nn.Module, path: Path, step: int | None = None) -> None:
+    """Write ``model``'s weights; ``step``, if given, goes into the file's metadata."""
+    metadata = None if step is None else {"step": str(step)}
+    atomic_write(path, lambda tmp: save_model(model, tmp, metadata=metadata))
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights into ``model``, refusing missing, extra or misshapen tensors."""
+def load_weights(model: nn.Module, path: Path, step: int | None = None) -> None:
+    """Load safetensors weights into ``model``, refusing missing, extra or misshapen tensors.
+
+    With ``step``, also refuse a file whose metadata names another step (the state file
+    of a resume and its weights were written by different saves).
+    """
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; the run directory is incomplete")
     try:
+        if step is not None:
+            with safe_open(str(path), "pt") as f:
+                saved = (f.metadata() or {}).get("step")
+            if saved is not None and saved != str(step):
+                raise CheckpointError(
+                    f"{path} holds the weights of step {saved}, but the resume state is of "
+                    f"step {step}; the run was stopped while saving and cannot be resumed exactly"
+                )
         missing, unexpected = load_into(model, str(path), strict=False)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} cannot be read (truncated or corrupt?): {exc}") from None
@@ -62,7 +76,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
 def save_model_files(model: nn.Module, run_dir: Path, name: str, config: dict) -> None:
     save_weights(model, run_dir / MODEL_FILE)
-    atomic_write_text(run_dir / MODEL_JSON, json.dumps({"name": name, "config": config}, indent=2))
+    atomic_write_text(run_dir / MODEL_JSON, to_json({"name": name, "config": config}, indent=2))
 
 
 def save_state(state: dict[str, Any], path: Path) -> None:

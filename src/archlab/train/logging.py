@@ -1,5 +1,8 @@
 """What a run records: metrics.jsonl, results.json, curves.png and TensorBoard events.
 
+The JSON files are strict JSON (:func:`archlab.io.to_json`): a NaN or infinite value
+is written as null, with what it was under ``non_finite`` in the same record.
+
 TensorBoard event files go to ``RUN_DIR/tensorboard`` when the ``tensorboard``
 package is installed (``pip install tensorboard``; ``tensorboard --logdir RUN_DIR``),
 one scalar per logged number, tagged ``SPLIT/NAME`` (``train/loss``, ``val/accuracy``).
@@ -15,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from archlab.io import atomic_write, atomic_write_text
+from archlab.io import atomic_write, atomic_write_text, to_json
 
 METRICS_FILE, RESULTS_FILE, CURVES_FILE = "metrics.jsonl", "results.json", "curves.png"
 TENSORBOARD_DIR = "tensorboard"
@@ -47,7 +50,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(to_json(record) + "\n")
         if self.use_tensorboard:
             writer = self._tensorboard_writer()
             for key, value in record.items():
@@ -66,12 +69,12 @@ class MetricsLog:
             return
         if self.path.exists():
             kept = [r for r in self.records() if r["step"] <= step]
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.path, "".join(to_json(r) + "\n" for r in kept))
         self.close()
         self._purge_step = step + 1  # and hide their TensorBoard events
 
     def write_results(self, results: dict) -> None:
-        atomic_write_text(self.run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(self.run_dir / RESULTS_FILE, to_json(results, indent=2) + "\n")
 
     def close(self) -> None:
         if self._tensorboard is not None:
@@ -92,8 +95,8 @@ class MetricsLog:
         import matplotlib.pyplot as plt
 
         records = self.records()
-        train = [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
-        val = [(r["step"], r[metric]) for r in records if r["split"] == "val" and metric in r]
+        train = [(r["step"], _num(r["loss"])) for r in records if r["split"] == "train"]
+        val = [(r["step"], _num(r[metric])) for r in records if r["split"] == "val" and metric in r]
         fig, ax = plt.subplots(figsize=(7, 4))
         if train:
             ax.plot(*zip(*train, strict=True), label="train loss", lw=1)
@@ -109,3 +112,8 @@ class MetricsLog:
         )
         plt.close(fig)
         self.last_plot = time.monotonic()
+
+
+def _num(value: float | None) -> float:
+    """A logged number; NaN for null (a NaN or infinity in the log, see archlab.io.to_json)."""
+    return float("nan") if value is None else value

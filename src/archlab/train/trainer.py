@@ -29,91 +29,94 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from archlab.config import (
+    Config,
+    Count,
+    NonNegativeFloat,
+    OneOf,
+    PositiveFloat,
+    Probability,
+    Size,
+)
 from archlab.console import note
 from archlab.errors import ArchlabError, ConfigError
 from archlab.tasks import Task
 from archlab.train import checkpoint as ckpt
 from archlab.train.logging import MetricsLog
+from archlab.train.precision import (  # noqa: F401  (cpu_has_fast_bf16: importable here too)
+    batch_shapes,
+    choose_precision,
+    cpu_has_fast_bf16,
+    probe_training_step,
+    resolve_precision,
+)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 OPTIMIZERS = ("adamw", "adam", "adadelta", "rmsprop")
 
 
 @dataclass
-class TrainerConfig:
-    max_steps: int | None = None  # optimizer steps; training ends at max_steps or max_epochs
-    max_epochs: int | None = None  # passes over the training data, for tasks with epochs
-    batch_size: int = 32  # global batch (summed over data-parallel ranks)
-    eval_batch_size: int = 64
-    lr: float = 1e-3
+class TrainerConfig(Config):
+    section: ClassVar[str] = "trainer"
+
+    max_steps: Size | None = None  # optimizer steps; training ends at max_steps or max_epochs
+    max_epochs: Size | None = None  # passes over the training data, for tasks with epochs
+    batch_size: Size = 32  # global batch (summed over data-parallel ranks)
+    eval_batch_size: Size = 64
+    lr: PositiveFloat = 1e-3
     # learning-rate factors by module name, e.g. {discriminator: 4.0}: the parameters
     # under that module train at lr x factor (the schedule scales every group alike)
-    lr_scales: dict[str, float] = field(default_factory=dict)
-    min_lr: float = 0.0
-    warmup_steps: int = 0
-    warmup_epochs: int | None = None  # instead of warmup_steps, for tasks with epochs
-    schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
+    lr_scales: dict[str, PositiveFloat] = field(default_factory=dict)
+    min_lr: NonNegativeFloat = 0.0
+    warmup_steps: Count = 0
+    warmup_epochs: Count | None = None  # instead of warmup_steps, for tasks with epochs
+    schedule: Annotated[str, OneOf(("cosine", "constant"))] = "cosine"  # after warm-up
     # adamw; adam (L2 added to the gradient); adadelta (rho = beta2); rmsprop (alpha = beta2)
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
+    optimizer: Annotated[str, OneOf(OPTIMIZERS)] = "adamw"
+    weight_decay: NonNegativeFloat = 0.0
     decay_only: str = ""  # if set, only parameters whose name starts with it are decayed
     decay_vectors: bool = False  # decay biases and norm gains too (the GAT authors' code does)
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
-    grad_accum: int = 1  # micro-batches per optimizer step
+    beta1: Probability = 0.9
+    beta2: Probability = 0.999
+    grad_clip: NonNegativeFloat = 1.0  # max global gradient norm; 0 = no clipping
+    grad_accum: Size = 1  # micro-batches per optimizer step
     # evaluation on validation, every N steps or every N epochs (default: each epoch
     # for tasks with epochs, else every 250 steps)
-    eval_every: int | None = None
-    eval_every_epochs: int | None = None
+    eval_every: Size | None = None
+    eval_every_epochs: Size | None = None
     select_by: str | None = None  # what picks the kept model (default: the task's metric)
     # resume checkpoints, every N steps or epochs (default: at each evaluation)
-    checkpoint_every: int | None = None
-    checkpoint_every_epochs: int | None = None
-    log_every: int = 10
-    early_stopping_patience: int = 0  # evaluations without improvement; 0 = never stop early
-    seed: int = 0
+    checkpoint_every: Size | None = None
+    checkpoint_every_epochs: Size | None = None
+    log_every: Size = 10
+    early_stopping_patience: Count = 0  # evaluations without improvement; 0 = never stop early
+    seed: Count = 0
     device: str = "auto"  # cpu, cuda or auto
-    precision: str = "auto"  # fp32, bf16 or auto (bf16 where the hardware is fast at it)
+    # fp32, bf16 or auto: bf16 where it trains this model faster here (train/precision.py)
+    precision: Annotated[str, OneOf(PRECISIONS)] = "auto"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"trainer.precision must be one of {PRECISIONS}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"trainer.optimizer must be one of {OPTIMIZERS}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError("trainer.schedule must be 'cosine' or 'constant'")
+        super().__post_init__()
         if self.max_steps is None and self.max_epochs is None:
-            raise ConfigError("set trainer.max_steps or trainer.max_epochs (or both)")
-        for key in ("batch_size", "eval_batch_size", "grad_accum", "log_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"trainer.{key} must be at least 1")
-        for key in (
-            "max_steps",
-            "max_epochs",
-            "eval_every",
-            "eval_every_epochs",
-            "checkpoint_every",
-            "checkpoint_every_epochs",
-        ):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ConfigError(f"trainer.{key} must be at least 1")
+            raise ConfigError(f"set {self.key('max_steps')} or {self.key('max_epochs')} (or both)")
         for steps, epochs in (
             ("eval_every", "eval_every_epochs"),
             ("checkpoint_every", "checkpoint_every_epochs"),
         ):
             if getattr(self, steps) is not None and getattr(self, epochs) is not None:
-                raise ConfigError(f"set trainer.{steps} or trainer.{epochs}, not both")
+                raise ConfigError(f"set {self.key(steps)} or {self.key(epochs)}, not both")
         if self.warmup_epochs is not None and self.warmup_steps:
-            raise ConfigError("set trainer.warmup_steps or trainer.warmup_epochs, not both")
+            raise ConfigError(
+                f"set {self.key('warmup_steps')} or {self.key('warmup_epochs')}, not both"
+            )
 
 
 # each setting in epochs, and its counterpart in steps
@@ -169,7 +172,7 @@ def plan_steps(cfg: TrainerConfig, steps_per_epoch: int | None, task_name: str) 
 
 
 class TrainingStopped(ArchlabError):
-    """Training stopped before the end (NaN loss); the last good checkpoint is kept."""
+    """Training stopped before the end (a non-finite loss); the last finite state is kept."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,25 +183,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ConfigError(f"device must be cpu, cuda or auto, got {name!r}")
     return torch.device(name)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX) that oneDNN uses."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bf16 autocast where the hardware has fast bf16, else fp32.
-
-    Measured on a 2-core AVX512-BF16 CPU with ``gpt-shakespeare-char``: bf16 trains
-    11 % faster and evaluates 45 % faster than fp32, and reaches the same validation
-    loss (1.765 vs 1.775), so it is the default there.
-    """
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    return torch.bfloat16 if name == "bf16" else torch.float32
 
 
 def lr_at(
@@ -308,6 +292,12 @@ def _rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def init_process_group(device: torch.device) -> None:
+    """Join torchrun's process group (once): NCCL on GPUs, gloo on CPUs."""
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (``kill``, a job scheduler) stops training as Ctrl-C does."""
@@ -319,6 +309,67 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _StopRequests:
+    """SIGINT and SIGTERM while training: the first only asks the trainer to stop.
+
+    The trainer looks at :attr:`signal_name` at the end of each step, when weights,
+    optimizer, scheduler, RNG and step count agree, saves them and stops.  A second
+    signal of the same kind (Ctrl-C twice) stops at once with ``KeyboardInterrupt``,
+    leaving the last checkpoint on disk as it was -- except while a checkpoint is being
+    written (:meth:`saving`): then it stops right after the writing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool) -> None:
+        self.signal_name: str | None = None
+        self.announce = announce
+        self._received: set[int] = set()
+        self._writing = False
+        self._stop_after_writing = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum not in self._received:
+            self._received.add(signum)
+            if self.signal_name is None:
+                self.signal_name = signal.Signals(signum).name
+                if self.announce:  # os.write: no buffered stream to re-enter
+                    again = "Ctrl-C" if signum == signal.SIGINT else self.signal_name
+                    os.write(
+                        2,
+                        f"\narchlab: {self.signal_name}: stopping after this step to save the "
+                        f"run ({again} again stops at once)\n".encode(),
+                    )
+            return
+        if self._writing:
+            self._stop_after_writing = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopRequests]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals reach the main thread only
+            return
+        previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    @contextmanager
+    def saving(self) -> Iterator[None]:
+        """Within the block, a second signal waits for the block's end."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._stop_after_writing:
+            raise KeyboardInterrupt
 
 
 def _shard(batch: Any, rank: int, world: int) -> Any:
@@ -347,7 +398,6 @@ class Trainer:
         self.rank, self.world = _rank_world()
         self.is_main = self.rank == 0
         self.device = resolve_device(cfg.device)
-        self.dtype = resolve_precision(cfg.precision, self.device)
         if self.world > 1 and not task.data_parallel:
             raise ConfigError(
                 f"the {task.name} task trains in one process only; run it without torchrun"
@@ -361,8 +411,7 @@ class Trainer:
         task.use_model(self.model)
         self.train_module = self.model  # what task.loss calls: the model, or DDP around it
         if self.world > 1:
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            init_process_group(self.device)
             self.train_module = nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.plan = plan_steps(
@@ -378,15 +427,47 @@ class Trainer:
         self.eval_seconds = 0.0  # time in evaluations during training
         self.progress = progress and self.is_main
         self.log = MetricsLog(run_dir, enabled=self.is_main)
+        self.saved_step: int | None = None  # the step of the checkpoint on disk
+        self._stops = _StopRequests(announce=self.is_main)
+        if cfg.precision == "auto":  # run.py writes self.cfg, with the choice, to config.yaml
+            self.cfg = replace(cfg, precision=self._auto_precision())
+        self.dtype = resolve_precision(self.cfg.precision, self.device)
+
+    def _auto_precision(self) -> str:
+        """``fp32`` or ``bf16``: which trains this model faster here (:mod:`.precision`)."""
+        name = ""
+        if self.is_main:
+            cfg = self.cfg
+            batch = self.task.train_batch(0, cfg.batch_size, cfg.seed)
+            batch = _to_device(_shard(batch, self.rank, self.world), self.device)
+            shape = {
+                "model": self.model_name,
+                "config": self.model_config,
+                "task": self.task.name,
+                "batch": batch_shapes(batch),
+            }
+            name, message = choose_precision(
+                self.device,
+                shape,
+                lambda: probe_training_step(
+                    self.model, lambda model: self.task.loss(model, batch), self.device
+                ),
+            )
+            note(message)
+        if self.world > 1:  # every rank trains in rank 0's choice
+            chosen = [name]
+            dist.broadcast_object_list(chosen, src=0)
+            name = chosen[0]
+        return name
 
     # ----- state -----
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self, rng: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
-            "rng": ckpt.rng_state(),
+            "rng": rng or ckpt.rng_state(),
             "best": self.best,
             "stale_evals": self.stale_evals,
             "train_seconds": self.train_seconds,
@@ -394,13 +475,19 @@ class Trainer:
             "model_config": json.dumps(self.model_config, sort_keys=True),
         }
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, rng: dict[str, Any] | None = None) -> None:
+        """Write the resume state (with ``rng``, the RNG state to resume with, if not now's).
+
+        The step goes into both files; a second Ctrl-C waits until both are written.
+        """
+        self.saved_step = self.step
         if not self.is_main:
             return
-        ckpt.save_weights(self.model, self.run_dir / ckpt.LAST_FILE)
-        ckpt.save_state(self._state(), self.run_dir / ckpt.STATE_FILE)
-        if self.best is None:  # nothing evaluated yet: the last weights are the model
-            ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
+        with self._stops.saving():
+            ckpt.save_weights(self.model, self.run_dir / ckpt.LAST_FILE, step=self.step)
+            ckpt.save_state(self._state(rng), self.run_dir / ckpt.STATE_FILE)
+            if self.best is None:  # nothing evaluated yet: the last weights are the model
+                ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
 
     def resume(self) -> None:
         state = ckpt.load_state(self.run_dir / ckpt.STATE_FILE)
@@ -409,7 +496,7 @@ class Trainer:
                 f"the model config differs from the one {self.run_dir} was trained with; "
                 "resume with the same model settings (see its config.yaml)"
             )
-        ckpt.load_weights(self.model, self.run_dir / ckpt.LAST_FILE)
+        ckpt.load_weights(self.model, self.run_dir / ckpt.LAST_FILE, step=state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"])
         if "scheduler" in state:  # state files before 2026-12 had none (the same function)
@@ -425,6 +512,7 @@ class Trainer:
             self.best = {self.select_by: self.best}
         self.stale_evals, self.train_seconds = state["stale_evals"], state["train_seconds"]
         self.eval_seconds = state["eval_seconds"]
+        self.saved_step = self.step
         self.log.truncate_after(self.step)
 
     # ----- evaluation -----
@@ -446,7 +534,11 @@ class Trainer:
         metrics = self.evaluate("val")
         self.eval_seconds += time.perf_counter() - started
         self.log.write({"step": self.step, "split": "val", **metrics})
-        keep, progress, self.best = self.task.select(metrics, self.best, self.select_by)
+        value = metrics.get(self.select_by)
+        if isinstance(value, float) and not math.isfinite(value):
+            keep = progress = False  # a diverged model is never the best one
+        else:
+            keep, progress, self.best = self.task.select(metrics, self.best, self.select_by)
         if keep and self.is_main:
             ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
         self.stale_evals = 0 if progress else self.stale_evals + 1
@@ -458,6 +550,7 @@ class Trainer:
 
     def _train_step(self) -> tuple[float, int]:
         cfg = self.cfg
+        rng_at_start = ckpt.rng_state()  # a non-finite loss saves the state of this moment
         self.schedule.step_to(self.step)
         total_loss, count = torch.zeros((), device=self.device), 0
         for micro in range(cfg.grad_accum):
@@ -474,10 +567,7 @@ class Trainer:
             dist.all_reduce(total_loss, op=dist.ReduceOp.AVG)
         total_loss = float(total_loss)
         if not math.isfinite(total_loss):
-            raise TrainingStopped(
-                f"the loss became {total_loss} at step {self.step + 1}; training stopped and the "
-                f"last good checkpoint is kept in {self.run_dir} (try a lower trainer.lr)"
-            )
+            self._stop_on_non_finite(total_loss, rng_at_start)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
@@ -485,12 +575,53 @@ class Trainer:
         self.step += 1
         return total_loss, count
 
-    def fit(self) -> dict[str, dict[str, float]]:
-        """Train to ``max_steps`` (or an early stop); Ctrl-C or SIGTERM saves and re-raises."""
-        with _sigterm_as_interrupt():
-            return self._fit()
+    def _stop_on_non_finite(self, loss: float, rng_at_start: dict[str, Any]) -> None:
+        """Keep the state before this step (nothing has changed it yet) and stop.
 
-    def _fit(self) -> dict[str, dict[str, float]]:
+        The weights, optimizer and scheduler are still those of the step's start, and
+        ``rng_at_start`` the RNG state then: a consistent checkpoint at ``self.step``,
+        written unless one is on disk already (or the weights themselves are not finite).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if self.saved_step != self.step and finite:
+            self.save_checkpoint(rng=rng_at_start)
+        if self.saved_step is None:
+            kept = "nothing is saved, as the weights are not finite either"
+        else:
+            when = "at its start" if self.saved_step == 0 else f"after step {self.saved_step}"
+            kept = (
+                f"the run is saved as it was {when} in {self.run_dir}: "
+                f"resume it with a lower rate (archlab train --resume {self.run_dir} "
+                f"--set trainer.lr={self.cfg.lr / 10:g}) or start again with one"
+            )
+        raise TrainingStopped(f"the loss became {loss} at step {self.step + 1}; {kept}")
+
+    def fit(self) -> dict[str, dict[str, float]]:
+        """Train to ``max_steps`` (or an early stop), then evaluate the kept model.
+
+        Ctrl-C or SIGTERM stops at the end of the step under way, after saving a
+        checkpoint, with ``KeyboardInterrupt``; a second one stops at once, the last
+        checkpoint standing (see :class:`_StopRequests`).  During the final
+        evaluation both stop at once: the checkpoint of the last step is on disk.
+        """
+        with _sigterm_as_interrupt():
+            with self._stops.installed():
+                self._fit()
+            if self._stops.signal_name is not None:  # came after the last step's look
+                raise KeyboardInterrupt  # the last step's checkpoint is on disk
+            return self.final_results()
+
+    def _stop_requested(self) -> bool:
+        """Whether a signal asked to stop (on any rank: they stop at the same step)."""
+        stop = self._stops.signal_name is not None
+        if self.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def _fit(self) -> None:
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -540,14 +671,20 @@ class Trainer:
                         f"in {cfg.early_stopping_patience} evaluations"
                     )
                     break
+                if self._stop_requested():
+                    if self.saved_step != self.step:
+                        self.save_checkpoint()
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
-            bar.close()
-            self.save_checkpoint()
+            bar.close()  # the checkpoint on disk is consistent: saved just now, or before
             self.log.plot(self.task.metric, force=True)
             self.log.close()
             raise
+        except BaseException:
+            bar.close()  # so that the error is printed on a line of its own
+            self.log.close()
+            raise
         bar.close()
-        return self.final_results()
 
     def final_results(self) -> dict[str, dict[str, float]]:
         """Evaluate the kept (best) model on every split and write results.json."""
