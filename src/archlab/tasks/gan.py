@@ -199,7 +199,6 @@ class ImageGenerationTask(Task):
 
     def prepare(self, train: Callable[..., tuple[Path, dict]]) -> None:
         """Without ``data.fid_classifier``, use archlab's own (trained once, cached)."""
-        self._check()
         if self.data.fid_classifier is None:
             self.data.fid_classifier = str(own_fid_classifier(train))
 
