@@ -46,10 +46,23 @@ FAMILIES = (
     ("Molecule property regression", ("gnn-esol", "gnn-freesolv", "gnn-lipo"), "molecules"),
     ("Image classification (MNIST)", ("cnn-mnist", "capsnet-mnist"), None),
     ("Image generation (MNIST)", ("dcgan-mnist", "cgan-mnist", "sagan-mnist"), "gans"),
+    ("Sequences in time", ("tcn-adding", "tcn-copy"), None),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.
 NOT_RUN = {
+    "tcn-adding": {
+        "task": "adding problem, T = 600",
+        "metric": "test MSE",
+        "reference": "5.8e-5 — Bai et al. (2018), table 1",
+        "why": "not recorded yet",
+    },
+    "tcn-copy": {
+        "task": "copy memory, T = 1000",
+        "metric": "test CE",
+        "reference": "3.5e-5 — Bai et al. (2018), table 1",
+        "why": "not recorded yet",
+    },
     "gpt-shakespeare-char-small": {
         "task": "character LM, tiny Shakespeare",
         "metric": "val loss",

@@ -52,6 +52,6 @@ def test_adding_problem_beats_predicting_the_mean(tmp_path) -> None:
 
 def test_a_too_short_sequence_is_one_sentence(capsys, tmp_path) -> None:
     assert main(["train", "tcn-copy", "--set", "data.T=0", "--out", str(tmp_path / "r")]) == 2
-    assert "data.T must be at least 1 for copy_memory, got 0" in capsys.readouterr().err
+    assert "data.T must be at least 1, got 0" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="data.T must be at least 2 for adding"):
         train("tcn-adding", ["data.T=1"], out=str(tmp_path / "a"), progress=False)

@@ -139,6 +139,8 @@ class AddingTask(SyntheticTask):
     def draw(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         return adding_problem(n, self.data.T, g)
 
+    derived_model_keys = {"in_dim": "the (value, marker) pairs", "out_dim": "the sum"}
+
     def model_overrides(self) -> dict:
         return {"in_dim": 2, "out_dim": 1}
 
@@ -162,6 +164,8 @@ class CopyMemoryTask(SyntheticTask):
 
     def draw(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         return copy_memory(n, self.data.T, g)
+
+    derived_model_keys = {"in_dim": "the symbols, one per step", "out_dim": "the ten symbols"}
 
     def model_overrides(self) -> dict:
         return {"in_dim": 1, "out_dim": self.n_classes}
