@@ -70,6 +70,7 @@ class CausalConv1d(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel_size: int, dilation: int) -> None:
         super().__init__()
         self.conv = weight_norm(nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation))
+        self.dilation = dilation
         self.history = (kernel_size - 1) * dilation  # past inputs each output reads
 
     def forward(self, x: Tensor) -> Tensor:
@@ -77,9 +78,15 @@ class CausalConv1d(nn.Module):
         return self.conv(F.pad(x, (self.history, 0)))
 
     def step(self, x_t: Tensor, past: Tensor) -> tuple[Tensor, Tensor]:
-        """x_t (batch, c_in) and the last ``history`` inputs -> (batch, c_out), the new past."""
+        """x_t (batch, c_in) and the last ``history`` inputs -> (batch, c_out), the new past.
+
+        Only the k inputs x_{t-(k-1)d}, ..., x_{t-d}, x_t are read: one matrix product
+        with W flattened to (c_out, c_in k), not a convolution over the whole window.
+        """
         window = torch.cat([past, x_t.unsqueeze(2)], dim=2)  # (batch, c_in, history + 1)
-        return self.conv(window).squeeze(2), window[:, :, 1:]
+        taps = window[:, :, :: self.dilation]  # (batch, c_in, k)
+        y = F.linear(taps.flatten(1), self.conv.weight.flatten(1), self.conv.bias)
+        return y, window[:, :, 1:]
 
 
 class TemporalBlock(nn.Module):
@@ -105,7 +112,9 @@ class TemporalBlock(nn.Module):
     def step(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
         z, past1 = self.conv1.step(x_t, state[0])
         z, past2 = self.conv2.step(F.relu(z), state[1])
-        out = F.relu(F.relu(z) + self._residual(x_t.unsqueeze(2)).squeeze(2))
+        if self.downsample is not None:
+            x_t = F.linear(x_t, self.downsample.weight.squeeze(2), self.downsample.bias)
+        out = F.relu(F.relu(z) + x_t)
         return out, (past1, past2)
 
 
