@@ -53,7 +53,7 @@ TASKS = {
         "budget": 70_000,
         "metric": "mse",
         "trivial": lambda T: 1 / 6,  # predicting 1: Var(u_a + u_b) = 2/12
-        "steps": 600,
+        "steps": 300,
     },
     "copy": {
         "recipe": "tcn-copy",
@@ -62,7 +62,7 @@ TASKS = {
         "budget": 16_000,
         "metric": "loss",
         "trivial": lambda T: 10 * math.log(8) / (T + 20),  # blanks, then a uniform digit
-        "steps": 600,
+        "steps": 300,
     },
 }
 BATCH = 32
@@ -125,14 +125,19 @@ def overrides(task: str, T: int, model: str, steps: int) -> list[str]:
     return [f"{k}={v}" for k, v in sets.items()]
 
 
-def cells(tasks=None, lengths=None, models=None):
-    for task, spec in TASKS.items():
-        if tasks and task not in tasks:
-            continue
-        for T in lengths or spec["lengths"]:
-            for model in MODELS:
-                if not models or model in models:
-                    yield task, T, model
+def cells(tasks=None, lengths=None, models=None) -> list[tuple[str, int, str]]:
+    """(task, T, model) to run, shortest T first, so that a partial sweep covers every model."""
+    return sorted(
+        (
+            (task, T, model)
+            for task, spec in TASKS.items()
+            if not tasks or task in tasks
+            for T in lengths or spec["lengths"]
+            for model in MODELS
+            if not models or model in models
+        ),
+        key=lambda cell: (cell[1], list(TASKS).index(cell[0]), list(MODELS).index(cell[2])),
+    )
 
 
 def run_dir(task: str, T: int, model: str, runs: Path) -> Path:

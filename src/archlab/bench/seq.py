@@ -129,7 +129,7 @@ def _adding_batches(n: int, batch: int, T: int) -> list[tuple[torch.Tensor, torc
 
 def run(quick: bool = False) -> dict:
     size = QUICK if quick else FULL
-    steps, repeats, calls = (2, 1, 2) if quick else (5, 5, 5)
+    steps, repeats, calls = (2, 1, 2) if quick else (3, 7, 3)
     batches = _adding_batches(4, size["batch"], size["T"])
     ours_tcn, their_tcn = tcn_pair(size["channels"], size["kernel"])
     ours_lstm, torch_lstm = lstm_pair(size["hidden"])
