@@ -657,6 +657,11 @@ def plot_benchmarks(plt, entries):
                 speed.append(("gpt training (vs HF)", bench["train_ratio"]))
                 speed.append(("gpt training, bf16 (vs HF)", bench["train_ratio_bf16"]))
                 speed.append(("gpt generation (vs HF)", bench["generate_ratio"]))
+            if "tcn_train" in bench.get("ratios", {}):
+                r = bench["ratios"]
+                speed.append(("tcn training (vs the authors' form)", r["tcn_train"]))
+                speed.append(("seq_lstm training (vs torch.nn.LSTM)", r["lstm_train"]))
+                speed.append(("tcn step (vs recomputation, T = 1000)", r["tcn_step_vs_recompute"]))
     if not speed:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * len(speed) + 0.9))
