@@ -30,6 +30,7 @@ compare.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -83,6 +84,7 @@ def parameters(model: torch.nn.Module) -> int:
     return n - (sum(p.numel() for p in wpe.parameters()) if wpe is not None else 0)
 
 
+@functools.cache
 def size_values(model: str, task: str) -> dict:
     """The model's size keys that come nearest the task's parameter budget."""
     in_dim, out_dim = TASKS[task]["dims"]
@@ -323,7 +325,11 @@ def cmd_collect(args) -> None:
     images = plot(table, args.img)
     verdicts = {m: verdict(m, table) for m in MODELS if m != "transformer"}
     steps = sorted({c["steps"] for t in table.values() for m in t.values() for c in m.values()})
-    missing = [f"{t}-T{T}-{m}" for t, T, m in cells() if str(T) not in table.get(t, {}).get(m, {})]
+    missing = [
+        f"{t}-T{T}-{m}"
+        for t, T, m in cells(args.tasks, args.T, args.models)
+        if str(T) not in table.get(t, {}).get(m, {})
+    ]
     budget = {t: TASKS[t]["budget"] for t in table}
     entry = {
         "name": "claim-long-range",
