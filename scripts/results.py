@@ -46,7 +46,7 @@ FAMILIES = (
     ("Molecule property regression", ("gnn-esol", "gnn-freesolv", "gnn-lipo"), "molecules"),
     ("Image classification (MNIST)", ("cnn-mnist", "capsnet-mnist"), None),
     ("Image generation (MNIST)", ("dcgan-mnist", "cgan-mnist", "sagan-mnist"), "gans"),
-    ("Sequences in time", ("tcn-adding", "tcn-copy"), None),
+    ("Sequences in time", ("tcn-adding", "lstm-adding", "gru-adding", "tcn-copy"), None),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.
@@ -55,6 +55,18 @@ NOT_RUN = {
         "task": "adding problem, T = 600",
         "metric": "test MSE",
         "reference": "5.8e-5 — Bai et al. (2018), table 1",
+        "why": "not recorded yet",
+    },
+    "lstm-adding": {
+        "task": "adding problem, T = 600",
+        "metric": "test MSE",
+        "reference": "0.164 — Bai et al. (2018), table 1 (LSTM)",
+        "why": "not recorded yet",
+    },
+    "gru-adding": {
+        "task": "adding problem, T = 600",
+        "metric": "test MSE",
+        "reference": "5.3e-5 — Bai et al. (2018), table 1 (GRU)",
         "why": "not recorded yet",
     },
     "tcn-copy": {
@@ -645,6 +657,11 @@ def plot_benchmarks(plt, entries):
                 speed.append(("gpt training (vs HF)", bench["train_ratio"]))
                 speed.append(("gpt training, bf16 (vs HF)", bench["train_ratio_bf16"]))
                 speed.append(("gpt generation (vs HF)", bench["generate_ratio"]))
+            if "tcn_train" in bench.get("ratios", {}):
+                r = bench["ratios"]
+                speed.append(("tcn training (vs the authors' form)", r["tcn_train"]))
+                speed.append(("seq_lstm training (vs torch.nn.LSTM)", r["lstm_train"]))
+                speed.append(("tcn step (vs recomputation, T = 1000)", r["tcn_step_vs_recompute"]))
     if not speed:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * len(speed) + 0.9))

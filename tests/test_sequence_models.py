@@ -1,13 +1,11 @@
 """Sequence models: TCN against the authors' block, causality, fast step-by-step inference."""
 
-import warnings
-
 import pytest
 import torch
-from torch import nn
 from torch.nn.utils import parametrize
 
 import archlab
+from archlab.interop.locuslab_tcn import AuthorsTCN
 from archlab.models import TCN, TCNConfig
 
 SEQUENCE_MODELS = {
@@ -16,55 +14,6 @@ SEQUENCE_MODELS = {
     "seq_gru": dict(in_dim=3, hidden_size=8, n_layer=2, out_dim=4),
     "seq_transformer": dict(in_dim=3, n_embd=16, n_head=2, n_layer=2, max_len=600, out_dim=4),
 }
-
-
-# ----- the authors' TemporalBlock, written out (locuslab/TCN, TCN/tcn.py) -----
-
-
-class Chomp(nn.Module):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def forward(self, x):
-        return x[:, :, : -self.size].contiguous()
-
-
-class AuthorsBlock(nn.Module):
-    """Pad both sides by (k-1)d, chomp the right; old-style weight_norm (weight_g, weight_v)."""
-
-    def __init__(self, n_in, n_out, k, d):
-        super().__init__()
-        pad = (k - 1) * d
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.nn.utils.weight_norm is deprecated
-            self.conv1 = nn.utils.weight_norm(nn.Conv1d(n_in, n_out, k, padding=pad, dilation=d))
-            self.conv2 = nn.utils.weight_norm(nn.Conv1d(n_out, n_out, k, padding=pad, dilation=d))
-        self.net = nn.Sequential(
-            self.conv1, Chomp(pad), nn.ReLU(), nn.Dropout(0.0),
-            self.conv2, Chomp(pad), nn.ReLU(), nn.Dropout(0.0),
-        )  # fmt: skip
-        self.downsample = nn.Conv1d(n_in, n_out, 1) if n_in != n_out else None
-
-    def forward(self, x):
-        res = x if self.downsample is None else self.downsample(x)
-        return torch.relu(self.net(x) + res)
-
-
-class AuthorsTCN(nn.Module):
-    """The authors' task model: ``tcn.network`` of blocks, then ``linear`` at every step."""
-
-    def __init__(self, n_in, n_out, channels, k):
-        super().__init__()
-        widths = [n_in, *channels]
-        self.tcn = nn.Module()
-        self.tcn.network = nn.Sequential(
-            *(AuthorsBlock(widths[i], widths[i + 1], k, 2**i) for i in range(len(channels)))
-        )
-        self.linear = nn.Linear(channels[-1], n_out)
-
-    def forward(self, x):  # (batch, time, n_in) -> (batch, time, n_out)
-        return self.linear(self.tcn.network(x.transpose(1, 2)).transpose(1, 2))
 
 
 def test_tcn_matches_the_authors_block_on_their_weights() -> None:

@@ -21,7 +21,7 @@ from archlab.errors import ConfigError
 from archlab.io import to_json
 from archlab.registry import unknown_name_message
 
-BENCHMARKS = ("gpt", "gnn", "demo")
+BENCHMARKS = ("gpt", "gnn", "demo", "seq")
 
 
 def machine() -> dict:
@@ -45,10 +45,14 @@ def machine() -> dict:
 
 
 def interleaved_medians(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
-    """Call each function ``repeats`` times, round-robin; median of what each returns."""
+    """Call each function ``repeats`` times, round-robin; median of what each returns.
+
+    Every other round runs in reverse order, so that no function always comes first
+    (the first of a round can pay for what the last one left, e.g. freed memory).
+    """
     results: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for i in range(repeats):
+        for name, fn in list(fns.items())[:: -1 if i % 2 else 1]:
             results[name].append(fn())
     return {name: statistics.median(values) for name, values in results.items()}
 

@@ -8,14 +8,20 @@ convolutions a second time inside ``net`` (``net.0`` is ``conv1``, ``net.4`` is
 ``conv2``), so those keys repeat tensors already read and are skipped.  archlab's
 ``torch.nn.utils.parametrizations.weight_norm`` keeps g as ``original0`` and v as
 ``original1``.
+
+:class:`AuthorsTCN` is the authors' form written out -- each convolution padded by
+(k - 1) d on both sides, the right end chomped off, the old-style weight norm -- the
+reference that the parity tests and ``archlab bench seq`` hold archlab's TCN against.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from archlab.errors import ConfigError
 from archlab.interop.hf import expand_key_map, import_state, strip_prefix
@@ -53,3 +59,59 @@ def from_authors(state_dict: Mapping[str, Tensor], config: TCNConfig, cls: type[
         import_state(theirs, key_map, expected, source="the TCN authors' state dict")
     )
     return model
+
+
+class Chomp(nn.Module):
+    """Drops the last ``size`` steps: what the right padding added."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, :, : -self.size].contiguous()
+
+
+class AuthorsBlock(nn.Module):
+    """Their ``TemporalBlock``: pad both sides by (k-1)d, chomp the right; old weight norm."""
+
+    def __init__(self, n_in: int, n_out: int, k: int, d: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        pad = (k - 1) * d
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.nn.utils.weight_norm is deprecated
+            self.conv1 = nn.utils.weight_norm(nn.Conv1d(n_in, n_out, k, padding=pad, dilation=d))
+            self.conv2 = nn.utils.weight_norm(nn.Conv1d(n_out, n_out, k, padding=pad, dilation=d))
+        self.net = nn.Sequential(
+            self.conv1, Chomp(pad), nn.ReLU(), nn.Dropout(dropout),
+            self.conv2, Chomp(pad), nn.ReLU(), nn.Dropout(dropout),
+        )  # fmt: skip
+        self.downsample = nn.Conv1d(n_in, n_out, 1) if n_in != n_out else None
+        if self.downsample is not None:
+            self.downsample.weight.data.normal_(0, 0.01)
+
+    def forward(self, x: Tensor) -> Tensor:
+        res = x if self.downsample is None else self.downsample(x)
+        return torch.relu(self.net(x) + res)
+
+
+class AuthorsTCN(nn.Module):
+    """Their task model: ``tcn.network`` of blocks (dilation 2^i), then ``linear`` at every step."""
+
+    def __init__(
+        self, n_in: int, n_out: int, channels: list[int], k: int, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        widths = [n_in, *channels]
+        self.tcn = nn.Module()
+        self.tcn.network = nn.Sequential(
+            *(
+                AuthorsBlock(widths[i], widths[i + 1], k, 2**i, dropout)
+                for i in range(len(channels))
+            )
+        )
+        self.linear = nn.Linear(channels[-1], n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(batch, time, n_in) -> (batch, time, n_out)."""
+        return self.linear(self.tcn.network(x.transpose(1, 2)).transpose(1, 2))

@@ -24,8 +24,9 @@ output layer are drawn from N(0, 0.01^2).  Checkpoints saved by the authors' cod
 (``weight_g`` / ``weight_v`` keys) load with :meth:`TCN.from_authors`.
 
 Fast causal inference: :meth:`TCN.step` takes one input and keeps, per convolution,
-the last (k - 1) d inputs it has seen, so a step costs the same however long the
-history, and gives exactly what a forward over the whole prefix gives at its last step.
+a ring of the last (k - 1) d + 1 inputs it has seen, from which it reads only the k
+that the output uses, so a step costs the same however long the history, and gives
+exactly what a forward over the whole prefix gives at its last step.
 """
 
 from __future__ import annotations
@@ -71,15 +72,29 @@ class CausalConv1d(nn.Module):
         super().__init__()
         self.conv = weight_norm(nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation))
         self.history = (kernel_size - 1) * dilation  # past inputs each output reads
+        # step by step, x_s sits in slot s mod (history + 1) of a ring; at slot p the
+        # output reads the slots of x_{t-(k-1)d}, ..., x_{t-d}, x_t: taps[p]
+        ring = self.history + 1
+        lags = dilation * torch.arange(kernel_size - 1, -1, -1)
+        taps = (torch.arange(ring)[:, None] - lags) % ring
+        self.register_buffer("taps", taps, persistent=False)  # (history + 1, k)
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, c_in, time) -> (batch, c_out, time)."""
         return self.conv(F.pad(x, (self.history, 0)))
 
-    def step(self, x_t: Tensor, past: Tensor) -> tuple[Tensor, Tensor]:
-        """x_t (batch, c_in) and the last ``history`` inputs -> (batch, c_out), the new past."""
-        window = torch.cat([past, x_t.unsqueeze(2)], dim=2)  # (batch, c_in, history + 1)
-        return self.conv(window).squeeze(2), window[:, :, 1:]
+    def step(self, x_t: Tensor, ring: Tensor, t: int) -> Tensor:
+        """The output (batch, c_out) at step t, writing x_t (batch, c_in) into ``ring``.
+
+        ``ring`` (batch, c_in, history + 1) holds the last inputs, x_s in slot
+        s mod (history + 1), zeros before the first (the left padding).  Only the k
+        inputs the output reads are gathered: one matrix product with W flattened to
+        (c_out, c_in k), whatever the dilation.
+        """
+        p = t % ring.shape[2]
+        ring[:, :, p] = x_t
+        taps = ring.index_select(2, self.taps[p])  # (batch, c_in, k)
+        return F.linear(taps.flatten(1), self.conv.weight.flatten(1), self.conv.bias)
 
 
 class TemporalBlock(nn.Module):
@@ -102,11 +117,20 @@ class TemporalBlock(nn.Module):
         z = self.dropout(F.relu(self.conv2(z)))
         return F.relu(z + self._residual(x))
 
-    def step(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
-        z, past1 = self.conv1.step(x_t, state[0])
-        z, past2 = self.conv2.step(F.relu(z), state[1])
-        out = F.relu(F.relu(z) + self._residual(x_t.unsqueeze(2)).squeeze(2))
-        return out, (past1, past2)
+    def step(self, x_t: Tensor, rings: tuple[Tensor, Tensor], t: int) -> Tensor:
+        z = F.relu(self.conv1.step(x_t, rings[0], t))
+        z = F.relu(self.conv2.step(z, rings[1], t))
+        if self.downsample is not None:
+            x_t = F.linear(x_t, self.downsample.weight.squeeze(2), self.downsample.bias)
+        return F.relu(z + x_t)
+
+
+@dataclass
+class TCNState:
+    """Step-by-step state: the steps taken, and per block its two convolutions' rings."""
+
+    t: int
+    rings: list[tuple[Tensor, ...]]
 
 
 @register_model("tcn", TCNConfig, summary="Temporal convolutional network (Bai et al. 2018)")
@@ -144,31 +168,31 @@ class TCN(nn.Module):
             h = block(h)
         return self.out(h.transpose(1, 2))
 
-    def init_state(self, batch: int) -> list[tuple[Tensor, Tensor]]:
+    def init_state(self, batch: int) -> TCNState:
         """The state before the first step: zeros, the left padding of a full forward."""
         p = self.out.weight
-        return [
-            (
-                p.new_zeros(batch, b.conv1.conv.in_channels, b.conv1.history),
-                p.new_zeros(batch, b.conv2.conv.in_channels, b.conv2.history),
-            )
-            for b in self.blocks
-        ]
+        return TCNState(
+            0,
+            [
+                tuple(p.new_zeros(batch, c.conv.in_channels, c.history + 1) for c in convs)
+                for convs in ((b.conv1, b.conv2) for b in self.blocks)
+            ],
+        )
 
-    def step(self, x_t: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+    def step(self, x_t: Tensor, state: TCNState | None = None) -> tuple[Tensor, TCNState]:
         """Outputs (batch, out_dim) for one step's inputs (batch[, in_dim]); state carried.
 
-        Call in eval mode (dropout off) for outputs equal to :meth:`forward`'s; wrap a
-        loop in ``torch.nn.utils.parametrize.cached()`` so the weight norm is computed
-        once, not at every step.
+        The state is updated in place (as a KV cache is) and returned.  Call in eval
+        mode (dropout off) for outputs equal to :meth:`forward`'s; wrap a loop in
+        ``torch.nn.utils.parametrize.cached()`` so the weight norm is computed once,
+        not at every step.
         """
         h = self.input.step(x_t)
         state = self.init_state(h.shape[0]) if state is None else state
-        new_state = []
-        for block, block_state in zip(self.blocks, state, strict=True):
-            h, block_state = block.step(h, block_state)
-            new_state.append(block_state)
-        return self.out(h), new_state
+        for block, rings in zip(self.blocks, state.rings, strict=True):
+            h = block.step(h, rings, state.t)
+        state.t += 1
+        return self.out(h), state
 
     @classmethod
     def from_authors(cls, state_dict: Mapping[str, Tensor], config: TCNConfig) -> TCN:
