@@ -134,7 +134,7 @@ class SyntheticTask(Task):
 class AddingTask(SyntheticTask):
     name = "adding"
     metric = "mse"
-    unit = "step"
+    unit = "tok"  # time steps
 
     def draw(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         return adding_problem(n, self.data.T, g)
@@ -158,7 +158,7 @@ class CopyMemoryTask(SyntheticTask):
     name = "copy_memory"
     metric = "loss"
     selectable = ("accuracy",)
-    unit = "step"
+    unit = "tok"  # time steps
     min_T = 1
     n_classes = 10
 
