@@ -47,10 +47,48 @@ FAMILIES = (
     ("Image classification (MNIST)", ("cnn-mnist", "capsnet-mnist"), None),
     ("Image generation (MNIST)", ("dcgan-mnist", "cgan-mnist", "sagan-mnist"), "gans"),
     ("Sequences in time", ("tcn-adding", "tcn-copy"), None),
+    ("Forecasting", ("tcn-sunspots", "lstm-sunspots", "transformer-sunspots", "tcn-co2",
+                     "lstm-co2", "transformer-co2"), None),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.
 NOT_RUN = {
+    "tcn-sunspots": {
+        "task": "yearly sunspots, test 1921-2008",
+        "metric": "test MASE (mean of h = 1, 11)",
+        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
+        "why": "not recorded yet",
+    },
+    "tcn-co2": {
+        "task": "Mauna Loa CO2, test 1992-2001",
+        "metric": "test MASE (mean of h = 1, 12)",
+        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
+        "why": "not recorded yet",
+    },
+    "lstm-sunspots": {
+        "task": "yearly sunspots, test 1921-2008",
+        "metric": "test MASE (mean of h = 1, 11)",
+        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
+        "why": "not recorded yet",
+    },
+    "lstm-co2": {
+        "task": "Mauna Loa CO2, test 1992-2001",
+        "metric": "test MASE (mean of h = 1, 12)",
+        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
+        "why": "not recorded yet",
+    },
+    "transformer-sunspots": {
+        "task": "yearly sunspots, test 1921-2008",
+        "metric": "test MASE (mean of h = 1, 11)",
+        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
+        "why": "not recorded yet",
+    },
+    "transformer-co2": {
+        "task": "Mauna Loa CO2, test 1992-2001",
+        "metric": "test MASE (mean of h = 1, 12)",
+        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
+        "why": "not recorded yet",
+    },
     "tcn-adding": {
         "task": "adding problem, T = 600",
         "metric": "test MSE",
@@ -300,7 +338,7 @@ def render_readme_table(entries: list[dict]) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae") else metric
+    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae", "mase") else metric
 
 
 def _entry_details(entry: dict) -> list[str]:

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.config import Config, OneOf, Size
+from archlab.config import AtLeast, Config, OneOf, Size
 from archlab.data.batching import TrainBatches
 from archlab.data.timeseries import SERIES, UNIT, Series, load_series
 from archlab.errors import ConfigError, require
@@ -60,13 +60,13 @@ from archlab.tasks import Task, register_task
 # first year of the validation stretch and of the test tail, per series
 SPLIT_YEARS = {"sunspots": (1881, 1921), "co2": (1982, 1992)}
 NORMALISE = ("global", "last")
+Year = Annotated[int, AtLeast(1)]
 # (order, seasonal order, trend) candidates per series: d fixed by the series' nature (the
 # sunspot cycle is stationary; CO2 has a trend and a yearly season: d = D = 1), p, q, P, Q by AIC
 ARIMA_GRID = {
     "sunspots": [((p, 0, q), (0, 0, 0, 0), "c") for p in range(5) for q in range(3)],
     "co2": [
-        ((p, 1, q), (P, 1, Q, 12), "n")
-        for p, q, P, Q in itertools.product(range(3), range(3), range(2), range(2))
+        ((p, 1, q), (P, 1, Q, 12), "n") for p, q, P, Q in itertools.product(range(2), repeat=4)
     ],
 }
 BASELINES = ("seasonal_naive", "arima")
@@ -82,8 +82,8 @@ class ForecastData(Config):
     series: Annotated[str, OneOf(SERIES)] = "sunspots"
     context: Size = 64  # past values the network reads at each origin
     horizons: list[Size] | None = None  # steps ahead to score; None: 1 and one season
-    val_start: int | None = None  # first year of validation; None: the series' default
-    test_start: int | None = None  # first year of the test tail; None: the series' default
+    val_start: Year | None = None  # first year of validation; None: the series' default
+    test_start: Year | None = None  # first year of the test tail; None: the series' default
     normalise: Annotated[str, OneOf(NORMALISE)] = "global"
 
 
