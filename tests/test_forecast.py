@@ -135,7 +135,7 @@ def test_rolling_origin_uses_no_future_data() -> None:
         assert not np.allclose(before[k:], after[k:])  # later origins do see the change
 
 
-def test_a_tiny_training_beats_the_untrained_model_and_learns(tmp_path) -> None:
+def test_a_tiny_training_beats_the_naive_forecast_and_predicts(tmp_path, capsys) -> None:
     overrides = [
         *TINY,
         "trainer.max_steps=80",
@@ -156,6 +156,11 @@ def test_a_tiny_training_beats_the_untrained_model_and_learns(tmp_path) -> None:
     # the seasonal naive forecast one year ahead, on the same validation years
     naive = untrained.score(seasonal_naive(11), "val")
     assert after["mase@1"] < naive["mase@1"]
+    # predict: the years after 2008 this run forecasts (1 to 11 ahead), and one too far
+    assert main(["predict", str(run_dir), "2009", "2019", "2030"]) == 2
+    out, err = capsys.readouterr()
+    assert [line.split("\t")[1] for line in out.splitlines()] == ["2009", "2019"]
+    assert "2030 is 22 years after the series' end (2008)" in err
 
 
 @pytest.mark.parametrize(

@@ -53,9 +53,9 @@ from torch import Tensor, nn
 from archlab.config import AtLeast, Config, OneOf, Size
 from archlab.data.batching import TrainBatches
 from archlab.data.timeseries import SERIES, UNIT, Series, load_series
-from archlab.errors import ConfigError, require
+from archlab.errors import ArchlabError, ConfigError, require
 from archlab.models import roles
-from archlab.tasks import Task, register_task
+from archlab.tasks import Task, register_task, score_each
 
 # first year of the validation stretch and of the test tail, per series
 SPLIT_YEARS = {"sunspots": (1881, 1921), "co2": (1982, 1992)}
@@ -179,6 +179,7 @@ class ForecastTask(Task):
     roles = (roles.SequenceModel,)
     metric = "mase"
     unit = "ex"
+    verbs = frozenset({"predict"})
     baselines = BASELINES
     derived_model_keys = {
         "in_dim": "one value per step",
@@ -300,3 +301,34 @@ class ForecastTask(Task):
         results = {split: self.score(forecaster, split) for split in self.splits()}
         seconds = round(time.perf_counter() - began, 2)
         return {**results, "train": {"seconds": seconds}, "baseline": {"method": name, **fitted}}
+
+    # ----- predict: the forecast of a date after the series' end
+
+    def predict_scores(self, model: nn.Module, inputs: list[str]) -> list[Tensor | str]:
+        """The forecast, from the series' last value, of each date ('2012', or '2002-06')."""
+        if not hasattr(self, "series"):
+            self.setup()
+        s = self.series
+        last = int(s.years[-1]) * 12 + int(s.months[-1]) - 1
+
+        def steps_ahead(text: str) -> int:
+            year, _, month = text.strip().partition("-")
+            monthly = self.data.series != "sunspots"
+            if not year.isdigit() or (month and not (monthly and month.isdigit())):
+                form = "a year-month such as 2002-06" if monthly else "a year such as 2012"
+                raise ArchlabError(f"{text!r} is not a date of the series; give {form}")
+            h = int(year) - int(s.years[-1])
+            if monthly:
+                h = int(year) * 12 + (int(month or 1) - 1) - last
+            if not 1 <= h <= self.H:
+                raise ArchlabError(
+                    f"{text.strip()} is {h} {UNIT[self.data.series]} after the series' end "
+                    f"({s.label(len(s) - 1)}); this run forecasts 1 to {self.H} ahead"
+                )
+            return h
+
+        def score(hs: list[int]) -> Tensor:
+            forecast = self.network_forecaster(model, 1)([s.values], self.H)[0]
+            return torch.tensor([[forecast[h - 1]] for h in hs])
+
+        return score_each(inputs, steps_ahead, score)
