@@ -53,42 +53,6 @@ FAMILIES = (
 
 # Recipes that have no recorded run yet, and why.
 NOT_RUN = {
-    "tcn-sunspots": {
-        "task": "yearly sunspots, test 1921-2008",
-        "metric": "test MASE (mean of h = 1, 11)",
-        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
-        "why": "not recorded yet",
-    },
-    "tcn-co2": {
-        "task": "Mauna Loa CO2, test 1992-2001",
-        "metric": "test MASE (mean of h = 1, 12)",
-        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
-        "why": "not recorded yet",
-    },
-    "lstm-sunspots": {
-        "task": "yearly sunspots, test 1921-2008",
-        "metric": "test MASE (mean of h = 1, 11)",
-        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
-        "why": "not recorded yet",
-    },
-    "lstm-co2": {
-        "task": "Mauna Loa CO2, test 1992-2001",
-        "metric": "test MASE (mean of h = 1, 12)",
-        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
-        "why": "not recorded yet",
-    },
-    "transformer-sunspots": {
-        "task": "yearly sunspots, test 1921-2008",
-        "metric": "test MASE (mean of h = 1, 11)",
-        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
-        "why": "not recorded yet",
-    },
-    "transformer-co2": {
-        "task": "Mauna Loa CO2, test 1992-2001",
-        "metric": "test MASE (mean of h = 1, 12)",
-        "reference": "seasonal naive and ARIMA, same rolling-origin evaluation",
-        "why": "not recorded yet",
-    },
     "tcn-adding": {
         "task": "adding problem, T = 600",
         "metric": "test MSE",
