@@ -178,7 +178,6 @@ class ForecastTask(Task):
     DataConfig = ForecastData
     roles = (roles.SequenceModel,)
     metric = "mase"
-    unit = "ex"
     verbs = frozenset({"predict"})
     baselines = BASELINES
     derived_model_keys = {
