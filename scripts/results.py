@@ -47,6 +47,8 @@ FAMILIES = (
     ("Image classification (MNIST)", ("cnn-mnist", "capsnet-mnist"), None),
     ("Image generation (MNIST)", ("dcgan-mnist", "cgan-mnist", "sagan-mnist"), "gans"),
     ("Sequences in time", ("tcn-adding", "lstm-adding", "gru-adding", "tcn-copy"), None),
+    ("Forecasting", ("tcn-sunspots", "lstm-sunspots", "transformer-sunspots", "tcn-co2",
+                     "lstm-co2", "transformer-co2"), None),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.
@@ -312,7 +314,7 @@ def render_readme_table(entries: list[dict]) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae") else metric
+    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae", "mase") else metric
 
 
 def _entry_details(entry: dict) -> list[str]:

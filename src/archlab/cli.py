@@ -274,6 +274,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from archlab.run import baseline
+
+    run_dir, results = baseline(args.recipe, list(args.set), args.method, out=args.out)
+    print(to_json({k: v for k, v in results.items() if k in ("val", "test", "baseline")}))
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from archlab.bench import run_benchmarks
 
@@ -436,6 +445,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     _add_member(p, required_for_groups=True)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "baseline",
+        help="score a method without a network on a recipe's data (forecasting: naive, ARIMA)",
+        description="Score one of the task's baselines (the forecast task: seasonal_naive, "
+        "arima) by the evaluation code that scores its networks, on the recipe's data, and "
+        "write results.json into a run directory, to compare with trained runs.",
+    )
+    p.add_argument("recipe", metavar="RECIPE_OR_YAML", help="recipe name or YAML path")
+    p.add_argument("--method", required=True, help="the baseline, e.g. seasonal_naive or arima")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key"
+    )
+    p.add_argument(
+        "--out", metavar="RUN_DIR", help="run directory (default: runs/RECIPE-METHOD-TIME)"
+    )
+    p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser(
         "bench",

@@ -286,6 +286,30 @@ def _train(
     return run_dir, trainer.fit()
 
 
+def baseline(
+    recipe_name: str, overrides: list[str], method: str, *, out: str | None = None
+) -> tuple[Path, dict]:
+    """Score the task's baseline ``method`` on the recipe's data; results.json into a directory.
+
+    The recipe's model and trainer sections are checked but unused: a baseline has no
+    network.  The directory holds only results.json (``archlab eval`` has no model to load).
+    """
+    recipe = resolve(apply_overrides(read_recipe(recipe_name), overrides))
+    task = recipe.task
+    if method not in task.baselines:
+        has = ", ".join(task.baselines) or "none"
+        raise ConfigError(f"the {task.name} task has no baseline {method!r} (its baselines: {has})")
+    task.setup()
+    claim = rundir.claim_new(Path(out) if out else None, f"{Path(recipe_name).stem}-{method}")
+    try:
+        results = task.run_baseline(method)
+        results["baseline"]["data"] = as_plain(task.data)
+        atomic_write_text(claim.run_dir / "results.json", to_json(results, indent=2) + "\n")
+        return claim.run_dir, results
+    finally:
+        claim.release()
+
+
 def _rank0_path(path: Path, rank: int, device: torch.device) -> Path:
     """Rank 0's ``path``, for every rank (it joins the process group the Trainer uses)."""
     init_process_group(device)

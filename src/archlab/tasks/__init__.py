@@ -74,6 +74,9 @@ class Task(ABC):
     # whether torchrun ranks may each take their rows of a training batch (a batch that is
     # one graph, or graphs packed into one, cannot be split by rows)
     data_parallel: ClassVar[bool] = True
+    # methods without a network that the task scores with its own evaluation code
+    # (``archlab baseline RECIPE --method NAME``): the seasonal naive forecast, ARIMA
+    baselines: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, data: Any) -> None:
         self.data = data
@@ -153,6 +156,14 @@ class Task(ABC):
     def final_metrics(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
         """Metrics for results.json; may add costly ones (BLEU) to :meth:`evaluate`'s."""
         return self.evaluate(model, split, batch_size)
+
+    def run_baseline(self, name: str) -> dict[str, Any]:
+        """A results.json for baseline ``name`` (one of :attr:`baselines`), after :meth:`setup`.
+
+        It holds the ``val`` and ``test`` metrics as :meth:`evaluate` computes them for a
+        network, ``train.seconds`` (fitting and scoring), and what was fitted (``baseline``).
+        """
+        raise NotImplementedError(f"the {self.name} task has no baselines")
 
     def steps_per_epoch(self, batch_size: int) -> int | None:
         """Optimizer steps in one pass over the training data, for tasks that have epochs."""
@@ -263,6 +274,7 @@ def _load_tasks() -> None:
     from archlab.tasks import (  # noqa: F401  (registers)
         char_lm,
         classification,
+        forecast,
         gan,
         image_classification,
         molecules,
