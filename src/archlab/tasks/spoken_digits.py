@@ -56,6 +56,7 @@ FLOOR = -1.0  # the features' value at -80 dB (silence)
 class SpokenDigitsData(Config):
     section: ClassVar[str] = "data"
 
+    dataset: Annotated[str, OneOf(("fsdd",))] = "fsdd"  # the recordings (archlab.data.fsdd)
     folds: Count = 0  # 0: the dataset's split (takes 0-4 test); 6: leave one speaker out
     fold: Count = 0  # with folds 6: the speaker held out, in the order of fsdd.SPEAKERS
     n_mels: Size = 40  # mel bands per frame (and the CNN's image size)
