@@ -52,24 +52,6 @@ FAMILIES = (
 
 # Recipes that have no recorded run yet, and why.
 NOT_RUN = {
-    "tcn-fsdd": {
-        "task": "FSDD spoken digits, the dataset's split",
-        "metric": "test accuracy",
-        "reference": "97–98.4 % — published FSDD figures on other splits",
-        "why": "not recorded yet",
-    },
-    "lstm-fsdd": {
-        "task": "FSDD spoken digits, the dataset's split",
-        "metric": "test accuracy",
-        "reference": "97–98.4 % — published FSDD figures on other splits",
-        "why": "not recorded yet",
-    },
-    "cnn-fsdd": {
-        "task": "FSDD spoken digits, the dataset's split",
-        "metric": "test accuracy",
-        "reference": "97–98.4 % — published FSDD figures on other splits",
-        "why": "not recorded yet",
-    },
     "tcn-adding": {
         "task": "adding problem, T = 600",
         "metric": "test MSE",
