@@ -151,7 +151,8 @@ def read_wav(path: str | Path) -> np.ndarray:
     try:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise ArchlabError(f"cannot be read as a wav file ({exc})") from None
+        reason = str(getattr(exc, "error_string", exc)).rstrip(".")  # libsndfile's own words
+        raise ArchlabError(f"cannot be read as a wav file ({reason})") from None
     if audio.size == 0:
         raise ArchlabError("holds no audio: it has no samples")
     audio = audio.mean(axis=1)
