@@ -49,6 +49,7 @@ FAMILIES = (
     ("Sequences in time", ("tcn-adding", "lstm-adding", "gru-adding", "tcn-copy"), None),
     ("Forecasting", ("tcn-sunspots", "lstm-sunspots", "transformer-sunspots", "tcn-co2",
                      "lstm-co2", "transformer-co2"), None),
+    ("Spoken digits (FSDD)", ("tcn-fsdd", "lstm-fsdd", "cnn-fsdd"), None),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.

@@ -423,7 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
         "are still predicted, and the exit status is then 2.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="texts, image files or SMILES")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="texts, image files, sound files or SMILES"
+    )
     _add_member(p, required_for_groups=False)
     p.set_defaults(func=cmd_predict)
 

@@ -84,6 +84,10 @@ class Recipe:
         entry = model_entry(self.model_name)
         overrides = self.task.model_overrides()
         assert overrides.keys() == self.task.derived_model_keys.keys(), self.task.name
+        # a task that trains models of several roles derives each one's fields (the
+        # spoken-digit task: in_dim for a sequence model, input_size for a CNN)
+        fields = {f.name for f in dataclasses.fields(entry.config_cls)}
+        overrides = {key: value for key, value in overrides.items() if key in fields}
         values = {**entry.defaults, **self.model_values, **overrides}
         config = to_dataclass(entry.config_cls, values, "model")
         if pretrained is None:

@@ -14,6 +14,7 @@ from a carried state, giving what a full forward over the whole prefix gives.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from archlab.errors import expect
@@ -45,3 +46,22 @@ class SequenceInput(nn.Module):
     def step(self, x_t: Tensor) -> Tensor:
         """Features (batch, in_dim) of one step's inputs (batch[, in_dim])."""
         return self(x_t.unsqueeze(1)).squeeze(1)
+
+
+POOLING = ("mean", "last")
+
+
+def pool_steps(outputs: Tensor, lengths: Tensor, how: str = "mean") -> Tensor:
+    """One vector per sequence (batch, out) from per-step outputs (batch, time, out).
+
+    ``mean``: the mean over the real steps 1..n; ``last``: the output at step n, which
+    a causal model computes from the whole sequence.  When the outputs are a linear map
+    of hidden states (y_t = W h_t + b, as every sequence model's output layer is), the
+    mean of the outputs is that map of the mean state, W mean(h) + b.
+    """
+    steps = torch.arange(outputs.shape[1], device=outputs.device)
+    lengths = lengths.to(outputs.device)
+    if how == "last":
+        return outputs[torch.arange(outputs.shape[0], device=outputs.device), lengths - 1]
+    real = (steps[None, :] < lengths[:, None]).to(outputs.dtype)
+    return (outputs * real[..., None]).sum(dim=1) / lengths[:, None].to(outputs.dtype)

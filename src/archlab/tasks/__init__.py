@@ -279,6 +279,7 @@ def _load_tasks() -> None:
         image_classification,
         molecules,
         node_classification,
+        spoken_digits,
         synthetic,
         translation,
     )
