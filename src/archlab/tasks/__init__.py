@@ -266,6 +266,7 @@ def _load_tasks() -> None:
         gan,
         image_classification,
         molecules,
+        music,
         node_classification,
         synthetic,
         translation,
