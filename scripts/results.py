@@ -47,10 +47,29 @@ FAMILIES = (
     ("Image classification (MNIST)", ("cnn-mnist", "capsnet-mnist"), None),
     ("Image generation (MNIST)", ("dcgan-mnist", "cgan-mnist", "sagan-mnist"), "gans"),
     ("Sequences in time", ("tcn-adding", "tcn-copy"), None),
+    ("Polyphonic music", ("tcn-jsb", "lstm-jsb", "gru-jsb", "tcn-nottingham"), None),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.
 NOT_RUN = {
+    "lstm-jsb": {
+        "task": "JSB Chorales, next frame",
+        "metric": "test NLL",
+        "reference": "8.45 — Bai et al. (2018), table 1",
+        "why": "not recorded yet",
+    },
+    "gru-jsb": {
+        "task": "JSB Chorales, next frame",
+        "metric": "test NLL",
+        "reference": "8.43 — Bai et al. (2018), table 1",
+        "why": "not recorded yet",
+    },
+    "tcn-nottingham": {
+        "task": "Nottingham, next frame",
+        "metric": "test NLL",
+        "reference": "3.07 — Bai et al. (2018), table 1",
+        "why": "not recorded yet",
+    },
     "tcn-adding": {
         "task": "adding problem, T = 600",
         "metric": "test MSE",
@@ -300,7 +319,7 @@ def render_readme_table(entries: list[dict]) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae") else metric
+    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae", "nll") else metric
 
 
 def _entry_details(entry: dict) -> list[str]:
