@@ -52,12 +52,6 @@ FAMILIES = (
 
 # Recipes that have no recorded run yet, and why.
 NOT_RUN = {
-    "lstm-jsb": {
-        "task": "JSB Chorales, next frame",
-        "metric": "test NLL",
-        "reference": "8.45 — Bai et al. (2018), table 1",
-        "why": "not recorded yet",
-    },
     "gru-jsb": {
         "task": "JSB Chorales, next frame",
         "metric": "test NLL",
