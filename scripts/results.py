@@ -52,12 +52,6 @@ FAMILIES = (
 
 # Recipes that have no recorded run yet, and why.
 NOT_RUN = {
-    "gru-jsb": {
-        "task": "JSB Chorales, next frame",
-        "metric": "test NLL",
-        "reference": "8.43 — Bai et al. (2018), table 1",
-        "why": "not recorded yet",
-    },
     "tcn-nottingham": {
         "task": "Nottingham, next frame",
         "metric": "test NLL",
