@@ -52,24 +52,6 @@ FAMILIES = (
 
 # Recipes that have no recorded run yet, and why.
 NOT_RUN = {
-    "tcn-nottingham": {
-        "task": "Nottingham, next frame",
-        "metric": "test NLL",
-        "reference": "3.07 — Bai et al. (2018), table 1",
-        "why": "not recorded yet",
-    },
-    "tcn-adding": {
-        "task": "adding problem, T = 600",
-        "metric": "test MSE",
-        "reference": "5.8e-5 — Bai et al. (2018), table 1",
-        "why": "not recorded yet",
-    },
-    "tcn-copy": {
-        "task": "copy memory, T = 1000",
-        "metric": "test CE",
-        "reference": "3.5e-5 — Bai et al. (2018), table 1",
-        "why": "not recorded yet",
-    },
     "gpt-shakespeare-char-small": {
         "task": "character LM, tiny Shakespeare",
         "metric": "val loss",
