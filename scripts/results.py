@@ -50,6 +50,7 @@ FAMILIES = (
     ("Forecasting", ("tcn-sunspots", "lstm-sunspots", "transformer-sunspots", "tcn-co2",
                      "lstm-co2", "transformer-co2"), None),
     ("Spoken digits (FSDD)", ("tcn-fsdd", "lstm-fsdd", "cnn-fsdd"), None),
+    ("Polyphonic music", ("tcn-jsb", "lstm-jsb", "gru-jsb", "tcn-nottingham"), None),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.
@@ -315,7 +316,7 @@ def render_readme_table(entries: list[dict]) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae", "mase") else metric
+    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae", "mase", "nll") else metric
 
 
 def _entry_details(entry: dict) -> list[str]:

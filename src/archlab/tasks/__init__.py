@@ -278,6 +278,7 @@ def _load_tasks() -> None:
         gan,
         image_classification,
         molecules,
+        music,
         node_classification,
         spoken_digits,
         synthetic,
