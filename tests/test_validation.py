@@ -223,7 +223,7 @@ def test_keys_the_data_decides_are_refused_when_set(recipe_name) -> None:
     task = get_task(recipe["task"]["name"])
     assert not set(recipe["model"]) & set(task.derived_model_keys), "the task sets them"
     default = model_entry(recipe["model"]["name"]).make_config()
-    for key in task.derived_model_keys:
+    for key in [k for k in task.derived_model_keys if hasattr(default, k)]:
         value = getattr(default, key)
         given = apply_overrides(recipe, [f"model.{key}={value}"])
         in_file = {**recipe, "model": {**recipe["model"], key: value}}

@@ -222,7 +222,11 @@ def test_decoding_is_incremental_for_words_and_split_characters() -> None:
 def test_generate_prints_as_it_samples_and_ctrl_c_keeps_the_text(gpt_run) -> None:
     cmd = [sys.executable, "-m", "archlab", "generate", str(gpt_run), "--prompt", "KING"]
     proc = subprocess.Popen(
-        [*cmd, "--max-new-tokens", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*cmd, "--max-new-tokens", "1000000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # as from a terminal, whatever this process inherited (a background job ignores SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         start, deadline = b"", time.monotonic() + 120  # loading takes seconds; sampling 1e6 ages
