@@ -109,6 +109,14 @@ TINY = {
         dict(in_dim=2, n_embd=8, n_head=2, n_layer=1, max_len=16, out_dim=3),
         lambda: (seq(),),
     ),
+    # knowledge-graph embeddings score (h, r, t) id triples; h or t None: every entity
+    **{
+        name: (
+            dict(num_entities=9, num_relations=3, dim=4),
+            lambda: (torch.tensor([0, 8]), torch.tensor([2, 1]), torch.tensor([3, 3])),
+        )
+        for name in ("transe", "distmult", "complex", "rotate")
+    },
     "transformer": (
         dict(
             src_vocab_size=40,

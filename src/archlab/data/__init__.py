@@ -1,6 +1,14 @@
 """Datasets (files, SHA-256, URLs, parsing) and tokenizers."""
 
-from archlab.data import fsdd, graphs, mnist, molecules, music, text  # noqa: F401  (registers their datasets)
+from archlab.data import (  # noqa: F401  (registers their datasets)
+    fsdd,
+    graphs,
+    kg,
+    mnist,
+    molecules,
+    music,
+    text,
+)
 from archlab.data.files import cache_root, data_root, fetch, get_dataset, list_datasets
 
 __all__ = ["cache_root", "data_root", "fetch", "get_dataset", "list_datasets"]

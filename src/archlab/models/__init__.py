@@ -7,6 +7,16 @@ from archlab.models.gan import DCGAN, GANConfig
 from archlab.models.gat import GAT, GATConfig
 from archlab.models.gcn import GCN, GCNConfig
 from archlab.models.gpt import GPT, CausalTransformer, CausalTransformerConfig, GPTConfig
+from archlab.models.kge import (
+    KGE,
+    ComplEx,
+    DistMult,
+    KGEConfig,
+    RotatE,
+    RotatEConfig,
+    TransE,
+    TransEConfig,
+)
 from archlab.models.mpnn import DMPNN, DMPNNEnsemble, MPNNConfig, MPNNEnsembleConfig
 from archlab.models.rnn import RNNClassifier, RNNConfig, RNNSequenceConfig, RNNSequenceModel
 from archlab.models.tcn import TCN, TCNConfig
@@ -18,6 +28,14 @@ from archlab.models.transformer import (
 )
 
 __all__ = [
+    "ComplEx",
+    "DistMult",
+    "KGE",
+    "KGEConfig",
+    "RotatE",
+    "RotatEConfig",
+    "TransE",
+    "TransEConfig",
     "BERT",
     "BERTClassifier",
     "BERTConfig",

@@ -24,6 +24,8 @@ losses, metrics and model selection live in the task.  The protocols are
     GAN                 real (B, ...), z (B, Z) [, y] -> GANScores     generator
     SequenceModel       x (B, T, F) or ids (B, T) [, lengths]          init_state, step
                         -> outputs (B, T, out), causal
+    KGEModel            h, r, t ids (broadcast; h or t None: every      constrain_
+                        entity) -> triple scores
 """
 
 from __future__ import annotations
@@ -163,6 +165,24 @@ class SequenceModel(Protocol):
     def step(self, x_t: Tensor, state: Any = None) -> tuple[Tensor, Any]: ...
 
 
+@runtime_checkable
+class KGEModel(Protocol):
+    """Knowledge-graph embedding: a score per (head, relation, tail), larger = more plausible.
+
+    ``forward(h, r, t)`` takes id tensors that broadcast together and returns their
+    scores in the broadcast shape; ``h`` or ``t`` None stands for every entity (a last
+    axis of all entities, 1-to-all).  ``constrain_`` projects the weights back onto the
+    model's constraints (unit-norm entities, unit-modulus relations) after an update.
+    """
+
+    num_entities: int
+    num_relations: int
+
+    def forward(self, h: Tensor | None, r: Tensor, t: Tensor | None) -> Tensor: ...
+
+    def constrain_(self) -> None: ...
+
+
 ROLES: tuple[type, ...] = (
     LanguageModel,
     Seq2Seq,
@@ -174,4 +194,5 @@ ROLES: tuple[type, ...] = (
     MoleculeModel,
     GAN,
     SequenceModel,
+    KGEModel,
 )

@@ -119,6 +119,10 @@ class Task(ABC):
     def use_model(self, model: nn.Module) -> None:
         """Note what the task needs to know of the model it trains (called before training)."""
 
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimizer step with the model (not DDP around it), e.g. to
+        project its weights back onto their constraints (unit-norm embeddings)."""
+
     @abstractmethod
     def train_batch(self, step: int, batch_size: int, seed: int) -> Any:
         """The training batch of ``step``: the same (seed, step) always gives the same batch."""
@@ -277,6 +281,7 @@ def _load_tasks() -> None:
         forecast,
         gan,
         image_classification,
+        link_prediction,
         molecules,
         music,
         node_classification,

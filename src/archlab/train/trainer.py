@@ -571,6 +571,7 @@ class Trainer:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        self.task.after_step(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return total_loss, count
