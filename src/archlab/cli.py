@@ -254,7 +254,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from archlab.run import RunGroup
+    from archlab.tasks import check_predict_options
+
     run = _load_run_that(args.run_dir, "predict", args.member, group_ok=True)
+    task_cls = run.task_class() if isinstance(run, RunGroup) else type(run.task)
+    options = {"side": args.side, "top_k": args.top_k}
+    check_predict_options(task_cls, options)
+    if task_cls.predicts == "query":
+        (answer,) = run.predict(args.inputs, **options)
+        _print_ranking(answer)
+        return 0
     failed = 0
     for text, prediction in zip(args.inputs, run.predict(args.inputs), strict=True):
         if "error" in prediction:
@@ -265,6 +275,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         fields = (f"{v:.4f}" if isinstance(v, float) else str(v) for v in prediction.values())
         print("\t".join([*fields, text]), flush=True)
     return 2 if failed else 0
+
+
+def _print_ranking(answer: dict) -> None:
+    """A link prediction: the query on stderr, then rank, score, entity and the split that
+    holds the completed triple (empty if none does), tab-separated."""
+    side = answer["side"]
+    print(f"{answer['query']}: the best {len(answer['ranking'])} {side}s", file=sys.stderr)
+    print(f"rank\tscore\t{side}\tknown")
+    for row in answer["ranking"]:
+        print(f"{row['rank']}\t{row['score']:.4f}\t{row['entity']}\t{row['known']}", flush=True)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -414,7 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="classify inputs (or predict a property) with a trained run",
         description="Print one tab-separated line per input: the predicted label and its "
-        "probability (classifiers) or the predicted value (molecules), then the input.  For "
+        "probability (classifiers) or the predicted value (molecules), then the input; for a "
+        "link-prediction run, the top-k completions of one query (HEAD RELATION, or RELATION "
+        "TAIL with --head) with their scores, each marked with the split (train, val, test) "
+        "that holds the triple, if one does.  For "
         "repeated runs (train --seeds, --folds, --splits) the members predict as an ensemble: "
         "the label of the highest mean probability, that mean and its standard deviation "
         "across members (or the mean value and its standard deviation), as chemprop reports "
@@ -424,7 +447,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="texts, image files, sound files or SMILES"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="texts, image files, sound files or SMILES; for a link-prediction run, "
+        "HEAD RELATION (or RELATION TAIL with --head)",
+    )
+    side = p.add_mutually_exclusive_group()
+    side.add_argument(
+        "--tail",
+        dest="side",
+        action="store_const",
+        const="tail",
+        help="link prediction: rank the tails of (HEAD, RELATION, ?) (the default)",
+    )
+    side.add_argument(
+        "--head",
+        dest="side",
+        action="store_const",
+        const="head",
+        help="link prediction: rank the heads of (?, RELATION, TAIL)",
+    )
+    p.add_argument(
+        "--top-k", type=int, metavar="K", help="link prediction: how many to print (default 10)"
     )
     _add_member(p, required_for_groups=False)
     p.set_defaults(func=cmd_predict)

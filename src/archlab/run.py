@@ -44,7 +44,7 @@ from archlab.console import note
 from archlab.errors import CheckpointError, ConfigError
 from archlab.io import atomic_write_text, to_json
 from archlab.registry import list_models, model_entry
-from archlab.tasks import Task, describe_predictions, get_task
+from archlab.tasks import Task, check_predict_options, describe_predictions, get_task
 from archlab.train import Trainer, TrainerConfig, rundir
 from archlab.train import checkpoint as ckpt
 from archlab.train.trainer import (
@@ -413,9 +413,9 @@ class LoadedRun:
         with torch.no_grad(), torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
             return self.task.final_metrics(self.model, split, self.trainer.eval_batch_size)
 
-    def predict(self, inputs: list[str]) -> list[dict[str, Any]]:
+    def predict(self, inputs: list[str], **options: Any) -> list[dict[str, Any]]:
         """The task's prediction for each input (:meth:`archlab.tasks.Task.predict`)."""
-        return self.task.predict(self.model, inputs)
+        return self.task.predict(self.model, inputs, **options)
 
 
 # the member directories of a repeated run: LABEL-VALUE, by the key that varied
@@ -475,11 +475,16 @@ class RunGroup:
         """Every member's metrics on its own ``split``: NAME (mean), NAME_std and NAME_runs."""
         return aggregate([{split: run.evaluate(split)} for run in self.members])[split]
 
-    def predict(self, inputs: list[str]) -> list[dict[str, Any]]:
-        """The members' mean prediction per input, with the spread across them (``*_std``)."""
+    def predict(self, inputs: list[str], **options: Any) -> list[dict[str, Any]]:
+        """The members' mean prediction per input, with the spread across them (``*_std``);
+        for a query (link prediction), the ranking by the members' mean score."""
         members = self.members
+        task = members[0].task
+        if task.predicts == "query":
+            return task.predict_ensemble([run.model for run in members], inputs, **options)
+        check_predict_options(type(task), options)
         scores = [run.task.predict_scores(run.model, inputs) for run in members]
-        return describe_predictions(members[0].task.prediction_labels(), scores)
+        return describe_predictions(task.prediction_labels(), scores)
 
 
 def load(run_dir: str | Path) -> LoadedRun | RunGroup:

@@ -33,6 +33,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 HIGHER_IS_BETTER = frozenset({"accuracy", "bleu", "mrr", "hits@1", "hits@3", "hits@10"})
 # what a trained run can be asked to do from the command line (and the server)
 VERBS = ("generate", "translate", "predict", "sample")
+# options of ``archlab predict`` that only some tasks take (Task.predict_options), and
+# how the command line spells them
+PREDICT_OPTIONS = {"side": "--head / --tail", "top_k": "--top-k"}
 
 
 class Selection(NamedTuple):
@@ -50,10 +53,14 @@ class Task(ABC):
         generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed) -> text
             (and generate_stream(...), the same text piece by piece as it is sampled)
         translate(model, text, beam) -> text
-        predict(model, inputs: list[str]) -> one dict per input, e.g.
+        predict(model, inputs: list[str], **options) -> one dict per input, e.g.
             {"label": "positive", "probability": 0.93} or {"value": -0.77}, or
             {"error": "why this input cannot be predicted"}; a task implements
-            predict_scores and prediction_labels, and :meth:`predict` describes them
+            predict_scores and prediction_labels, and :meth:`predict` describes them.
+            A task whose ``predicts`` is "query" reads its inputs together as one query
+            and answers with one dict holding a ``ranking`` (link prediction); its
+            ``predict_options`` name the options it takes (:data:`PREDICT_OPTIONS`), and
+            ``predict_ensemble(models, inputs, **options)`` answers for several models.
         sample(model, out, n, seed) -> the layout of the PNG grid written to ``out``
     """
 
@@ -64,6 +71,9 @@ class Task(ABC):
     # the values trainer.select_by may take: metric names, or rules of the task's own
     selectable: ClassVar[tuple[str, ...]] = ()
     verbs: ClassVar[frozenset[str]] = frozenset()  # a subset of VERBS
+    # "each": predict answers every input; "query": the inputs are one query (a ranking)
+    predicts: ClassVar[str] = "each"
+    predict_options: ClassVar[frozenset[str]] = frozenset()  # keys of PREDICT_OPTIONS
     # trainer keys that mean nothing to this task, and why (a full-batch task has no
     # batch_size); a recipe that sets one is refused
     unused_trainer_keys: ClassVar[dict[str, str]] = {}
@@ -201,9 +211,25 @@ class Task(ABC):
         """
         raise NotImplementedError(f"the {self.name} task does not predict")
 
-    def predict(self, model: nn.Module, inputs: list[str]) -> list[dict[str, Any]]:
+    def predict(self, model: nn.Module, inputs: list[str], **options: Any) -> list[dict[str, Any]]:
         """One dict per input (see :func:`describe_predictions`), in the order given."""
+        check_predict_options(type(self), options)
         return describe_predictions(self.prediction_labels(), [self.predict_scores(model, inputs)])
+
+    def predict_ensemble(
+        self, models: list[nn.Module], inputs: list[str], **options: Any
+    ) -> list[dict[str, Any]]:
+        """The answer of several models to one query (tasks whose ``predicts`` is "query")."""
+        raise NotImplementedError(f"the {self.name} task predicts each input on its own")
+
+
+def check_predict_options(task_cls: type[Task], options: dict[str, Any]) -> None:
+    """Refuse the predict options (given, not None) that ``task_cls`` does not take."""
+    for key, value in options.items():
+        if value is not None and key not in task_cls.predict_options:
+            raise ConfigError(
+                f"{PREDICT_OPTIONS[key]} means nothing to a {task_cls.name} run; leave it out"
+            )
 
 
 def score_each(

@@ -255,6 +255,8 @@ class LinkPredictionTask(Task):
     metric = "mrr"
     selectable = ("hits@1", "hits@3", "hits@10", "mr")
     verbs = frozenset({"predict"})
+    predicts = "query"
+    predict_options = frozenset({"side", "top_k"})
     derived_model_keys = {
         "num_entities": "the dataset's entities",
         "num_relations": "the dataset's relations",
@@ -430,7 +432,9 @@ class LinkPredictionTask(Task):
         (side head), by score (the members' mean), each marked with the split that knows
         the completed triple, if one does."""
         self.setup()
-        side, top_k = side or "tail", top_k or 10
+        side, top_k = side or "tail", 10 if top_k is None else top_k
+        if top_k < 1:
+            raise ConfigError(f"--top-k must be at least 1, got {top_k}")
         if len(inputs) != 2:
             order = "HEAD RELATION" if side == "tail" else "RELATION TAIL (with --head)"
             raise ArchlabError(f"link prediction takes two inputs, {order}; got {len(inputs)}")
