@@ -3,14 +3,15 @@
     lr(s) = lr * (s + 1) / warmup                                  s < warmup
     lr(s) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2,        p = (s - warmup) / (S - warmup)
 
-times each parameter group's ``lr_scales`` factor.  AdamW (fused where the device
-supports it; or Adam, or Adadelta) with weight decay on matrices and embeddings (on
-biases and norms too with ``decay_vectors``), gradient clipping by global norm,
-gradient accumulation, bf16 autocast where asked, evaluation with best-checkpoint
-keeping (the task judges the results by ``select_by``) and early stopping, atomic
-checkpoints, exact resume, and data parallelism under torchrun (each rank takes its
-rows of the same global batch; DDP averages the gradients, so N processes compute
-what one does).
+(``schedule: cosine``; ``constant`` keeps lr; ``step`` keeps lr to S / 2, then lr / 10, as
+the RotatE authors' code), times each parameter group's ``lr_scales`` factor.  AdamW
+(fused where the device supports it; or Adam, or Adadelta) with weight decay on matrices
+and embeddings (on biases and norms too with ``decay_vectors``), gradient clipping by
+global norm, gradient accumulation, bf16 autocast where asked, evaluation with
+best-checkpoint keeping (the task judges the results by ``select_by``) and early
+stopping, atomic checkpoints, exact resume, and data parallelism under torchrun (each
+rank takes its rows of the same global batch; DDP averages the gradients, so N
+processes compute what one does).
 
 Lengths and intervals are in steps or, for tasks that have epochs, in epochs:
 ``max_steps`` / ``max_epochs`` (training ends at whichever comes first),
@@ -78,7 +79,8 @@ class TrainerConfig(Config):
     min_lr: NonNegativeFloat = 0.0
     warmup_steps: Count = 0
     warmup_epochs: Count | None = None  # instead of warmup_steps, for tasks with epochs
-    schedule: Annotated[str, OneOf(("cosine", "constant"))] = "cosine"  # after warm-up
+    # after warm-up: cosine, constant, or step (lr / 10 from halfway, the RotatE authors')
+    schedule: Annotated[str, OneOf(("cosine", "constant", "step"))] = "cosine"
     # adamw; adam (L2 added to the gradient); adadelta (rho = beta2); rmsprop (alpha = beta2)
     optimizer: Annotated[str, OneOf(OPTIMIZERS)] = "adamw"
     weight_decay: NonNegativeFloat = 0.0
@@ -195,6 +197,8 @@ def lr_at(
         return cfg.lr * (step + 1) / warmup
     if cfg.schedule == "constant":
         return cfg.lr
+    if cfg.schedule == "step":
+        return cfg.lr / 10 if step >= total_steps // 2 else cfg.lr
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
