@@ -482,3 +482,17 @@ def test_paper_rotate_gradient_is_finite_where_the_distance_is_zero() -> None:
     assert score.item() == pytest.approx(model.config.gamma, abs=1e-5)
     score.sum().backward()
     assert torch.isfinite(model.entity.grad).all() and torch.isfinite(model.relation.grad).all()
+
+
+def test_paper_rotate_compiled_scoring_equals_eager(monkeypatch) -> None:
+    """Evaluation scores every entity with one compiled kernel; it gives the eager values."""
+    from archlab.models import kge
+
+    model = archlab.create_model("rotate", num_entities=N, num_relations=R, dim=8, form="paper")
+    h, r = torch.randint(N, (B,)), torch.randint(R, (B,))
+    with torch.no_grad():
+        eager = model(h, r, None)
+        monkeypatch.setattr(kge, "COMPILE_ABOVE", 0)
+        compiled = model(h, r, None)
+    assert kge._compiled.get("kernel") is not None, "torch.compile did not work here"
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)

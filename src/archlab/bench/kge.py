@@ -1,0 +1,249 @@
+"""Knowledge-graph embeddings against PyKEEN: training time per epoch, evaluation time, memory.
+
+Both sides train the same model (PyKEEN's defaults: TransE d = 50, L1; RotatE d = 200,
+PyKEEN's form; ComplEx d = 200 with its Lp regulariser and softplus loss) with sLCWA,
+64 uniform negatives per positive, batches of 256 and Adam, on the same triples:
+
+- train: seconds per epoch.  archlab: the Trainer's own step (batch, loss, backward,
+  Adam, constraints); PyKEEN: its ``SLCWATrainingLoop``, timed over two epochs minus one
+  (its start-up -- memory probing, data loader -- is left out).  On WN18RR both train on
+  the first 25,600 training triples (100 batches) and the time is scaled to the whole
+  epoch (86,835 triples).
+- eval: seconds to rank the test set, both sides, filtered (archlab's task evaluation;
+  PyKEEN's ``RankBasedEvaluator`` with the training and validation triples as filter),
+  256 queries at a time.
+- memory: peak resident memory of one training step above a fresh process's baseline,
+  each side in its own subprocess.
+
+Times are medians of interleaved repeats; ratios are archlab / PyKEEN (below 1: archlab
+is faster or smaller).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from archlab.bench import interleaved_medians
+from archlab.errors import ConfigError
+
+BATCH, NEGATIVES = 256, 64
+SUBSET = 25_600  # WN18RR training triples timed (100 batches)
+CASES = (
+    ("umls", "transe"),
+    ("umls", "rotate"),
+    ("umls", "complex"),
+    ("wn18rr", "transe"),
+    ("wn18rr", "rotate"),
+)
+QUICK_CASES = (("umls", "transe"), ("umls", "rotate"))
+PYKEEN_MODEL = {"transe": "TransE", "rotate": "RotatE", "complex": "ComplEx"}
+
+
+def _recipe_overrides(dataset: str) -> list[str]:
+    return [f"data.dataset={dataset}", "trainer.eval_batch_size=256", f"trainer.batch_size={BATCH}"]
+
+
+def _archlab(dataset: str, model: str, train_triples: int | None):
+    """(the Trainer, the task) for ``{model}-umls`` on ``dataset``; training cut to the
+    first ``train_triples`` triples."""
+    from archlab.config import apply_overrides, read_recipe
+    from archlab.run import resolve
+    from archlab.train import Trainer
+
+    recipe = resolve(apply_overrides(read_recipe(f"{model}-umls"), _recipe_overrides(dataset)))
+    recipe.task.setup()
+    if train_triples is not None:
+        recipe.task.graph.triples["train"] = recipe.task.graph.triples["train"][:train_triples]
+    torch.manual_seed(0)
+    net, config = recipe.build_model()
+    run_dir = Path(tempfile.mkdtemp(prefix="archlab-bench-kge-"))
+    trainer = Trainer(recipe.task, net, recipe.trainer, run_dir, model, config, progress=False)
+    return trainer, recipe.task
+
+
+def _pykeen(task, model: str, train_triples: int | None, init: torch.nn.Module):
+    """A PyKEEN model with archlab's initial weights, its training loop, and the factories."""
+    try:
+        import pykeen.models
+        from pykeen.training import SLCWATrainingLoop
+        from pykeen.triples import TriplesFactory
+    except ImportError:
+        raise ConfigError(
+            "the kge benchmark compares against PyKEEN; install it with: "
+            "pip install 'archlab[test]'"
+        ) from None
+    import logging
+
+    logging.getLogger("pykeen").setLevel(logging.ERROR)
+    g = task.graph
+    factories = {s: TriplesFactory(g.triples[s], g.entity_ids, g.relation_ids) for s in g.triples}
+    net = getattr(pykeen.models, PYKEEN_MODEL[model])(
+        triples_factory=factories["train"], random_seed=0
+    )
+    _copy_weights(init, net)
+    optimizer = torch.optim.Adam(net.get_grad_params(), lr=1e-3)
+    loop = SLCWATrainingLoop(
+        model=net,
+        triples_factory=factories["train"],
+        optimizer=optimizer,
+        negative_sampler="basic",
+        negative_sampler_kwargs=dict(num_negs_per_pos=NEGATIVES),
+    )
+    return net, loop, factories
+
+
+def _copy_weights(ours: torch.nn.Module, theirs) -> None:
+    """archlab's [Re | Im] rows as PyKEEN's interleaved (re, im) pairs."""
+    with torch.no_grad():
+        for mine, rep in (
+            (ours.entity, theirs.entity_representations[0]),
+            (ours.relation, theirs.relation_representations[0]),
+        ):
+            weight = rep._embeddings.weight
+            if ours.is_complex:
+                re, im = mine.chunk(2, dim=-1)
+                weight.copy_(torch.stack([re, im], dim=-1).flatten(1))
+            else:
+                weight.copy_(mine)
+
+
+def _train_seconds(dataset: str, model: str, repeats: int) -> dict[str, float]:
+    train_triples = SUBSET if dataset == "wn18rr" else None
+    trainer, task = _archlab(dataset, model, train_triples)
+    steps = task.steps_per_epoch(BATCH)
+    net, loop, factories = _pykeen(task, model, train_triples, trainer.model)
+    full = len(task.graph.triples["train"]) if train_triples is None else 86835
+    scale = full / len(task.graph.triples["train"])
+
+    def ours() -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer._train_step()
+        return (time.perf_counter() - start) * scale
+
+    def theirs() -> float:  # each call starts afresh: (3 epochs - 1 epoch) / 2
+        seconds = []
+        for epochs in (1, 3):
+            start = time.perf_counter()
+            loop.train(
+                triples_factory=factories["train"],
+                num_epochs=epochs,
+                batch_size=BATCH,
+                use_tqdm=False,
+            )
+            seconds.append(time.perf_counter() - start)
+        return (seconds[1] - seconds[0]) / 2 * scale
+
+    ours()  # warm-up
+    return interleaved_medians({"archlab": ours, "pykeen": theirs}, repeats)
+
+
+def _eval_seconds(dataset: str, model: str, repeats: int) -> dict[str, float]:
+    from pykeen.evaluation import RankBasedEvaluator
+
+    trainer, task = _archlab(dataset, model, None)
+    net, _, factories = _pykeen(task, model, None, trainer.model)
+    filters = [factories["train"].mapped_triples, factories["val"].mapped_triples]
+
+    def ours() -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            trainer.model.eval()
+            task.final_metrics(trainer.model, "test", 256)
+        return time.perf_counter() - start
+
+    def theirs() -> float:
+        start = time.perf_counter()
+        RankBasedEvaluator().evaluate(
+            net,
+            factories["test"].mapped_triples,
+            additional_filter_triples=filters,
+            batch_size=256,
+            use_tqdm=False,
+        )
+        return time.perf_counter() - start
+
+    return interleaved_medians({"archlab": ours, "pykeen": theirs}, repeats)
+
+
+def _memory_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def one_step_peak(impl: str, dataset: str, model: str) -> float:
+    """Peak RSS above the baseline during one training step (run in a fresh process)."""
+    trainer, task = _archlab(dataset, model, SUBSET if dataset == "wn18rr" else None)
+    if impl == "archlab":
+        step = trainer._train_step
+    else:
+        net, loop, factories = _pykeen(task, model, None, trainer.model)
+        train = factories["train"]
+        small = train.clone_and_exchange_triples(train.mapped_triples[:BATCH])
+
+        def step() -> None:
+            loop.train(triples_factory=small, num_epochs=1, batch_size=BATCH, use_tqdm=False)
+
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _memory_mb("VmRSS")
+    step()
+    return _memory_mb("VmHWM") - base
+
+
+def _peak_memory(impl: str, dataset: str, model: str) -> float:
+    code = (
+        f"from archlab.bench import kge; print(kge.one_step_peak({impl!r}, {dataset!r}, {model!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def run(quick: bool = False) -> dict:
+    repeats = 1 if quick else 3
+    results: dict[str, dict] = {}
+    for dataset, model in QUICK_CASES if quick else CASES:
+        train = _train_seconds(dataset, model, repeats)
+        evaluation = _eval_seconds(dataset, model, repeats)
+        memory = {impl: _peak_memory(impl, dataset, model) for impl in ("archlab", "pykeen")}
+        results[f"{model}-{dataset}"] = {
+            "epoch_seconds": train,
+            "epoch_ratio": train["archlab"] / train["pykeen"],
+            "eval_seconds": evaluation,
+            "eval_ratio": evaluation["archlab"] / evaluation["pykeen"],
+            "peak_mb": memory,
+            "memory_ratio": memory["archlab"] / max(memory["pykeen"], 1e-9),
+        }
+    print(f"kge  (archlab vs PyKEEN; {torch.get_num_threads()} threads)")
+    columns = ("epoch s", "PyKEEN", "ratio", "eval s", "PyKEEN", "ratio", "mem")
+    print(
+        f"  {'':<16}"
+        + "".join(f"{c:>{w}}" for c, w in zip(columns, (9, 8, 7, 8, 8, 7, 7), strict=True))
+    )
+    for key, r in results.items():
+        e, v = r["epoch_seconds"], r["eval_seconds"]
+        print(
+            f"  {key:<16}{e['archlab']:>9.2f}{e['pykeen']:>8.2f}{r['epoch_ratio']:>6.2f}x"
+            f"{v['archlab']:>8.2f}{v['pykeen']:>8.2f}{r['eval_ratio']:>6.2f}x{r['memory_ratio']:>6.2f}x"
+        )
+    print("  (ratios are archlab / PyKEEN: below 1 means archlab is faster or smaller)")
+    summary = ", ".join(
+        f"{key} epoch {r['epoch_seconds']['archlab']:.2f} s ({r['epoch_ratio']:.2f}x PyKEEN's), "
+        f"eval {r['eval_seconds']['archlab']:.1f} s ({r['eval_ratio']:.2f}x)"
+        for key, r in results.items()
+    )
+    return {
+        "cases": results,
+        "reference": "PyKEEN 1.11 (sLCWA, RankBasedEvaluator)",
+        "summary": summary,
+    }
