@@ -36,6 +36,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 BLOCK = re.compile(r"<!-- generated:(?P<name>[a-z-]+) -->\n.*?<!-- generated:end -->", re.S)
 KINDS = ("recipe", "variant", "benchmark", "claim")
 
+KGE = ("transe", "distmult", "complex", "rotate")
 # The README's and the book's order: families of recipes, each with the plot drawn for it.
 FAMILIES = (
     ("Text generation and translation", ("gpt-shakespeare-char", "gpt-shakespeare-char-small",
@@ -51,6 +52,10 @@ FAMILIES = (
                      "lstm-co2", "transformer-co2"), None),
     ("Spoken digits (FSDD)", ("tcn-fsdd", "lstm-fsdd", "cnn-fsdd"), None),
     ("Polyphonic music", ("tcn-jsb", "lstm-jsb", "gru-jsb", "tcn-nottingham"), None),
+    ("Knowledge-graph link prediction", tuple(
+        f"{m}-{d}" for d in ("nations", "umls", "kinship") for m in KGE)
+        + ("transe-wn18rr", "rotate-wn18rr", "rotate-wn18rr-paper", "transe-fb15k237",
+           "rotate-fb15k237", "rotate-fb15k237-paper"), None),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.
@@ -99,6 +104,40 @@ NOT_RUN = {
     },
 }
 
+# knowledge-graph recipes not run here yet: the PyKEEN figure measured with the same protocol
+_PYKEEN = {
+    ("transe", "umls"): ".726", ("distmult", "umls"): ".664", ("complex", "umls"): ".897",
+    ("rotate", "umls"): ".879",
+}  # fmt: skip
+_NAMES = {"transe": "TransE", "distmult": "DistMult", "complex": "ComplEx", "rotate": "RotatE"}
+for _m in KGE:
+    for _d, _task in (("umls", "UMLS"), ("kinship", "Kinship")):
+        _figure = _PYKEEN.get((_m, _d))
+        NOT_RUN[f"{_m}-{_d}"] = {
+            "task": f"{_task}, link prediction (filtered, both sides)",
+            "metric": "test MRR",
+            "reference": f"{_figure} — PyKEEN, same protocol (issue 16)"
+            if _figure
+            else "no published figure for this protocol",
+            "why": "not run yet: 5 seeds x 300 epochs take 15-60 min here",
+        }
+for _name, _task, _ref, _why in (
+    ("transe-wn18rr", "WN18RR", ".226 — Sun et al. (2019), table 5 (TransE)", "not run yet"),
+    ("rotate-wn18rr", "WN18RR", ".476 — Sun et al. (2019), table 5", "not run yet"),
+    ("transe-fb15k237", "FB15k-237", ".294 — Sun et al. (2019), table 5 (TransE)", "not run yet"),
+    ("rotate-fb15k237", "FB15k-237", ".338 — Sun et al. (2019), table 5", "not run yet"),
+    ("rotate-wn18rr-paper", "WN18RR", ".476 — Sun et al. (2019), table 5",
+     "not run: the paper's 80k steps of 512 x 1024 negatives need a GPU"),
+    ("rotate-fb15k237-paper", "FB15k-237", ".338 — Sun et al. (2019), table 5",
+     "not run: the paper's 100k steps of 1024 x 256 negatives need a GPU"),
+):  # fmt: skip
+    NOT_RUN[_name] = {
+        "task": f"{_task}, link prediction (filtered, both sides)",
+        "metric": "test MRR",
+        "reference": _ref,
+        "why": _why,
+    }
+
 # How each metric reads: scale, decimals, unit, and which way is better.
 METRICS = {
     "accuracy": (100.0, 2, " %", "higher"),
@@ -106,6 +145,7 @@ METRICS = {
     "rmse": (1.0, 3, "", "lower"),
     "mae": (1.0, 3, "", "lower"),
     "fid": (1.0, 1, "", "lower"),
+    "mrr": (1.0, 3, "", "higher"),
 }
 DEFAULT_METRIC = (1.0, 3, "", "lower")
 REPEATS = {"trainer.seed": "seeds", "data.fold": "folds", "data.split_seed": "splits"}

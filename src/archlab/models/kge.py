@@ -337,12 +337,38 @@ class RotatE(KGE):
     def compare(self, q: Tensor, e: Tensor) -> Tensor:
         if self.config.form == "pykeen":
             return -pairwise_distance(q, e, 2)
-        return self.config.gamma - _complex_moduli(q - e).sum(-1)
+        return self.config.gamma - ModuliSum.apply(q, e)
 
     def compare_all(self, q: Tensor, entities: Tensor) -> Tensor:
         if self.config.form == "pykeen":
             return _lp_distance_all(q, entities, 2)
         return self.config.gamma - moduli_sum_all(q, entities)
+
+
+class ModuliSum(torch.autograd.Function):
+    """sum_i |q_i - e_i| of [Re | Im] tensors (..., 2d) that broadcast, with its gradient
+    written out: d/dq_i = (q_i - e_i) / |q_i - e_i| (0 where they are equal), the same for
+    e_i with the opposite sign.  Keeping q - e and the moduli from the forward makes it
+    about twice as fast as autograd through the elementwise steps."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, e: Tensor) -> Tensor:
+        diff = q - e
+        re, im = diff.chunk(2, dim=-1)
+        moduli = torch.hypot(re, im)
+        ctx.save_for_backward(diff, moduli)
+        ctx.shapes = (q.shape, e.shape)
+        return moduli.sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        diff, moduli = ctx.saved_tensors
+        scale = torch.where(moduli > 0, grad.unsqueeze(-1) / moduli, 0.0)
+        unit = (diff.unflatten(-1, (2, -1)) * scale.unsqueeze(-2)).flatten(-2)
+        q_shape, e_shape = ctx.shapes
+        grad_q = unit.sum_to_size(q_shape) if ctx.needs_input_grad[0] else None
+        grad_e = (-unit).sum_to_size(e_shape) if ctx.needs_input_grad[1] else None
+        return grad_q, grad_e
 
 
 def _moduli_sum(q_re: Tensor, q_im: Tensor, e_re: Tensor, e_im: Tensor) -> Tensor:

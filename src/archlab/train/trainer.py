@@ -537,7 +537,14 @@ class Trainer:
         started = time.perf_counter()
         metrics = self.evaluate("val")
         self.eval_seconds += time.perf_counter() - started
-        self.log.write({"step": self.step, "split": "val", **metrics})
+        self.log.write(
+            {
+                "step": self.step,
+                "split": "val",
+                "train_seconds": round(self.train_seconds, 2),
+                **metrics,
+            }
+        )
         value = metrics.get(self.select_by)
         if isinstance(value, float) and not math.isfinite(value):
             keep = progress = False  # a diverged model is never the best one
