@@ -356,7 +356,7 @@ def render_readme_table(entries: list[dict]) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae", "mase", "nll") else metric
+    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae", "mase", "nll", "mrr") else metric
 
 
 def _entry_details(entry: dict) -> list[str]:
