@@ -356,7 +356,8 @@ def render_readme_table(entries: list[dict]) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    return metric.upper() if metric in ("bleu", "fid", "rmse", "mae", "mase", "nll", "mrr") else metric
+    upper = ("bleu", "fid", "rmse", "mae", "mase", "nll", "mrr")
+    return metric.upper() if metric in upper else metric
 
 
 def _entry_details(entry: dict) -> list[str]:
