@@ -79,6 +79,7 @@ class AVDigitsData(Config):
     val_size: Size = 5000  # validation images carved from MNIST's 60,000 training images
     split_seed: Count = 0  # picks them, pairs images with recordings, fixes eval noise
     train_size: Size | None = None  # use only the first N training pairs (quick checks)
+    test_size: Size | None = None  # use only the first N test pairs (quick checks)
     energy_removed: EnergyShare = 0.75  # share of the images' PCA energy removed
     snr_db: Decibels = 0.0  # signal-to-noise ratio of the audio, in dB
     noise: Annotated[str, OneOf(NOISES)] = "white"  # white, or other speakers' recordings
@@ -134,6 +135,7 @@ class PairedSplit:
     labels: Tensor  # (N,)
     recording: Tensor  # (N,) index into AVDigits.recordings
     pool: Tensor  # the split's recordings (indices into AVDigits.recordings)
+    index: Tensor  # (N,) each image's index in its MNIST file (train or t10k)
 
 
 # ----- image degradation -----
@@ -184,7 +186,10 @@ class PCA:
 
     def state(self, energy_removed: float) -> dict[str, Tensor]:
         """What a run needs to degrade images as it was trained: the mean and the kept U_k."""
-        return {"mean": self.mean, "components": self.components[:, : self.kept(energy_removed)]}
+        return {
+            "mean": self.mean.contiguous(),
+            "components": self.components[:, : self.kept(energy_removed)].contiguous(),
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Tensor]) -> PCA:
@@ -246,17 +251,20 @@ class AVDigits:
         train, val = order[d.val_size :].sort().values, order[: d.val_size].sort().values
         train = train[: d.train_size]
         test_images, test_labels = load_mnist("test")
+        test = torch.arange(len(test_images))[: d.test_size]
         chosen = {
-            "train": (images[train], labels[train]),
-            "val": (images[val], labels[val]),
-            "test": (test_images, test_labels),
+            "train": (images, labels, train),
+            "val": (images, labels, val),
+            "test": (test_images, test_labels, test),
         }
         self.splits: dict[str, PairedSplit] = {}
         for i, name in enumerate(SPLITS):
-            x, y = chosen[name]
+            x, y, index = chosen[name]
+            y = y[index]
             g = torch.Generator().manual_seed(stream_seed(d.split_seed, i, stream=5))
             pool = parts[name]
-            self.splits[name] = PairedSplit(x, y, pool[pair(y, self.rec_digits[pool], g)], pool)
+            recording = pool[pair(y, self.rec_digits[pool], g)]
+            self.splits[name] = PairedSplit(x[index], y, recording, pool, index)
         self.pca = PCA.fit(self.splits["train"].images)  # the training images only
 
     def __len__(self) -> int:
@@ -311,6 +319,16 @@ class AVDigits:
         if missing == 1 and d.missing == "zeros":
             audio = torch.full_like(audio, -1.0)  # silence; the mask says it is absent
         return Batch(images.unsqueeze(1), audio, lengths, present, part.labels[rows])
+
+    def lengths(self, split: str) -> list[int]:
+        """The samples in each pair's recording (to batch pairs of similar lengths)."""
+        samples = torch.tensor([len(w) for w in waveforms()])
+        return samples[self.splits[split].recording].tolist()
+
+    def by_length(self, split: str) -> list[int]:
+        """The pairs of ``split``, shortest recording first (ties in pair order)."""
+        lengths = torch.tensor(self.lengths(split))
+        return lengths.argsort(stable=True).tolist()
 
     def eval_seeds(self, split: str, condition: str, rows: range | list[int]) -> list[int]:
         """The fixed noise seed of each example of ``split`` under ``condition``."""
