@@ -51,10 +51,23 @@ FAMILIES = (
                      "lstm-co2", "transformer-co2"), None),
     ("Spoken digits (FSDD)", ("tcn-fsdd", "lstm-fsdd", "cnn-fsdd"), None),
     ("Polyphonic music", ("tcn-jsb", "lstm-jsb", "gru-jsb", "tcn-nottingham"), None),
+    ("Audio-visual digits (fusion)", ("image-avdigits", "audio-avdigits", "early-avdigits",
+                                      "late-avdigits", "gmu-avdigits", "xattn-avdigits",
+                                      "central-avdigits"), "avdigits"),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.
+_AV_TODO = {
+    "task": "av-digits (MNIST + FSDD), degraded",
+    "metric": "test accuracy",
+    "reference": "AV-MNIST (other audio): image ~75 %, audio ~65 %, fusion high-80s",
+    "why": "not recorded yet",
+}
 NOT_RUN = {
+    **{
+        f"{name}-avdigits": _AV_TODO
+        for name in ("image", "audio", "early", "late", "gmu", "xattn", "central")
+    },
     "tcn-adding": {
         "task": "adding problem, T = 600",
         "metric": "test MSE",
@@ -407,12 +420,51 @@ def render_overview(entries: list[dict]) -> str:
     )
 
 
+AV_CONDITIONS = (
+    ("accuracy", "clean"),
+    ("accuracy_image_degraded", "image degraded further"),
+    ("accuracy_audio_degraded", "audio degraded further"),
+    ("accuracy_image_missing", "image missing"),
+    ("accuracy_audio_missing", "audio missing"),
+)
+
+
+def avdigits_rows(entries: list[dict], names) -> list[tuple[str, dict]]:
+    """The recorded av-digits recipes, in the family's order: (name, test metrics)."""
+    own = {e["name"]: e for e in entries if e["kind"] == "recipe"}
+    return [(n, own[n]["results"]["test"]) for n in names if n in own]
+
+
+def render_avdigits_table(entries: list[dict], names) -> list[str]:
+    """Test accuracy (mean ± std) of each av-digits model under each condition."""
+    rows = avdigits_rows(entries, names)
+    if not rows:
+        return []
+    out = ["| model | " + " | ".join(label for _, label in AV_CONDITIONS) + " |"]
+    out.append("|---|" + "---|" * len(AV_CONDITIONS))
+    for name, test in rows:
+        cells = [metric_value({"test": _as_accuracy(test, key)}, "test", "accuracy")
+                 for key, _ in AV_CONDITIONS]  # fmt: skip
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*out, "", "Test accuracy of each model under each condition.", ""]
+
+
+def _as_accuracy(test: dict, key: str) -> dict:
+    """The metric ``key`` (and its spread) of a test split renamed ``accuracy``."""
+    return {k.replace(key, "accuracy", 1): v for k, v in test.items() if k.startswith(key)
+            and k[len(key):] in ("", "_std", "_runs")}  # fmt: skip
+
+
 def render_recipes(entries: list[dict]) -> str:
     out: list[str] = []
     for title, names, plot in ordered_recipes():
         out += [f"## {title}", ""]
+        if plot == "avdigits" and not avdigits_rows(entries, names):
+            plot = None  # nothing recorded yet: no chart
         if plot:
             out += [f"![{title}](img/{plot}.png)", ""]
+        if plot == "avdigits":
+            out += render_avdigits_table(entries, names)
         for name in names:
             out += render_recipe_section(name, entries)
     return "\n".join(out).rstrip()
@@ -689,9 +741,35 @@ def plot_benchmarks(plt, entries):
     _save(fig, "benchmarks")
 
 
+def plot_avdigits(plt, entries):
+    import numpy as np
+
+    names = next(names for title, names, plot in FAMILIES if plot == "avdigits")
+    rows = avdigits_rows(entries, names)
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    width = 0.8 / len(AV_CONDITIONS)
+    colours = ("#1f4e8c", "#7a9cc6", "#f2c57c", "#c0392b", "#6c3483")
+    for j, ((key, label), colour) in enumerate(zip(AV_CONDITIONS, colours, strict=True)):
+        x = np.arange(len(rows)) + (j - (len(AV_CONDITIONS) - 1) / 2) * width
+        means = [100 * test.get(key, np.nan) for _, test in rows]
+        stds = [100 * test.get(key + "_std", 0.0) for _, test in rows]
+        ax.bar(x, means, width, yerr=stds, label=label, color=colour, capsize=2)
+    ax.set_xticks(range(len(rows)), [name.removesuffix("-avdigits") for name, _ in rows])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(ncols=5, loc="upper center", bbox_to_anchor=(0.5, 1.15), frameon=False)
+    ax.grid(axis="y", color="#dddddd", lw=0.5)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    _save(fig, "avdigits")
+
+
 def draw_plots(entries: list[dict]) -> None:
     plt = _pyplot()
-    for plot in (plot_recipes, plot_mr, plot_gat_seeds, plot_molecules, plot_gans, plot_benchmarks):
+    for plot in (plot_recipes, plot_mr, plot_gat_seeds, plot_molecules, plot_gans, plot_benchmarks,
+                 plot_avdigits):  # fmt: skip
         plot(plt, entries)
 
 
