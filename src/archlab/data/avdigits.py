@@ -6,9 +6,9 @@ permutation per digit and dealt in turn, so every recording of a split serves
 floor(n/k) or ceil(n/k) of its k-recording digit's n images:
 
     split   images                               recordings (FSDD takes)     uses per recording
-    train   MNIST train minus val (55,000)        takes 10-49 (2,400)         ~23 (21-27)
-    val     ``val_size`` carved from MNIST train  takes 5-9 (300)             ~17 (13-19)
-    test    MNIST test (10,000)                   takes 0-4 (300)             ~33 (27-38)
+    train   MNIST train minus val (55,000)        takes 10-49 (2,400)         22.9 (20-26)
+    val     ``val_size`` carved from MNIST train  takes 5-9 (300)             16.7 (15-20)
+    test    MNIST test (10,000)                   takes 0-4 (300)             33.3 (29-38)
 
 (the FSDD split of :func:`archlab.data.fsdd.split`: takes 0-4 test, 5-49 training,
 of which 5-9 are held out for validation), so no image and no recording is in two
