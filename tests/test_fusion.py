@@ -327,7 +327,7 @@ def test_predict_prints_the_digit_its_probability_and_the_gate(gmu_run, pair_fil
 @pytest.mark.parametrize(
     "which, message",
     [
-        ("one file", "predicts from IMAGE AUDIO groups of 2 files, in that order; got 1 file"),
+        ("one file", "predicts from groups of 2 files, IMAGE AUDIO in that order; got 1 file"),
         ("missing image", "the image .*missing.png: no such file"),
         ("not an image", "the image .*notes.txt: cannot be read as an image"),
         ("not a wav", "the sound .*seven.png: cannot be read as a wav file"),

@@ -261,8 +261,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     names, n = task_cls.predict_inputs, len(args.inputs)
     if n % len(names):
         raise ArchlabError(
-            f"a {task_cls.name} run predicts from {' '.join(names)} groups of {len(names)} "
-            f"files, in that order; got {n} file{'s' if n != 1 else ''}"
+            f"the {task_cls.name} task predicts from groups of {len(names)} files, "
+            f"{' '.join(names)} in that order; got {n} file{'s' if n != 1 else ''}"
         )
     k = len(names)
     texts = [" ".join(args.inputs[i : i + k]) for i in range(0, n, k)]
