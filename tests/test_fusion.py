@@ -277,8 +277,8 @@ TINY_RUN = [
     "data.train_size=3000", "data.val_size=300", "data.test_size=300",
     "model.image={channels: [8, 16], hidden: [32], dropout: 0.0}",
     "model.audio={channels: [8, 16], hidden: [32], dropout: 0.0}",
-    "model.hidden=32", "trainer.max_steps=60", "trainer.eval_every=60",
-    "trainer.checkpoint_every=60", "trainer.lr=3e-3",
+    "model.hidden=32", "trainer.max_epochs=3", "trainer.eval_every=141",
+    "trainer.checkpoint_every=141", "trainer.lr=3e-3",
 ]  # fmt: skip
 
 
