@@ -446,7 +446,12 @@ def render_avdigits_table(entries: list[dict], names) -> list[str]:
         cells = [metric_value({"test": _as_accuracy(test, key)}, "test", "accuracy")
                  for key, _ in AV_CONDITIONS]  # fmt: skip
         out.append(f"| {name} | " + " | ".join(cells) + " |")
-    out += ["", "Test accuracy of each model under each condition.", ""]
+    out += [
+        "",
+        "Test accuracy of each model under each condition (clean: the default "
+        "degradations the models were trained with).",
+        "",
+    ]
     return out + _avdigits_claims(dict(rows))
 
 
