@@ -119,13 +119,21 @@ def test_batched_log_mel_equals_the_per_recording_features() -> None:
         assert (features[i, len(expected) :] == -1).all()
 
 
+def test_each_recording_s_features_are_standardised(av) -> None:
+    b = av.batch("val", [0, 1, 2, 3], [0, 1, 2, 3])
+    for features, n in zip(b.audio, b.lengths, strict=True):
+        real = features[:n]
+        assert abs(float(real.mean())) < 1e-4 and abs(float(real.std(unbiased=False)) - 1) < 1e-3
+        assert (features[n:] == 0).all()
+
+
 def test_missing_modalities_are_zeros_with_a_mask(av) -> None:
     rows = [0, 1, 2]
     seeds = av.eval_seeds("test", "image_missing", rows)
     gone = av.batch("test", rows, seeds, "image_missing")
     assert (gone.images == 0).all() and gone.present.tolist() == [[False, True]] * 3
     gone = av.batch("test", rows, av.eval_seeds("test", "audio_missing", rows), "audio_missing")
-    assert (gone.audio == -1).all() and gone.present.tolist() == [[True, False]] * 3
+    assert (gone.audio == 0).all() and gone.present.tolist() == [[True, False]] * 3
     again = av.batch("test", rows, seeds, "clean")
     assert again.present is None and torch.equal(
         again.audio, av.batch("test", rows, seeds, "clean").audio

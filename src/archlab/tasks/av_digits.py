@@ -38,7 +38,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from archlab.data import avdigits, fsdd
-from archlab.data.avdigits import CONDITIONS, PCA, AVDigits, AVDigitsData, pad_waves
+from archlab.data.avdigits import (
+    CONDITIONS,
+    PCA,
+    AVDigits,
+    AVDigitsData,
+    pad_waves,
+    standardise,
+)
 from archlab.data.batching import TrainBatches, stream_seed
 from archlab.errors import ArchlabError, CheckpointError
 from archlab.models import roles
@@ -183,6 +190,8 @@ class AVDigitsTask(Task):
                 out.append(str(exc))
                 continue
             audio, lengths = fsdd.log_mel_batch(*pad_waves([wave]), n_mels=self.data.n_mels)
+            if self.data.standardise:
+                audio = standardise(audio, lengths)
             device = next(unwrap(model).parameters()).device
             result = model(image[:, None].to(device), audio.to(device), lengths.to(device))
             gate = None if result.gate is None else result.gate[0].float().cpu()
