@@ -254,17 +254,35 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from archlab.run import RunGroup
+
     run = _load_run_that(args.run_dir, "predict", args.member, group_ok=True)
+    task_cls = run.task_class() if isinstance(run, RunGroup) else type(run.task)
+    names, n = task_cls.predict_inputs, len(args.inputs)
+    if n % len(names):
+        raise ArchlabError(
+            f"the {task_cls.name} task predicts from groups of {len(names)} files, "
+            f"{' '.join(names)} in that order; got {n} file{'s' if n != 1 else ''}"
+        )
+    k = len(names)
+    texts = [" ".join(args.inputs[i : i + k]) for i in range(0, n, k)]
     failed = 0
-    for text, prediction in zip(args.inputs, run.predict(args.inputs), strict=True):
+    for text, prediction in zip(texts, run.predict(args.inputs), strict=True):
         if "error" in prediction:
             shown = text if text.strip() else repr(text)
             print(f"archlab: error: {shown}: {prediction['error']}", file=sys.stderr)
             failed += 1
             continue
-        fields = (f"{v:.4f}" if isinstance(v, float) else str(v) for v in prediction.values())
-        print("\t".join([*fields, text]), flush=True)
+        print("\t".join([*map(_predicted, prediction.items()), text]), flush=True)
     return 2 if failed else 0
+
+
+def _predicted(item: tuple[str, object]) -> str:
+    """One field of a prediction: the label and the numbers as they are, others named."""
+    key, value = item
+    shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+    plain = ("label", "probability", "probability_std", "value", "value_std")
+    return shown if key in plain else f"{key}={shown}"
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -424,7 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="texts, image files, sound files or SMILES"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="texts, image files, sound files or SMILES; for an audio-visual run, pairs of "
+        "IMAGE AUDIO files",
     )
     _add_member(p, required_for_groups=False)
     p.set_defaults(func=cmd_predict)

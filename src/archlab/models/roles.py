@@ -24,17 +24,23 @@ losses, metrics and model selection live in the task.  The protocols are
     GAN                 real (B, ...), z (B, Z) [, y] -> GANScores     generator
     SequenceModel       x (B, T, F) or ids (B, T) [, lengths]          init_state, step
                         -> outputs (B, T, out), causal
+    MultimodalClassifier image (B, 1, H, W), audio (B, T, F)
+                        [, lengths, present] -> FusionOutput
+                        (logits, per-modality logits, mask, gate)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from archlab.nn.gan import GANScores
+
+if TYPE_CHECKING:
+    from archlab.models.fusion import FusionOutput
 
 
 @runtime_checkable
@@ -163,6 +169,23 @@ class SequenceModel(Protocol):
     def step(self, x_t: Tensor, state: Any = None) -> tuple[Tensor, Any]: ...
 
 
+@runtime_checkable
+class MultimodalClassifier(Protocol):
+    """Classifier of paired inputs (an image and a sound): fused class logits and more.
+
+    ``present`` (B, 2) marks which modality each example has (False: missing, its
+    input is zeros); the output's fields are in :class:`archlab.models.fusion.FusionOutput`.
+    """
+
+    def forward(
+        self,
+        image: Tensor,
+        audio: Tensor,
+        lengths: Tensor | None = None,
+        present: Tensor | None = None,
+    ) -> FusionOutput: ...
+
+
 ROLES: tuple[type, ...] = (
     LanguageModel,
     Seq2Seq,
@@ -174,4 +197,5 @@ ROLES: tuple[type, ...] = (
     MoleculeModel,
     GAN,
     SequenceModel,
+    MultimodalClassifier,
 )
