@@ -540,6 +540,8 @@ def _benchmark_items(entries: list[dict], kind: str) -> str:
             label = name if name.startswith("claim") or kind == "claim" else f"bench {name}"
             out += [f"### {label}", ""]
             out += [f"{bench['summary']}.", ""]
+            for image in bench.get("images", []):  # paths from the repository's root
+                out += [f"![{label}]({Path(image).relative_to('docs').as_posix()})", ""]
             out += _bench_table(bench)
             out += [f"- Reference: {bench['reference']}.  "]
             if e.get("recipe"):
