@@ -56,6 +56,9 @@ FAMILIES = (
         f"{m}-{d}" for d in ("nations", "umls", "kinship") for m in KGE)
         + ("transe-wn18rr", "rotate-wn18rr", "rotate-wn18rr-paper", "transe-fb15k237",
            "rotate-fb15k237", "rotate-fb15k237-paper"), None),
+    ("Audio-visual digits (fusion)", ("image-avdigits", "audio-avdigits", "early-avdigits",
+                                      "late-avdigits", "gmu-avdigits", "xattn-avdigits",
+                                      "central-avdigits"), "avdigits"),
 )  # fmt: skip
 
 # Recipes that have no recorded run yet, and why.
@@ -448,12 +451,103 @@ def render_overview(entries: list[dict]) -> str:
     )
 
 
+AV_CONDITIONS = (
+    ("accuracy", "clean"),
+    ("accuracy_image_degraded", "image degraded further"),
+    ("accuracy_audio_degraded", "audio degraded further"),
+    ("accuracy_image_missing", "image missing"),
+    ("accuracy_audio_missing", "audio missing"),
+)
+
+
+def avdigits_rows(entries: list[dict], names) -> list[tuple[str, dict]]:
+    """The recorded av-digits recipes, in the family's order: (name, test metrics)."""
+    own = {e["name"]: e for e in entries if e["kind"] == "recipe"}
+    return [(n, own[n]["results"]["test"]) for n in names if n in own]
+
+
+def render_avdigits_table(entries: list[dict], names) -> list[str]:
+    """Test accuracy (mean ± std) of each av-digits model under each condition."""
+    rows = avdigits_rows(entries, names)
+    if not rows:
+        return []
+    out = ["| model | " + " | ".join(label for _, label in AV_CONDITIONS) + " |"]
+    out.append("|---|" + "---|" * len(AV_CONDITIONS))
+    for name, test in rows:
+        cells = [metric_value({"test": _as_accuracy(test, key)}, "test", "accuracy")
+                 for key, _ in AV_CONDITIONS]  # fmt: skip
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "Test accuracy of each model under each condition (clean: the default "
+        "degradations the models were trained with).",
+        "",
+    ]
+    return out + _avdigits_claims(dict(rows))
+
+
+def _avdigits_claims(tests: dict[str, dict]) -> list[str]:
+    """The fusion claim and the robustness goal, measured, from the recorded test figures."""
+    singles = {m: tests.get(f"{m}-avdigits") for m in ("image", "audio")}
+    fusions = {n: t for n, t in tests.items() if n.split("-")[0] not in singles}
+    if None in singles.values() or not fusions:
+        return []
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.2f} %"
+
+    def runs(test: dict) -> str:
+        n = len(test.get("accuracy_runs", [None]))
+        return "1 run" if n == 1 else f"mean of {n} seeds"
+
+    best_single = max(singles, key=lambda m: singles[m]["accuracy"])
+    best = max(fusions, key=lambda n: fusions[n]["accuracy"])
+    gain = 100 * (fusions[best]["accuracy"] - singles[best_single]["accuracy"])
+    out = [
+        f"**The claim** (fusing beats any single modality by at least 5 points on the default "
+        f"degraded test set): the best fusion, {best}, reaches {pct(fusions[best]['accuracy'])} "
+        f"({runs(fusions[best])}) against {pct(singles[best_single]['accuracy'])} for the best "
+        f"single modality ({best_single}-avdigits, {runs(singles[best_single])}): "
+        f"{gain:+.2f} points, so the goal is "
+        f"{'met' if gain >= 5 else 'not met'}.",
+        "",
+        "**Robustness** (with one modality missing, a fusion trained with modality dropout "
+        "stays within 2 points of the other modality's own model): the gap to "
+        f"audio-avdigits ({pct(singles['audio']['accuracy'])}) with the image missing, and to "
+        f"image-avdigits ({pct(singles['image']['accuracy'])}) with the audio missing:",
+        "",
+        "| fusion | image missing | gap | audio missing | gap | within 2 points |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, test in fusions.items():
+        gaps = [
+            100 * (test["accuracy_image_missing"] - singles["audio"]["accuracy"]),
+            100 * (test["accuracy_audio_missing"] - singles["image"]["accuracy"]),
+        ]
+        ok = "yes" if min(gaps) >= -2 else "no"
+        out.append(
+            f"| {name} | {pct(test['accuracy_image_missing'])} | {gaps[0]:+.2f} | "
+            f"{pct(test['accuracy_audio_missing'])} | {gaps[1]:+.2f} | {ok} |"
+        )
+    return [*out, ""]
+
+
+def _as_accuracy(test: dict, key: str) -> dict:
+    """The metric ``key`` (and its spread) of a test split renamed ``accuracy``."""
+    return {k.replace(key, "accuracy", 1): v for k, v in test.items() if k.startswith(key)
+            and k[len(key):] in ("", "_std", "_runs")}  # fmt: skip
+
+
 def render_recipes(entries: list[dict]) -> str:
     out: list[str] = []
     for title, names, plot in ordered_recipes():
         out += [f"## {title}", ""]
+        if plot == "avdigits" and not avdigits_rows(entries, names):
+            plot = None  # nothing recorded yet: no chart
         if plot:
             out += [f"![{title}](img/{plot}.png)", ""]
+        if plot == "avdigits":
+            out += render_avdigits_table(entries, names)
         for name in names:
             out += render_recipe_section(name, entries)
     return "\n".join(out).rstrip()
@@ -487,6 +581,8 @@ def _benchmark_items(entries: list[dict], kind: str) -> str:
             label = name if name.startswith("claim") or kind == "claim" else f"bench {name}"
             out += [f"### {label}", ""]
             out += [f"{bench['summary']}.", ""]
+            for image in bench.get("images", []):  # paths from the repository's root
+                out += [f"![{label}]({Path(image).relative_to('docs').as_posix()})", ""]
             out += _bench_table(bench)
             out += [f"- Reference: {bench['reference']}.  "]
             if e.get("recipe"):
@@ -762,10 +858,35 @@ def plot_kge_curves(plt, entries):
     _save(fig, "kge-curves")
 
 
+def plot_avdigits(plt, entries):
+    import numpy as np
+
+    names = next(names for title, names, plot in FAMILIES if plot == "avdigits")
+    rows = avdigits_rows(entries, names)
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    width = 0.8 / len(AV_CONDITIONS)
+    colours = ("#1f4e8c", "#7a9cc6", "#f2c57c", "#c0392b", "#6c3483")
+    for j, ((key, label), colour) in enumerate(zip(AV_CONDITIONS, colours, strict=True)):
+        x = np.arange(len(rows)) + (j - (len(AV_CONDITIONS) - 1) / 2) * width
+        means = [100 * test.get(key, np.nan) for _, test in rows]
+        stds = [100 * test.get(key + "_std", 0.0) for _, test in rows]
+        ax.bar(x, means, width, yerr=stds, label=label, color=colour, capsize=2)
+    ax.set_xticks(range(len(rows)), [name.removesuffix("-avdigits") for name, _ in rows])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(ncols=5, loc="upper center", bbox_to_anchor=(0.5, 1.15), frameon=False)
+    ax.grid(axis="y", color="#dddddd", lw=0.5)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    _save(fig, "avdigits")
+
+
 def draw_plots(entries: list[dict]) -> None:
     plt = _pyplot()
     plots = (plot_recipes, plot_mr, plot_gat_seeds, plot_molecules, plot_gans, plot_benchmarks,
-             plot_kge_curves)  # fmt: skip
+             plot_kge_curves, plot_avdigits)  # fmt: skip
     for plot in plots:
         plot(plt, entries)
 

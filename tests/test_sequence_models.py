@@ -103,3 +103,64 @@ def test_lstm_gate_equations_hold_for_the_sequence_model() -> None:
         ys.append(model.out(h))
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], torch.stack(ys), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size", [2, 4])
+def test_step_rings_hold_every_kernel_and_dilation(kernel_size: int) -> None:
+    """The rotated taps: kernels 2 and 4, dilations up to 8, over 3 ring turns of the widest."""
+    model = archlab.create_model(
+        "tcn", in_dim=2, channels=[3, 5, 5, 4], kernel_size=kernel_size, out_dim=2
+    ).eval()
+    x = torch.randn(3, 3 * kernel_size * 8 + 5, 2)
+    with torch.inference_mode():
+        full, state, outputs = model(x), model.init_state(3), []
+        for t in range(x.shape[1]):
+            y, state = model.step(x[:, t], state)
+            outputs.append(y)
+    torch.testing.assert_close(torch.stack(outputs, dim=1), full, atol=1e-5, rtol=1e-4)
+    state, total = model.init_state(3), 0  # with autograd on, gradients flow through the steps
+    for t in range(20):
+        y, state = model.step(x[:, t], state)
+        total = total + y.sum()
+    total.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(SEQUENCE_MODELS))
+def test_greedy_generation_through_step_is_the_argmax_of_a_full_forward(name: str) -> None:
+    from archlab.nn.sequence import generate_stream
+
+    config = {**SEQUENCE_MODELS[name], "vocab_size": 7, "out_dim": 7}
+    model = archlab.create_model(name, **config).eval()
+    ids = torch.randint(0, 7, (2, 5))
+    for token in generate_stream(model, ids, 12, temperature=0):
+        with torch.no_grad():
+            expected = model(ids)[:, -1].argmax(dim=-1, keepdim=True)
+        assert torch.equal(token, expected)
+        ids = torch.cat((ids, token), dim=1)
+    assert ids.shape == (2, 17)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model.name=tcn", "model.in_dim=8", "model.channels=[8,8]", "model.kernel_size=3"],
+        ["model.name=seq_lstm", "model.in_dim=8", "model.hidden_size=16"],
+    ],
+)
+def test_char_lm_trains_a_sequence_model_that_generates(shakespeare, tmp_path, model) -> None:
+    from archlab.run import train
+
+    sets = ["data.block_size=16", "trainer.batch_size=4", "trainer.max_steps=2"]
+    run_dir, _ = train(
+        "gpt-shakespeare-char",
+        [*sets, "trainer.precision=fp32", "trainer.eval_every=2", *model],
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
+    run = archlab.load(run_dir)
+    assert run.model.config.out_dim == run.model.config.vocab_size == 65
+    text = run.task.generate(run.model, "ROMEO:", max_new_tokens=20, seed=0)
+    assert text.startswith("ROMEO:") and len(text) == 26
+    with pytest.raises(archlab.ArchlabError, match="model.out_dim comes from the data"):
+        train("gpt-shakespeare-char", [*sets, *model, "model.out_dim=3"], out=str(tmp_path / "x"))

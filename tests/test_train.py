@@ -45,6 +45,29 @@ def test_training_learns_and_writes_the_run_directory(shakespeare, tmp_path) -> 
     assert text.startswith("ROMEO:") and len(text) == 26
 
 
+def test_final_validation_metrics_are_the_kept_models_without_a_second_pass(
+    shakespeare, tmp_path, monkeypatch
+) -> None:
+    evaluated = []
+    original = CharLMTask.evaluate
+
+    def counting(self, model, split, batch_size):
+        evaluated.append(split)
+        return original(self, model, split, batch_size)
+
+    monkeypatch.setattr(CharLMTask, "evaluate", counting)
+    run_dir, results = run(tmp_path, "a", 12, "trainer.eval_every=6", "trainer.lr=5e-2")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["split"] == "val"]
+    assert evaluated == ["val", "val"]  # the two during training, none at the end
+    kept = min(val, key=lambda r: r["loss"])
+    assert results["val"]["loss"] == kept["loss"]
+    assert results["train"]["final_eval_seconds"] < 0.05
+    loaded = load(run_dir)  # the weights on disk give those metrics when measured again
+    loaded.task.setup()
+    assert original(loaded.task, loaded.model, "val", 64) == results["val"]
+
+
 def test_same_seed_reproduces_bit_for_bit(shakespeare, tmp_path) -> None:
     a, _ = run(tmp_path, "a", 4)
     b, _ = run(tmp_path, "b", 4)

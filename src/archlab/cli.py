@@ -265,15 +265,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         (answer,) = run.predict(args.inputs, **options)
         _print_ranking(answer)
         return 0
+    names, n = task_cls.predict_inputs, len(args.inputs)
+    if n % len(names):
+        raise ArchlabError(
+            f"the {task_cls.name} task predicts from groups of {len(names)} files, "
+            f"{' '.join(names)} in that order; got {n} file{'s' if n != 1 else ''}"
+        )
+    k = len(names)
+    texts = [" ".join(args.inputs[i : i + k]) for i in range(0, n, k)]
     failed = 0
-    for text, prediction in zip(args.inputs, run.predict(args.inputs), strict=True):
+    for text, prediction in zip(texts, run.predict(args.inputs), strict=True):
         if "error" in prediction:
             shown = text if text.strip() else repr(text)
             print(f"archlab: error: {shown}: {prediction['error']}", file=sys.stderr)
             failed += 1
             continue
-        fields = (f"{v:.4f}" if isinstance(v, float) else str(v) for v in prediction.values())
-        print("\t".join([*fields, text]), flush=True)
+        print("\t".join([*map(_predicted, prediction.items()), text]), flush=True)
     return 2 if failed else 0
 
 
@@ -285,6 +292,14 @@ def _print_ranking(answer: dict) -> None:
     print(f"rank\tscore\t{side}\tknown")
     for row in answer["ranking"]:
         print(f"{row['rank']}\t{row['score']:.4f}\t{row['entity']}\t{row['known']}", flush=True)
+
+
+def _predicted(item: tuple[str, object]) -> str:
+    """One field of a prediction: the label and the numbers as they are, others named."""
+    key, value = item
+    shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+    plain = ("label", "probability", "probability_std", "value", "value_std")
+    return shown if key in plain else f"{key}={shown}"
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -450,8 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="texts, image files, sound files or SMILES; for a link-prediction run, "
-        "HEAD RELATION (or RELATION TAIL with --head)",
+        help="texts, image files, sound files or SMILES; for an audio-visual run, pairs of "
+        "IMAGE AUDIO files; for a link-prediction run, HEAD RELATION (or RELATION TAIL "
+        "with --head)",
     )
     side = p.add_mutually_exclusive_group()
     side.add_argument(

@@ -46,6 +46,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from archlab.data.files import DataFile, Dataset, cache_root, fetch, register_dataset, sha256_of
 from archlab.errors import ArchlabError, ConfigError, require
@@ -184,6 +186,38 @@ def log_mel(audio: np.ndarray, n_mels: int = 40) -> np.ndarray:
     mel = _mel_filters(n_mels) @ (np.abs(spectrum) ** 2)
     db = librosa.power_to_db(mel, ref=np.max, top_db=TOP_DB)  # 10 log10(M / max M), >= -80
     return (db.T / (TOP_DB / 2) + 1).astype(np.float32)
+
+
+def log_mel_batch(audio: Tensor, lengths: Tensor, n_mels: int = 40) -> tuple[Tensor, Tensor]:
+    """:func:`log_mel` of a padded batch of recordings, in torch: (features, frames).
+
+    ``audio`` (batch, samples) holds each recording's ``lengths`` samples, then zeros.
+    Returns the features (batch, T, n_mels), T = 1 + samples // 80, and each
+    recording's frame count 1 + length // 80; its frames equal :func:`log_mel`'s (the
+    STFT pads with zeros, as librosa's does, so the batch's padding changes no real
+    frame), each scaled by its own loudest bin over its real frames, and the frames
+    past its end are the floor, -1.
+    """
+    window = torch.hann_window(WIN_LENGTH, periodic=True, dtype=audio.dtype, device=audio.device)
+    spectrum = torch.stft(
+        audio,
+        N_FFT,
+        hop_length=HOP_LENGTH,
+        win_length=WIN_LENGTH,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
+    filters = torch.from_numpy(_mel_filters(n_mels)).to(audio)
+    mel = filters @ torch.view_as_real(spectrum).square().sum(-1)  # (batch, n_mels, T)
+    frames = 1 + lengths.to(audio.device) // HOP_LENGTH
+    real = torch.arange(mel.shape[2], device=audio.device)[None, :] < frames[:, None]
+    peak = mel.masked_fill(~real[:, None, :], 0.0).amax(dim=(1, 2), keepdim=True)
+    amin = 1e-10  # librosa's power_to_db
+    db = 10 * torch.log10(mel.clamp(min=amin)) - 10 * torch.log10(peak.clamp(min=amin))
+    db = db.clamp(min=-TOP_DB).masked_fill(~real[:, None, :], -TOP_DB)
+    return (db / (TOP_DB / 2) + 1).transpose(1, 2).contiguous(), frames
 
 
 def features_of_file(path: str | Path, n_mels: int = 40) -> np.ndarray:

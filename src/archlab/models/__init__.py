@@ -3,6 +3,7 @@
 from archlab.models.bert import BERT, BERTClassifier, BERTConfig
 from archlab.models.capsnet import CapsNet, CapsNetConfig
 from archlab.models.cnn import ImageCNN, ImageCNNConfig, TextCNN, TextCNNConfig
+from archlab.models.fusion import Fusion, FusionConfig, FusionOutput
 from archlab.models.gan import DCGAN, GANConfig
 from archlab.models.gat import GAT, GATConfig
 from archlab.models.gcn import GCN, GCNConfig
@@ -46,6 +47,9 @@ __all__ = [
     "DCGAN",
     "DMPNN",
     "DMPNNEnsemble",
+    "Fusion",
+    "FusionConfig",
+    "FusionOutput",
     "GANConfig",
     "GAT",
     "GATConfig",

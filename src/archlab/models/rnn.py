@@ -25,7 +25,9 @@ sequences), and the sentence vector is the max over time of the top layer's stat
 ``seq_lstm`` / ``seq_gru`` (:class:`RNNSequenceModel`) are causal sequence models
 (:mod:`archlab.nn.sequence`): one direction, an output y_t = W_out Dropout(h_t) + b
 at every step, packed batches when lengths are given, and :meth:`~RNNSequenceModel.step`
-carrying (h, c) from one input to the next.
+carrying (h, c) from one input to the next.  The recurrence runs time-major, the fused
+kernels' own layout, so the states h (time, batch, hidden) are never transposed; only
+the inputs and the outputs are, which are narrower.
 """
 
 from __future__ import annotations
@@ -149,11 +151,10 @@ class RNNSequenceModel(nn.Module):
         super().__init__()
         self.config = c = config
         self.input = SequenceInput(c.in_dim, c.vocab_size, c.input_dropout)
-        self.rnn = CELLS[c.cell](
+        self.rnn = CELLS[c.cell](  # time-major: (time, batch, features)
             c.in_dim,
             c.hidden_size,
             num_layers=c.n_layer,
-            batch_first=True,
             dropout=c.dropout if c.n_layer > 1 else 0.0,
         )
         self.dropout = nn.Dropout(c.dropout)
@@ -161,19 +162,17 @@ class RNNSequenceModel(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Outputs (batch, time, out_dim); with ``lengths``, padded steps are skipped (packed)."""
-        e = self.input(x)
+        e = self.input(x).transpose(0, 1)  # (time, batch, in_dim)
         if lengths is None:
             h, _ = self.rnn(e)
         else:
             expect(
-                lengths.shape == (e.shape[0],) and int(lengths.min()) >= 1,
-                f"lengths must be ({e.shape[0]},) positive step counts",
+                lengths.shape == (e.shape[1],) and int(lengths.min()) >= 1,
+                f"lengths must be ({e.shape[1]},) positive step counts",
             )
-            packed = pack_padded_sequence(e, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            h, _ = pad_packed_sequence(
-                self.rnn(packed)[0], batch_first=True, total_length=e.shape[1]
-            )
-        return self.out(self.dropout(h))
+            packed = pack_padded_sequence(e, lengths.cpu(), enforce_sorted=False)
+            h, _ = pad_packed_sequence(self.rnn(packed)[0], total_length=e.shape[0])
+        return self.out(self.dropout(h)).transpose(0, 1)
 
     def init_state(self, batch: int) -> None:
         """The state before the first step: None, which the fused kernels read as zeros."""
@@ -181,5 +180,5 @@ class RNNSequenceModel(nn.Module):
 
     def step(self, x_t: Tensor, state=None) -> tuple[Tensor, object]:
         """Outputs (batch, out_dim) for one step's inputs (batch[, in_dim]); (h[, c]) carried."""
-        h, state = self.rnn(self.input.step(x_t).unsqueeze(1), state)
-        return self.out(self.dropout(h[:, 0])), state
+        h, state = self.rnn(self.input.step(x_t).unsqueeze(0), state)
+        return self.out(self.dropout(h[0])), state

@@ -26,17 +26,23 @@ losses, metrics and model selection live in the task.  The protocols are
                         -> outputs (B, T, out), causal
     KGEModel            h, r, t ids (broadcast; h or t None: every      constrain_
                         entity) -> triple scores
+    MultimodalClassifier image (B, 1, H, W), audio (B, T, F)
+                        [, lengths, present] -> FusionOutput
+                        (logits, per-modality logits, mask, gate)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from archlab.nn.gan import GANScores
+
+if TYPE_CHECKING:
+    from archlab.models.fusion import FusionOutput
 
 
 @runtime_checkable
@@ -183,6 +189,22 @@ class KGEModel(Protocol):
     def constrain_(self) -> None: ...
 
 
+class MultimodalClassifier(Protocol):
+    """Classifier of paired inputs (an image and a sound): fused class logits and more.
+
+    ``present`` (B, 2) marks which modality each example has (False: missing, its
+    input is zeros); the output's fields are in :class:`archlab.models.fusion.FusionOutput`.
+    """
+
+    def forward(
+        self,
+        image: Tensor,
+        audio: Tensor,
+        lengths: Tensor | None = None,
+        present: Tensor | None = None,
+    ) -> FusionOutput: ...
+
+
 ROLES: tuple[type, ...] = (
     LanguageModel,
     Seq2Seq,
@@ -195,4 +217,5 @@ ROLES: tuple[type, ...] = (
     GAN,
     SequenceModel,
     KGEModel,
+    MultimodalClassifier,
 )

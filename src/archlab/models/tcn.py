@@ -24,9 +24,12 @@ output layer are drawn from N(0, 0.01^2).  Checkpoints saved by the authors' cod
 (``weight_g`` / ``weight_v`` keys) load with :meth:`TCN.from_authors`.
 
 Fast causal inference: :meth:`TCN.step` takes one input and keeps, per convolution,
-a ring of the last (k - 1) d + 1 inputs it has seen, from which it reads only the k
-that the output uses, so a step costs the same however long the history, and gives
-exactly what a forward over the whole prefix gives at its last step.
+a ring of the last k d inputs it has seen, laid out so that the k the output reads
+are side by side: x_s sits in row s mod d, column (s div d) mod k, so the inputs
+x_t, x_{t-d}, ..., x_{t-(k-1)d} fill row t mod d, in an order that rotates with t.
+One matrix product with W, its taps rotated to match (k arrangements, made once in
+:meth:`TCN.init_state`), gives the output: a step costs the same however long the
+history, and gives what a forward over the whole prefix gives at its last step.
 """
 
 from __future__ import annotations
@@ -71,30 +74,48 @@ class CausalConv1d(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel_size: int, dilation: int) -> None:
         super().__init__()
         self.conv = weight_norm(nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation))
+        self.kernel_size, self.dilation = kernel_size, dilation
         self.history = (kernel_size - 1) * dilation  # past inputs each output reads
-        # step by step, x_s sits in slot s mod (history + 1) of a ring; at slot p the
-        # output reads the slots of x_{t-(k-1)d}, ..., x_{t-d}, x_t: taps[p]
-        ring = self.history + 1
-        lags = dilation * torch.arange(kernel_size - 1, -1, -1)
-        taps = (torch.arange(ring)[:, None] - lags) % ring
-        self.register_buffer("taps", taps, persistent=False)  # (history + 1, k)
+        # ring column m holds the input of lag (m_t - m) mod k when x_t is in column m_t;
+        # lag j meets W_{k-1-j}: tap_order[m_t, m] is the index of W that column m meets
+        m = torch.arange(kernel_size)
+        tap_order = kernel_size - 1 - (m[:, None] - m[None, :]) % kernel_size
+        self.register_buffer("tap_order", tap_order, persistent=False)  # (k, k)
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, c_in, time) -> (batch, c_out, time)."""
         return self.conv(F.pad(x, (self.history, 0)))
 
-    def step(self, x_t: Tensor, ring: Tensor, t: int) -> Tensor:
-        """The output (batch, c_out) at step t, writing x_t (batch, c_in) into ``ring``.
+    def init_state(self, batch: int) -> ConvState:
+        """A zero ring (the left padding) and W in its k arrangements, for :meth:`step`."""
+        w = self.conv.weight  # (c_out, c_in, k), the weight norm computed once
+        k, c_in = self.kernel_size, w.shape[1]
+        # rotated[m_t][(m, c), o] = W[o, c, tap_order[m_t, m]]
+        rotated = w[:, :, self.tap_order].permute(2, 3, 1, 0).reshape(k, k * c_in, -1)
+        ring = w.new_zeros(batch, self.dilation, k, c_in)
+        return ConvState(ring, rotated.unbind(0), self.conv.bias)
 
-        ``ring`` (batch, c_in, history + 1) holds the last inputs, x_s in slot
-        s mod (history + 1), zeros before the first (the left padding).  Only the k
-        inputs the output reads are gathered: one matrix product with W flattened to
-        (c_out, c_in k), whatever the dilation.
+    def step(self, x_t: Tensor, state: ConvState, t: int) -> Tensor:
+        """The output (batch, c_out) at step t, writing x_t (batch, c_in) into the ring.
+
+        The ring (batch, d, k, c_in) holds x_s at [s mod d, (s div d) mod k], zeros
+        before the first step; row t mod d is then the k inputs the output reads.
         """
-        p = t % ring.shape[2]
-        ring[:, :, p] = x_t
-        taps = ring.index_select(2, self.taps[p])  # (batch, c_in, k)
-        return F.linear(taps.flatten(1), self.conv.weight.flatten(1), self.conv.bias)
+        row, column = t % self.dilation, (t // self.dilation) % self.kernel_size
+        state.ring[:, row, column] = x_t
+        taps = state.ring[:, row].flatten(1)  # (batch, k c_in), a view
+        if torch.is_grad_enabled():  # autograd keeps taps; the ring changes at the next step
+            taps = taps.clone()
+        return torch.addmm(state.bias, taps, state.weights[column])
+
+
+@dataclass
+class ConvState:
+    """One convolution's step state: its ring of inputs, and W arranged for each step."""
+
+    ring: Tensor  # (batch, d, k, c_in)
+    weights: tuple[Tensor, ...]  # k matrices (k c_in, c_out), one per column of x_t
+    bias: Tensor
 
 
 class TemporalBlock(nn.Module):
@@ -117,20 +138,39 @@ class TemporalBlock(nn.Module):
         z = self.dropout(F.relu(self.conv2(z)))
         return F.relu(z + self._residual(x))
 
-    def step(self, x_t: Tensor, rings: tuple[Tensor, Tensor], t: int) -> Tensor:
-        z = F.relu(self.conv1.step(x_t, rings[0], t))
-        z = F.relu(self.conv2.step(z, rings[1], t))
+    def init_state(self, batch: int) -> BlockState:
+        down = None
         if self.downsample is not None:
-            x_t = F.linear(x_t, self.downsample.weight.squeeze(2), self.downsample.bias)
-        return F.relu(z + x_t)
+            down = (self.downsample.weight.squeeze(2).t(), self.downsample.bias)
+        return BlockState(self.conv1.init_state(batch), self.conv2.init_state(batch), down)
+
+    def step(self, x_t: Tensor, state: BlockState, t: int) -> Tensor:
+        z = self.conv1.step(x_t, state.conv1, t).relu_()
+        z = self.conv2.step(z, state.conv2, t).relu_()
+        if state.downsample is not None:
+            x_t = torch.addmm(state.downsample[1], x_t, state.downsample[0])
+        return (z + x_t).relu_()
+
+
+@dataclass
+class BlockState:
+    """A block's step state: its two convolutions', and the 1 x 1 residual's (W^T, b)."""
+
+    conv1: ConvState
+    conv2: ConvState
+    downsample: tuple[Tensor, Tensor] | None
 
 
 @dataclass
 class TCNState:
-    """Step-by-step state: the steps taken, and per block its two convolutions' rings."""
+    """Step-by-step state: the steps taken, and each block's state.
+
+    It holds the weights as they were when :meth:`TCN.init_state` made it (weight
+    norm applied, taps arranged): start a new state after changing the weights.
+    """
 
     t: int
-    rings: list[tuple[Tensor, ...]]
+    blocks: list[BlockState]
 
 
 @register_model("tcn", TCNConfig, summary="Temporal convolutional network (Bai et al. 2018)")
@@ -169,28 +209,21 @@ class TCN(nn.Module):
         return self.out(h.transpose(1, 2))
 
     def init_state(self, batch: int) -> TCNState:
-        """The state before the first step: zeros, the left padding of a full forward."""
-        p = self.out.weight
-        return TCNState(
-            0,
-            [
-                tuple(p.new_zeros(batch, c.conv.in_channels, c.history + 1) for c in convs)
-                for convs in ((b.conv1, b.conv2) for b in self.blocks)
-            ],
-        )
+        """The state before the first step: zero rings, the left padding of a full forward."""
+        return TCNState(0, [block.init_state(batch) for block in self.blocks])
 
     def step(self, x_t: Tensor, state: TCNState | None = None) -> tuple[Tensor, TCNState]:
         """Outputs (batch, out_dim) for one step's inputs (batch[, in_dim]); state carried.
 
-        The state is updated in place (as a KV cache is) and returned.  Call in eval
-        mode (dropout off) for outputs equal to :meth:`forward`'s; wrap a loop in
-        ``torch.nn.utils.parametrize.cached()`` so the weight norm is computed once,
-        not at every step.
+        The state is updated in place (as a KV cache is) and returned.  Dropout is
+        never applied, so the outputs equal :meth:`forward`'s in eval mode.  Run the
+        loop under ``torch.inference_mode()`` (or ``no_grad``) when no gradient is
+        wanted.
         """
         h = self.input.step(x_t)
         state = self.init_state(h.shape[0]) if state is None else state
-        for block, rings in zip(self.blocks, state.rings, strict=True):
-            h = block.step(h, rings, state.t)
+        for block, block_state in zip(self.blocks, state.blocks, strict=True):
+            h = block.step(h, block_state, state.t)
         state.t += 1
         return self.out(h), state
 

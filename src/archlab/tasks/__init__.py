@@ -87,6 +87,9 @@ class Task(ABC):
     # methods without a network that the task scores with its own evaluation code
     # (``archlab baseline RECIPE --method NAME``): the seasonal naive forecast, ARIMA
     baselines: ClassVar[tuple[str, ...]] = ()
+    # the files (or texts) one prediction reads, in order: ("INPUT",), or a pair such as
+    # ("IMAGE", "AUDIO"); ``predict`` takes them in groups of this many
+    predict_inputs: ClassVar[tuple[str, ...]] = ("INPUT",)
 
     def __init__(self, data: Any) -> None:
         self.data = data
@@ -302,6 +305,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 def _load_tasks() -> None:
     from archlab.tasks import (  # noqa: F401  (registers)
+        av_digits,
         char_lm,
         classification,
         forecast,

@@ -4,10 +4,16 @@ Loss: mean next-character cross-entropy, -1/T sum_t log p(x_{t+1} | x_{<=t}), in
 nats.  Training batches are random windows of ``block_size + 1`` characters from
 the training text; evaluation covers the whole split in consecutive windows, so the
 validation loss is a fixed number rather than a sample.
+
+The model is a language model (``gpt``) or a causal sequence model reading token ids
+(``seq_lstm``, ``seq_gru``, ``tcn``, ``seq_transformer``: ``--set model.name=...``,
+its ``in_dim`` the embedding size), which sees the same windows, each from a fresh
+state; it generates through its ``step`` (:func:`archlab.nn.sequence.generate_stream`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +27,10 @@ from archlab.config import Config, Fraction, OneOf, Size
 from archlab.data.batching import stream_seed
 from archlab.data.text import load_shakespeare
 from archlab.data.tokenizers import Vocab
-from archlab.errors import ArchlabError
+from archlab.errors import ArchlabError, ConfigError
 from archlab.models import roles
-from archlab.tasks import Task, register_task
+from archlab.nn import sequence
+from archlab.tasks import Task, register_task, unwrap
 
 CORPORA = {"shakespeare": load_shakespeare}
 
@@ -40,13 +47,15 @@ class CharLMData(Config):
 @register_task
 class CharLMTask(Task):
     name = "char_lm"
-    roles = (roles.LanguageModel,)
+    roles = (roles.LanguageModel, roles.SequenceModel)
     verbs = frozenset({"generate"})
     DataConfig = CharLMData
     metric = "loss"
+    # a language model takes the first two, a sequence model the first and the last
     derived_model_keys = {
         "vocab_size": "the characters of the training text",
         "block_size": "data.block_size",
+        "out_dim": "the characters of the training text",
     }
     unit = "tok"
 
@@ -58,7 +67,16 @@ class CharLMTask(Task):
         self.ids = {"train": ids[:n_train], "val": ids[n_train:]}
 
     def model_overrides(self) -> dict:
-        return {"vocab_size": self.tokenizer.vocab_size, "block_size": self.data.block_size}
+        n = self.tokenizer.vocab_size
+        return {"vocab_size": n, "block_size": self.data.block_size, "out_dim": n}
+
+    def use_model(self, model: nn.Module) -> None:
+        max_len = getattr(getattr(model, "config", None), "max_len", None)
+        if max_len is not None and max_len < self.data.block_size:
+            raise ConfigError(
+                f"model.max_len ({max_len}) is shorter than data.block_size "
+                f"({self.data.block_size})"
+            )
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
         data, T = self.ids["train"], self.data.block_size
@@ -130,7 +148,12 @@ class CharLMTask(Task):
             raise ArchlabError("the prompt is empty; give at least one character")
         ids = self.tokenizer.encode(prompt)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        tokens = model.generate_stream(
+        stream = (
+            model.generate_stream
+            if unwrap(model).role is roles.LanguageModel
+            else functools.partial(sequence.generate_stream, model)
+        )
+        tokens = stream(
             torch.tensor([ids]),
             max_new_tokens,
             temperature=temperature,

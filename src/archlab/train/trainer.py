@@ -426,6 +426,7 @@ class Trainer:
         self.select_by = cfg.select_by or task.metric
         self.step = 0
         self.best: dict[str, float] | None = None  # the task's best validation values
+        self.kept_val: dict[str, float] | None = None  # the kept model's validation metrics
         self.stale_evals = 0
         self.train_seconds = 0.0  # time in training steps
         self.eval_seconds = 0.0  # time in evaluations during training
@@ -473,6 +474,7 @@ class Trainer:
             "scheduler": self.schedule.state_dict(),
             "rng": rng or ckpt.rng_state(),
             "best": self.best,
+            "kept_val": self.kept_val,
             "stale_evals": self.stale_evals,
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
@@ -512,6 +514,7 @@ class Trainer:
                 )
             self.schedule.load_state_dict(state["scheduler"])
         self.step, self.best = state["step"], state["best"]
+        self.kept_val = state.get("kept_val")  # state files before 2026-12-03 had none
         if isinstance(self.best, float):  # written before tasks chose how to compare
             self.best = {self.select_by: self.best}
         self.stale_evals, self.train_seconds = state["stale_evals"], state["train_seconds"]
@@ -550,8 +553,10 @@ class Trainer:
             keep = progress = False  # a diverged model is never the best one
         else:
             keep, progress, self.best = self.task.select(metrics, self.best, self.select_by)
-        if keep and self.is_main:
-            ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
+        if keep:
+            self.kept_val = metrics
+            if self.is_main:
+                ckpt.save_model_files(self.model, self.run_dir, self.model_name, self.model_config)
         self.stale_evals = 0 if progress else self.stale_evals + 1
         self.log.plot(self.task.metric)
         patience = self.cfg.early_stopping_patience
@@ -698,16 +703,30 @@ class Trainer:
             raise
         bar.close()
 
+    def _final_metrics(self, split: str) -> dict[str, float]:
+        """The kept model's metrics on ``split`` for results.json.
+
+        Validation metrics measured when the model was kept are those same weights'
+        (evaluation is deterministic), so they are not measured again unless the task
+        adds costly final metrics (:meth:`Task.final_metrics` overridden).
+        """
+        reuse = type(self.task).final_metrics is Task.final_metrics
+        if split == "val" and reuse and self.kept_val is not None:
+            return dict(self.kept_val)
+        return self.evaluate(split, final=True)
+
     def final_results(self) -> dict[str, dict[str, float]]:
         """Evaluate the kept (best) model on every split and write results.json."""
         if self.world > 1:
             dist.barrier()  # rank 0 has written the best model
         ckpt.load_weights(self.model, self.run_dir / ckpt.MODEL_FILE)
-        results = {split: self.evaluate(split, final=True) for split in self.task.splits()}
+        started = time.perf_counter()
+        results = {split: self._final_metrics(split) for split in self.task.splits()}
         results["train"] = {
             "steps": self.step,
             "seconds": round(self.train_seconds, 2),
             "eval_seconds": round(self.eval_seconds, 2),
+            "final_eval_seconds": round(time.perf_counter() - started, 2),
         }
         if self.is_main:
             self.log.write_results(results)
