@@ -1,6 +1,7 @@
 """Datasets (files, SHA-256, URLs, parsing) and tokenizers."""
 
 from archlab.data import (  # noqa: F401  (registers their datasets)
+    avdigits,
     fsdd,
     graphs,
     kg,

@@ -60,7 +60,8 @@ from torch import Tensor
 from archlab.config import Config, Count, Interval, OneOf, Size
 from archlab.data import fsdd
 from archlab.data.batching import stream_seed
-from archlab.data.mnist import TRAIN_IMAGES, load_mnist
+from archlab.data.files import Dataset, register_dataset
+from archlab.data.mnist import MNIST, TRAIN_IMAGES, load_mnist
 from archlab.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -237,6 +238,15 @@ def pad_waves(waves: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 
 # ----- the dataset -----
+
+AV_DIGITS = register_dataset(
+    Dataset(
+        "av-digits",
+        "MNIST images paired with FSDD recordings of the same digit (built from both, as AV-MNIST)",
+        MNIST.files + fsdd.FSDD.files,
+        licence=f"{MNIST.name}: {MNIST.licence}; {fsdd.FSDD.name}: {fsdd.FSDD.licence}",
+    )
+)
 
 
 @dataclass
