@@ -189,6 +189,7 @@ class KGEModel(Protocol):
     def constrain_(self) -> None: ...
 
 
+@runtime_checkable
 class MultimodalClassifier(Protocol):
     """Classifier of paired inputs (an image and a sound): fused class logits and more.
 
