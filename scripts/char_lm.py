@@ -8,11 +8,12 @@ Each model trains with the recipe ``gpt-shakespeare-char``'s data and trainer se
 (receptive field 61 characters), both embedding characters into 64 features, their
 widths chosen to come nearest the GPT's parameter count (about 810K).
 
-Equal wall-clock: ``run`` first times each model's training step with a short run of
-the same recipe (in the precision ``auto`` picks for it here), then gives it the number
-of steps that fill ``--minutes`` of training at that rate, in that precision.  Each run
-is so an ordinary ``archlab train`` (deterministic, resumable); the record gives the
-training seconds each actually took and its validation loss along the way.
+Equal wall-clock: ``run`` first finds the precision ``auto`` picks for each model here
+(a 2-step run), then times each model's training step in that precision, the three
+taken in turn in one process (so that whatever else the machine runs weighs on all
+alike), and gives each the number of steps that fill ``--minutes`` at its rate.  Each
+run is so an ordinary ``archlab train`` (deterministic, resumable); the record gives
+the training seconds each actually took and its validation loss along the way.
 
     python scripts/char_lm.py plan                 # the models, their sizes and commands
     python scripts/char_lm.py run [--minutes 4]    # time, then train the models not yet run
@@ -46,7 +47,7 @@ RUNS = ROOT / "runs" / "char-lm"
 MODELS = {"lstm": "seq_lstm", "tcn": "tcn", "gpt": "gpt"}
 EMBED = 64  # the LSTM's and the TCN's character embedding
 VOCAB = 65  # tiny Shakespeare's characters
-TIMING_STEPS = 150  # steps of the timing run
+TIMING_STEPS, TIMING_ROUNDS = 10, 5  # each model's timed steps per round, and the rounds
 EVALS = 12  # validation points along each run
 
 
@@ -111,29 +112,62 @@ def read_config(run_dir: Path) -> dict:
     return yaml.safe_load((run_dir / "config.yaml").read_text("utf-8"))
 
 
-def timing(model: str, args) -> dict:
-    """Training steps/s of the model in the recipe, and the precision ``auto`` chose."""
+def precision(model: str, args) -> str:
+    """The precision ``auto`` picks for the model in the recipe here (a 2-step run, kept)."""
     from archlab.run import train
 
-    path = args.runs / f"{model}-timing"
+    path = args.runs / f"{model}-precision"
     if not done(path):
         shutil.rmtree(path, ignore_errors=True)
-        steps = args.timing_steps
-        sets = [
-            *args.set,
-            *model_sets(model, args.gpt),
-            f"trainer.max_steps={steps}",
-            f"trainer.eval_every={steps}",
-            f"trainer.log_every={max(1, steps // 6)}",
-        ]
-        train(RECIPE, sets, out=str(path), progress=False)
-    config = read_config(path)
-    tokens = config["trainer"]["batch_size"] * config["data"]["block_size"]
-    rates = [r["tok_per_s"] for r in records(path, "train")[1:]]  # after the warm-up window
-    return {
-        "steps_per_s": statistics.median(rates) / tokens,
-        "precision": config["trainer"]["precision"],
-    }
+        sets = [*args.set, *model_sets(model, args.gpt), "trainer.max_steps=2"]
+        train(RECIPE, [*sets, "trainer.eval_every=2"], out=str(path), progress=False)
+    return read_config(path)["trainer"]["precision"]
+
+
+def step_rates(models: list[str], precisions: dict[str, str], args) -> dict[str, float]:
+    """Training steps/s of each model, timed in rounds that take the models in turn.
+
+    Each step is the trainer's: the task's batch and loss, autocast in the model's
+    precision, clipping, the recipe's optimizer.  Taking the models in turn, in one
+    process, makes whatever else the machine runs weigh on all of them alike.
+    """
+    import time
+
+    import torch
+
+    from archlab.config import apply_overrides, read_recipe
+    from archlab.run import resolve
+    from archlab.train.trainer import make_optimizer
+
+    steppers = {}
+    for model in models:
+        sets = [*args.set, *model_sets(model, args.gpt), f"trainer.precision={precisions[model]}"]
+        recipe = resolve(apply_overrides(read_recipe(RECIPE), sets))
+        recipe.task.setup()
+        torch.manual_seed(0)
+        net, _ = recipe.build_model()
+        cfg = recipe.trainer
+        optimizer = make_optimizer(net, cfg, torch.device("cpu"))
+        dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+
+        def step(i: int, net=net, task=recipe.task, cfg=cfg, optimizer=optimizer, dtype=dtype):
+            with torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
+                loss = task.loss(net, task.train_batch(i, cfg.batch_size, cfg.seed))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        step(0)  # warm-up
+        steppers[model] = step
+    seconds: dict[str, list[float]] = {m: [] for m in models}
+    for r in range(args.timing_rounds):
+        for model in models[:: -1 if r % 2 else 1]:
+            started = time.perf_counter()
+            for i in range(args.timing_steps):
+                steppers[model](i)
+            seconds[model].append((time.perf_counter() - started) / args.timing_steps)
+    return {m: 1 / statistics.median(seconds[m]) for m in models}
 
 
 def cmd_plan(args) -> None:
@@ -145,20 +179,26 @@ def cmd_plan(args) -> None:
 
 
 def cmd_run(args) -> None:
+    """Time the models, then train each not yet run for the steps that fill the budget."""
     from archlab.run import train
 
-    for model in args.models or MODELS:
-        path = args.runs / model
-        if done(path):
-            continue
-        rate = timing(model, args)
-        steps = max(1, round(args.minutes * 60 * rate["steps_per_s"]))
+    todo = [m for m in args.models or MODELS if not done(args.runs / m)]
+    if not todo:
+        return
+    precisions = {m: precision(m, args) for m in MODELS}
+    rates = step_rates(list(MODELS), precisions, args)  # all three, for the record
+    timing = args.runs / "timing.json"
+    args.runs.mkdir(parents=True, exist_ok=True)
+    timing.write_text(json.dumps({"steps_per_s": rates, "precision": precisions}, indent=2))
+    for model in todo:
+        steps = max(1, round(args.minutes * 60 * rates[model]))
         every = max(1, steps // EVALS)
         print(
-            f"{model}: {rate['steps_per_s']:.2f} steps/s in {rate['precision']}, "
-            f"{steps} steps for {args.minutes} min",
+            f"{model}: {rates[model]:.2f} steps/s in {precisions[model]}, "
+            f"{steps} steps for {args.minutes:g} min",
             flush=True,
         )
+        path = args.runs / model
         shutil.rmtree(path, ignore_errors=True)  # an interrupted run starts over
         sets = [
             *args.set,
@@ -166,7 +206,7 @@ def cmd_run(args) -> None:
             f"trainer.max_steps={steps}",
             f"trainer.eval_every={every}",
             f"trainer.checkpoint_every={every}",
-            f"trainer.precision={rate['precision']}",
+            f"trainer.precision={precisions[model]}",
         ]
         train(RECIPE, sets, out=str(path), progress=False)
 
@@ -241,6 +281,11 @@ def cmd_collect(args) -> None:
         gap = table[ranked[1]]["val_loss"] - table[ranked[0]]["val_loss"]
         summary += f"; {ranked[0]} is best, by {gap:.3f} nats per character"
     missing = [m for m in MODELS if m not in table]
+    timing = args.runs / "timing.json"
+    if timing.exists():  # the rates the step counts were set from
+        for model, rate in json.loads(timing.read_text("utf-8"))["steps_per_s"].items():
+            if model in table:
+                table[model]["timed_steps_per_s"] = rate
     entry = {
         "name": "claim-char-lm",
         "command": "python scripts/char_lm.py run && python scripts/char_lm.py collect",
@@ -276,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--models", nargs="*", choices=list(MODELS))
         p.add_argument("--minutes", type=float, default=4.0, help="training time per model")
         p.add_argument("--timing-steps", type=int, default=TIMING_STEPS)
+        p.add_argument("--timing-rounds", type=int, default=TIMING_ROUNDS)
         p.add_argument("--set", action="append", default=[], help="an override for every run")
         p.add_argument("--runs", type=Path, default=RUNS, help="where the runs go")
         p.add_argument("--out", type=Path, default=OUT)

@@ -35,7 +35,8 @@ def test_a_tiny_comparison_runs_and_collects(shakespeare, tmp_path, monkeypatch,
     sets = ["data.block_size=16", "data.val_fraction=0.01", "trainer.batch_size=4"]
     sets.append("trainer.precision=fp32")
     common = [f"--set={s}" for s in sets] + ["--runs", str(tmp_path / "runs")]
-    cl.main(["run", *common, "--timing-steps", "4", "--minutes", "0.01", "--models", "lstm", "gpt"])
+    timing = ["--timing-steps", "2", "--timing-rounds", "2", "--minutes", "0.01"]
+    cl.main(["run", *common, *timing, "--models", "lstm", "gpt"])
     assert (tmp_path / "runs/lstm/results.json").is_file()
     out, img = tmp_path / "claim.json", tmp_path / "img"
     cl.main(["collect", *common, "--out", str(out), "--img", str(img)])
@@ -43,6 +44,7 @@ def test_a_tiny_comparison_runs_and_collects(shakespeare, tmp_path, monkeypatch,
     assert set(claim["results"]) == {"lstm", "gpt"} and claim["missing"] == ["tcn"]
     row = claim["results"]["lstm"]
     assert row["val_loss"] > 0 and row["steps"] >= 1 and row["curve"][-1][1] > 0
+    assert row["timed_steps_per_s"] > 0 and row["precision"] == "fp32"
     assert row["model"]["name"] == "seq_lstm" and row["model"]["n_layer"] == 2
     assert "validation loss at equal parameters" in claim["summary"]
     assert (img / "char-lm.png").is_file()

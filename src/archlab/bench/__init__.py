@@ -73,9 +73,13 @@ def run_benchmarks(names: list[str], *, quick: bool = False, out: str | None = N
         "machine": machine(),
         "benchmarks": {},
     }
+    recipes = set()
     for name in names:
         module = importlib.import_module(f"archlab.bench.{name}")
         report["benchmarks"][name] = module.run(quick=quick)
+        recipes.add(getattr(module, "RECIPE", None))
+    if len(recipes) == 1 and None not in recipes:  # the recipe the figures belong to
+        report["recipe"] = recipes.pop()
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(to_json(report, indent=2) + "\n", encoding="utf-8")

@@ -32,6 +32,7 @@ from archlab.bench import interleaved_medians, timed
 from archlab.interop.locuslab_tcn import AuthorsTCN
 from archlab.models.tcn import TCN, TCNConfig
 
+RECIPE = "tcn-adding"  # the figures' sizes and optimiser are this recipe's
 FULL = dict(T=600, batch=32, channels=[24] * 8, kernel=8, hidden=130, infer_T=1000)
 QUICK = dict(T=40, batch=4, channels=[8] * 3, kernel=3, hidden=8, infer_T=60)
 
