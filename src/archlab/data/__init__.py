@@ -1,6 +1,16 @@
-"""Datasets (files, SHA-256, URLs, parsing) and tokenizers."""
+"""Datasets and pretrained checkpoints (files, SHA-256, URLs, parsing), and tokenizers."""
 
-from archlab.data import fsdd, graphs, mnist, molecules, music, text  # noqa: F401  (registers their datasets)
+from archlab.data import fsdd, graphs, mnist, molecules, music, pretrained, text  # noqa: F401  (registers their datasets)
 from archlab.data.files import cache_root, data_root, fetch, get_dataset, list_datasets
+from archlab.data.pretrained import checkpoint_dir, get_checkpoint, list_checkpoints
 
-__all__ = ["cache_root", "data_root", "fetch", "get_dataset", "list_datasets"]
+__all__ = [
+    "cache_root",
+    "checkpoint_dir",
+    "data_root",
+    "fetch",
+    "get_checkpoint",
+    "list_checkpoints",
+    "get_dataset",
+    "list_datasets",
+]
