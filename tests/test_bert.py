@@ -6,6 +6,7 @@ And fine-tuning on MR from a Hugging Face checkpoint directory (``model.init_fro
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from archlab.config import apply_overrides, read_recipe
 from archlab.data.tokenizers import WordPieceTokenizer
 from archlab.errors import CheckpointError, ConfigError, ShapeError
 from archlab.models import BERT, BERTClassifier, BERTConfig
-from archlab.run import resolve
+from archlab.run import load, resolve
 from archlab.tasks.classification import ClassificationData, ClassificationTask
 
 transformers = pytest.importorskip("transformers", reason="transformers is a test extra")
@@ -118,6 +119,23 @@ def test_against_hf_sequence_classification(tmp_path) -> None:
     with torch.no_grad():
         expected = ref(ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
         assert_close(ours(ids, attention_mask, token_type_ids), expected)
+
+
+def test_mean_pooled_classifier_reads_the_masked_mean_and_has_no_hf_form(tmp_path) -> None:
+    """pooling=mean: logits = W_c mean_{t: m_t = 1} h_t + b_c (no pooler, no HF class)."""
+    save_hf(transformers.BertModel, tmp_path)
+    ours = BERTClassifier(BERTConfig(**{**BERT.from_hf(tmp_path).config.__dict__,
+                          "pooler": False, "mlm_head": False, "num_classes": 3,
+                          "pooling": "mean"}))  # fmt: skip
+    ours.load_pretrained(BERT.from_hf(tmp_path))
+    ours.eval()
+    ids, attention_mask, _ = batch()
+    with torch.no_grad():
+        h = ours.hidden_states(ids, attention_mask)
+        mean = torch.stack([h[i, attention_mask[i] == 1].mean(0) for i in range(len(ids))])
+        assert_close(ours(ids, attention_mask), ours.classifier(mean))
+    with pytest.raises(CheckpointError, match="BertForSequenceClassification .* cannot express"):
+        ours.to_hf(tmp_path / "out")
 
 
 def test_against_hf_legacy_layernorm_names(tmp_path) -> None:
@@ -468,6 +486,17 @@ def test_fine_tuning_from_hf_learns_then_predicts_without_the_checkpoint(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["positive", "negative"]
     assert all(0.5 <= float(line.split("\t")[1]) <= 1 for line in lines)
+
+    # the run embeds: the masked mean of its fine-tuned last hidden states, L2-normalised
+    run = load(run_dir)
+    assert run.verbs == {"predict", "embed"}
+    assert main(["embed", str(run_dir), *texts, "--out", str(tmp_path / "e.npy")]) == 0
+    ids, mask = run.task._pad([run.task._encode(t) for t in texts])
+    with torch.no_grad():
+        h = run.model.hidden_states(ids, mask)
+    m = mask.unsqueeze(-1).float()
+    expected = F.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+    assert_close(torch.from_numpy(np.load(tmp_path / "e.npy")), expected)
 
 
 @pytest.fixture

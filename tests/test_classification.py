@@ -44,6 +44,17 @@ def test_textcnn_beats_chance_and_predicts(mr, tmp_path) -> None:
         check=False,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("positive\t"), proc.stderr
+    # a CNN has no token states to pool: it predicts but does not embed
+    assert run.verbs == {"predict"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "archlab", "embed", str(run_dir), "a wonderful film"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "run of model textcnn, which cannot embed (it can: predict)"
+    ), proc.stderr
 
 
 def test_cross_validation_aggregates_mean_std_and_runs(mr, tmp_path) -> None:

@@ -40,6 +40,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         rows = [(n, _recipe_summary(RECIPE_DIR / f"{n}.yaml"), "") for n in list_recipes()]
         header = ("recipe", "what it reproduces", "")
+    elif args.what == "checkpoints":
+        from archlab.data import data_root, get_checkpoint, list_checkpoints
+
+        rows = []
+        for name in list_checkpoints():
+            c = get_checkpoint(name)
+            rows.append((name, f"{c.description}; {c.licence}; {c.page}", ""))
+        header = ("checkpoint", f"description (under {data_root()}/pretrained)", "")
     else:
         from archlab.data import data_root, get_dataset, list_datasets
 
@@ -222,7 +230,15 @@ def _load_run_that(run_dir: str, verb: str, member: str | None = None, group_ok:
             f"{run_dir} holds {len(run)} runs ({run.label} {', '.join(map(str, run.values))}); "
             f"choose one with --member, e.g. --member {run.values[0]}"
         )
-    return _pick_member(run, run_dir, member)
+    run = _pick_member(run, run_dir, member)
+    if not isinstance(run, RunGroup) and verb not in run.verbs:
+        model = run.config["model"]["name"]
+        can = ", ".join(sorted(run.verbs)) or "nothing but eval"
+        raise ArchlabError(
+            f"{run_dir} holds a {task_cls.name} run of model {model}, which cannot {verb} "
+            f"(it can: {can})"
+        )
+    return run
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -309,10 +325,85 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    texts = list(args.texts)
+    empty = [i + 1 for i, text in enumerate(texts) if not text.strip()]
+    if empty:
+        raise ArchlabError(f"text {empty[0]} is empty; give each sentence as one argument")
+    if args.out and not args.out.endswith(".npy"):
+        raise ArchlabError(
+            f"--out writes a NumPy .npy file; give a name ending in .npy, not {args.out}"
+        )
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise ArchlabError(f"--out {args.out}: its folder does not exist")
+    embeddings = _embedder(args.source, args.member)(texts)
+    if args.out:
+        import numpy as np
+
+        from archlab.io import atomic_write
+
+        array = embeddings.numpy().astype(np.float32)
+
+        def save(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+
+        atomic_write(args.out, save)
+        print(f"wrote {args.out} ({array.shape[0]} x {array.shape[1]}, float32)", file=sys.stderr)
+    if args.similarity:
+        print(_similarity_table(embeddings, texts))
+    elif not args.out:
+        for text, row in zip(texts, embeddings.tolist(), strict=True):
+            print(" ".join(f"{x:.7g}" for x in row) + "\t" + text)
+    return 0
+
+
+def _embedder(source: str, member: str | None):
+    """texts -> embeddings for a checkpoint (a registered name or a Hugging Face directory)
+    or a run whose task declares the embed verb."""
+    from archlab.data.pretrained import is_checkpoint
+
+    path = Path(source)
+    if is_checkpoint(source) or (path / "config.json").is_file():
+        if member is not None:
+            raise ArchlabError(
+                f"--member picks one run of a repeated training; {source} is a checkpoint"
+            )
+        from archlab.interop.sentence_transformers import SentenceEncoder
+
+        return SentenceEncoder.from_pretrained(source).embed
+    if not path.exists() and len(path.parts) == 1:
+        from archlab.data.pretrained import list_checkpoints
+
+        raise ArchlabError(
+            f"{source!r} is neither a registered checkpoint (known: "
+            f"{', '.join(list_checkpoints())}) nor a directory"
+        )
+    return _load_run_that(source, "embed", member).embed
+
+
+def _similarity_table(embeddings, texts: list[str]) -> str:
+    """The cosine similarity of every pair, a row per text: [i], the values, the text."""
+    import torch.nn.functional as F
+
+    unit = F.normalize(embeddings.double(), dim=-1)
+    cosine = (unit @ unit.T).tolist()
+    labels = [f"[{i + 1}]" for i in range(len(texts))]
+    first, cell = max(map(len, labels)), max(8, *(len(label) + 1 for label in labels))
+    lines = [" " * first + "".join(f"{label:>{cell}}" for label in labels)]
+    for label, row, text in zip(labels, cosine, texts, strict=True):
+        lines.append(f"{label:<{first}}" + "".join(f"{x:>{cell}.4f}" for x in row) + f"  {text}")
+    return "\n".join(lines)
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from archlab.run import baseline
 
-    run_dir, results = baseline(args.recipe, list(args.set), args.method, out=args.out)
+    if args.folds is not None and args.folds < 2:
+        raise ArchlabError(f"--folds takes at least 2 folds, got {args.folds}")
+    run_dir, results = baseline(
+        args.recipe, list(args.set), args.method, out=args.out, folds=args.folds
+    )
     print(to_json({k: v for k, v in results.items() if k in ("val", "test", "baseline")}))
     print(f"run directory: {run_dir}", file=sys.stderr)
     return 0
@@ -346,13 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "list", help="list models, recipes or datasets", description="List what archlab has."
+        "list",
+        help="list models, recipes, datasets or pretrained checkpoints",
+        description="List what archlab has.",
     )
     p.add_argument(
         "what",
         nargs="?",
         default="models",
-        choices=["models", "recipes", "datasets"],
+        choices=["models", "recipes", "datasets", "checkpoints"],
         help="what to list (default: models)",
     )
     p.set_defaults(func=cmd_list)
@@ -510,11 +603,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
+        "embed",
+        help="sentence embeddings from a pretrained checkpoint or a trained run",
+        description="Embed each TEXT: the last hidden states of its tokens, pooled and "
+        "normalised as the checkpoint's pooling config says (sentence-transformers' "
+        "1_Pooling; by default the attention-masked mean, L2-normalised).  CHECKPOINT_OR_RUN "
+        "is a registered checkpoint (`archlab list checkpoints`, e.g. all-MiniLM-L6-v2), a "
+        "Hugging Face BERT directory, or a run whose task embeds (a BERT classifier).  "
+        "Prints one line per text: its numbers, a tab, the text.",
+    )
+    p.add_argument("source", metavar="CHECKPOINT_OR_RUN")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="sentences, one argument each")
+    p.add_argument("--out", metavar="FILE.npy", help="save the (texts, dim) float32 array instead")
+    p.add_argument(
+        "--similarity",
+        action="store_true",
+        help="print the cosine similarity matrix of the texts instead of their embeddings",
+    )
+    _add_member(p, required_for_groups=True)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser(
         "baseline",
-        help="score a method without a network on a recipe's data (forecasting: naive, ARIMA)",
+        help="score a method without a trained network on a recipe's data (forecasting: naive, "
+        "ARIMA; sentences: a frozen pretrained encoder + logistic regression)",
         description="Score one of the task's baselines (the forecast task: seasonal_naive, "
-        "arima) by the evaluation code that scores its networks, on the recipe's data, and "
-        "write results.json into a run directory, to compare with trained runs.",
+        "arima; the classification task: frozen_logreg, which needs model.init_from) by the "
+        "evaluation code that scores its networks, on the recipe's data, and write "
+        "results.json into a run directory, to compare with trained runs.",
     )
     p.add_argument("recipe", metavar="RECIPE_OR_YAML", help="recipe name or YAML path")
     p.add_argument("--method", required=True, help="the baseline, e.g. seasonal_naive or arima")
@@ -523,6 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out", metavar="RUN_DIR", help="run directory (default: runs/RECIPE-METHOD-TIME)"
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        metavar="N",
+        help="score it on each of N cross-validation folds and aggregate (tasks with folds)",
     )
     p.set_defaults(func=cmd_baseline)
 

@@ -2,10 +2,14 @@
 
 Data flows one way: recipe -> task -> data -> model -> trainer -> run directory.
 
-Fine-tuning: ``model.init_from=DIR`` names a pretrained Hugging Face checkpoint
-directory to start from (models with ``load_pretrained``, e.g. BERT).  It sits in
+Fine-tuning: ``model.init_from=NAME_OR_DIR`` names a pretrained checkpoint to
+start from (models with ``load_pretrained``, e.g. BERT): a registered checkpoint
+(``archlab list checkpoints``; its files are checked against their SHA-256 first,
+:mod:`archlab.data.pretrained`) or a Hugging Face checkpoint directory.  It sits in
 the model section beside ``name``, not in the model's config, because it says
-where the weights start, not what the model is.  :func:`train` resolves it in
+where the weights start, not what the model is; ``model.init_sha256``, beside it,
+is the SHA-256 of the checkpoint's weights, which config.yaml records (given in a
+recipe, it pins them: other weights are refused).  :func:`train` resolves it in
 three steps, keeping the one-way flow: the model class reads the checkpoint
 (``from_hf``, which refuses anything it cannot load); the task takes what the
 checkpoint fixes for the data (:meth:`~archlab.tasks.Task.use_checkpoint`: its
@@ -22,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,13 @@ from archlab.config import (
     to_dataclass,
 )
 from archlab.console import note
+from archlab.data.pretrained import (
+    checkpoint_dir,
+    get_checkpoint,
+    is_checkpoint,
+    list_checkpoints,
+    weights_sha256,
+)
 from archlab.errors import CheckpointError, ConfigError
 from archlab.io import atomic_write_text, to_json
 from archlab.registry import list_models, model_entry
@@ -65,14 +77,34 @@ class Recipe:
     model_name: str
     model_values: dict[str, Any]
     trainer: TrainerConfig
-    init_from: str | None = None  # a pretrained checkpoint directory (model.init_from)
+    # a registered checkpoint's name or a checkpoint directory (model.init_from), and the
+    # SHA-256 of its weights (model.init_sha256: recorded; if given, required)
+    init_from: str | None = None
+    init_sha256: str | None = None
 
     def pretrained_model(self) -> nn.Module | None:
-        """The model ``init_from`` holds, its tokenizer handed to the task; None without one."""
+        """The model ``init_from`` holds, its tokenizer handed to the task; None without one.
+
+        A registered checkpoint's files are verified first; the weights' SHA-256 must be
+        ``init_sha256`` when that is set, and is recorded there otherwise.
+        """
         if self.init_from is None:
             return None
-        pretrained = model_entry(self.model_name).model_cls.from_hf(self.init_from)
-        self.task.use_checkpoint(Path(self.init_from))
+        if is_checkpoint(self.init_from):
+            directory = checkpoint_dir(self.init_from)  # every file checked, or a DataError
+            digest = get_checkpoint(self.init_from).weights.sha256
+        else:
+            directory, digest = Path(self.init_from), None
+        pretrained = model_entry(self.model_name).model_cls.from_hf(directory)
+        digest = digest or weights_sha256(directory)
+        if self.init_sha256 is not None and digest != self.init_sha256:
+            raise CheckpointError(
+                f"the weights of {self.init_from} have SHA-256 {digest[:16]}..., not the "
+                f"{self.init_sha256[:16]}... that model.init_sha256 requires (the checkpoint "
+                "changed since the run started, or the recipe pins other weights)"
+            )
+        self.init_sha256 = digest
+        self.task.use_checkpoint(directory)
         return pretrained
 
     def build_model(self, pretrained: nn.Module | None = None) -> tuple[nn.Module, dict]:
@@ -115,7 +147,9 @@ class Recipe:
         return model, asdict(config)
 
     def resolved(self, model_config: dict) -> dict:
-        start = {} if self.init_from is None else {"init_from": self.init_from}
+        start = {}
+        if self.init_from is not None:
+            start = {"init_from": self.init_from, "init_sha256": self.init_sha256}
         unused = self.task.unused_trainer_keys
         return {
             "task": {"name": self.task.name},
@@ -161,12 +195,19 @@ def resolve(raw: dict[str, dict], *, run_config: bool = False) -> Recipe:
             f"{task_cls.unused_trainer_keys[unused[0]]}; remove it"
         )
     init_from = coerce(model_values.pop("init_from", None), str | None, "model.init_from")
+    init_sha256 = coerce(model_values.pop("init_sha256", None), str | None, "model.init_sha256")
     if init_from is not None:
         if not hasattr(entry.model_cls, "load_pretrained"):
             raise ConfigError(
                 f"model {model_name} cannot start from a pretrained checkpoint (model.init_from)"
             )
-        init_from = str(Path(init_from).expanduser().resolve())  # config.yaml works from anywhere
+        init_from = _checkpoint_name_or_dir(init_from)
+    elif init_sha256 is not None:
+        raise ConfigError("model.init_sha256 pins the weights of model.init_from, which is unset")
+    if init_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", init_sha256):
+        raise ConfigError(
+            f"model.init_sha256 must be 64 lower-case hexadecimal digits, got {init_sha256!r}"
+        )
     to_dataclass(entry.config_cls, {**entry.defaults, **model_values}, "model")  # check early
     trainer_values = prefer_overrides(raw["trainer"], EXCLUSIVE)
     trainer = to_dataclass(TrainerConfig, trainer_values, "trainer")
@@ -184,7 +225,22 @@ def resolve(raw: dict[str, dict], *, run_config: bool = False) -> Recipe:
         model_values=model_values,
         trainer=trainer,
         init_from=init_from,
+        init_sha256=init_sha256,
     )
+
+
+def _checkpoint_name_or_dir(value: str) -> str:
+    """A registered checkpoint's name as it is; a directory as an absolute path (so that
+    config.yaml works from anywhere).  A name that is neither is refused."""
+    if is_checkpoint(value):
+        return value
+    path = Path(value).expanduser()
+    if not path.exists() and len(path.parts) == 1:
+        raise ConfigError(
+            f"model.init_from {value!r} is neither a registered checkpoint (known: "
+            f"{', '.join(list_checkpoints())}; see `archlab list checkpoints`) nor a directory"
+        )
+    return str(path.resolve())
 
 
 def _swapped_model_values(values: dict[str, Any], name: Any, entry) -> dict[str, Any]:
@@ -196,7 +252,7 @@ def _swapped_model_values(values: dict[str, Any], name: Any, entry) -> dict[str,
     """
     if not is_override(name):
         return values
-    fields = {f.name for f in dataclasses.fields(entry.config_cls)} | {"init_from"}
+    fields = {f.name for f in dataclasses.fields(entry.config_cls)} | {"init_from", "init_sha256"}
     foreign = sorted(k for k, v in values.items() if k not in fields and not is_override(v))
     if foreign:
         note(f"model.name={name}: the recipe's model.{', model.'.join(foreign)} do not apply")
@@ -291,23 +347,53 @@ def _train(
 
 
 def baseline(
-    recipe_name: str, overrides: list[str], method: str, *, out: str | None = None
+    recipe_name: str,
+    overrides: list[str],
+    method: str,
+    *,
+    out: str | None = None,
+    folds: int | None = None,
 ) -> tuple[Path, dict]:
     """Score the task's baseline ``method`` on the recipe's data; results.json into a directory.
 
-    The recipe's model and trainer sections are checked but unused: a baseline has no
-    network.  The directory holds only results.json (``archlab eval`` has no model to load).
+    The recipe's trainer section is checked but unused: a baseline trains no network.
+    Its ``model.init_from``, if set, is loaded (and verified) for baselines on a frozen
+    pretrained network.  With ``folds``, the baseline is scored on each of that many
+    folds (data.fold 0..folds-1) and results.json aggregates them as ``train --folds``
+    does.  The directory holds only results.json (``archlab eval`` has no model to load).
     """
+    if folds is not None:
+        overrides = [*overrides, f"data.folds={folds}"]
     recipe = resolve(apply_overrides(read_recipe(recipe_name), overrides))
     task = recipe.task
     if method not in task.baselines:
         has = ", ".join(task.baselines) or "none"
         raise ConfigError(f"the {task.name} task has no baseline {method!r} (its baselines: {has})")
-    task.setup()
+    if folds is not None and "fold" not in {f.name for f in dataclasses.fields(task.data)}:
+        raise ConfigError(f"the {task.name} task has no data.fold, so --folds has nothing to vary")
+    pretrained = recipe.pretrained_model()
     claim = rundir.claim_new(Path(out) if out else None, f"{Path(recipe_name).stem}-{method}")
     try:
-        results = task.run_baseline(method)
-        results["baseline"]["data"] = as_plain(task.data)
+        if folds is None:
+            task.setup()
+            results = task.run_baseline(method, pretrained)
+            results["baseline"]["data"] = as_plain(task.data)
+        else:
+            runs = []
+            for fold in range(folds):  # one task: what it caches (embeddings) serves every fold
+                task.data = replace(task.data, fold=fold)
+                task.setup()
+                runs.append(task.run_baseline(method, pretrained))
+            results = aggregate(runs)
+            results["repeats"] = {"key": "data.fold", "values": list(range(folds))}
+            results["baseline"] = {
+                **{k: v for k, v in runs[0]["baseline"].items() if k not in ("C",)},
+                "folds": [r["baseline"] for r in runs],
+                "data": {**as_plain(task.data), "fold": None},
+            }
+        if recipe.init_from is not None:
+            results["baseline"]["init_from"] = recipe.init_from
+            results["baseline"]["init_sha256"] = recipe.init_sha256
         atomic_write_text(claim.run_dir / "results.json", to_json(results, indent=2) + "\n")
         return claim.run_dir, results
     finally:
@@ -413,9 +499,21 @@ class LoadedRun:
         with torch.no_grad(), torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
             return self.task.final_metrics(self.model, split, self.trainer.eval_batch_size)
 
+    @property
+    def verbs(self) -> frozenset[str]:
+        """What this run can do (:meth:`archlab.tasks.Task.model_verbs`): predict, embed..."""
+        return self.task.model_verbs(self.model)
+
     def predict(self, inputs: list[str], **options: Any) -> list[dict[str, Any]]:
         """The task's prediction for each input (:meth:`archlab.tasks.Task.predict`)."""
         return self.task.predict(self.model, inputs, **options)
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """Sentence embeddings (len(texts), dim) (:meth:`archlab.tasks.Task.embed`)."""
+        if "embed" not in self.verbs:
+            raise ConfigError(f"{self.run_dir} holds a run that cannot embed")
+        with torch.inference_mode():
+            return self.task.embed(self.model, texts)
 
 
 # the member directories of a repeated run: LABEL-VALUE, by the key that varied

@@ -1,4 +1,5 @@
-"""Dataset files: where they live, what their bytes must hash to, where to download them.
+"""Dataset (and pretrained checkpoint) files: where they live, what their bytes must hash to,
+where to download them.
 
 Files are looked up under the data root, ``$ARCHLAB_DATA`` (default
 ``~/.cache/archlab/data``), at the path each dataset declares.  A file is used
@@ -129,9 +130,18 @@ def fetch(name: str, only: str = "") -> dict[str, Path]:
     """Paths of every file of dataset ``name`` (or those ending in ``only``), verified;
     downloads what is missing."""
     dataset = get_dataset(name)
+    return fetch_files(f"dataset {name!r}", dataset.files, only)
+
+
+def fetch_files(what: str, files: tuple[DataFile, ...], only: str = "") -> dict[str, Path]:
+    """Paths of ``files`` (those ending in ``only``), each verified against its SHA-256.
+
+    A missing file is downloaded when the network allows; ``what`` names the owner of the
+    files (``dataset 'mr'``) in the error that lists the files still missing.
+    """
     paths: dict[str, Path] = {}
     missing = []
-    for file in dataset.files:
+    for file in files:
         if not file.path.endswith(only):
             continue
         path = _locate(file)
@@ -149,7 +159,7 @@ def fetch(name: str, only: str = "") -> dict[str, Path]:
         paths[file.path] = path
     if missing:
         raise DataError(
-            f"dataset {name!r} is missing {', '.join(missing)} under {data_root()} and they "
+            f"{what} is missing {', '.join(missing)} under {data_root()} and they "
             f"could not be downloaded (offline?); put the files there, or set ARCHLAB_DATA to "
             f"the folder that holds them"
         )

@@ -154,6 +154,11 @@ def to_hf(model: BERT, path: str | os.PathLike) -> None:
     embedding on load.
     """
     c = model.config
+    if c.num_classes and c.pooling != "cls":
+        raise CheckpointError(
+            f"this BERT classifies from the {c.pooling} of its hidden states, which Hugging "
+            "Face's BertForSequenceClassification (the pooled [CLS]) cannot express"
+        )
     base = PREFIX if c.mlm_head or c.num_classes else ""
     state = hf.export_state(hf.split_qkv(model.state_dict()), key_map(c, base))
     hf.write_checkpoint(path, config_to_hf(c), state)

@@ -16,6 +16,8 @@ model (GPT) cannot see.  On top of the last layer h_L:
     masked LM:       z_t = LayerNorm(GELU(W_t h_L,t + b_t))
                      p(x_t | context) = softmax(z_t E_tok^T + b_v)   (decoder tied to E_tok)
     classification:  logits = W_c Dropout(p) + b_c
+                     or, with pooling "mean", on the masked mean of h_L instead of p
+                     (how a sentence encoder such as all-MiniLM-L6-v2 was trained to pool)
 
 Pre-training masks 15 % of the tokens and trains the MLM head to recover them; a
 task then fine-tunes the whole network with a classification head on p.
@@ -40,9 +42,12 @@ from archlab.config import Config, Count, OneOf, PositiveFloat, Probability, Siz
 from archlab.errors import ConfigError, expect
 from archlab.models import roles
 from archlab.nn.checks import check_token_ids
+from archlab.nn.pooling import masked_mean
 from archlab.nn.positional import LearnedPositionalEmbedding
 from archlab.nn.transformer import ACTIVATIONS, EncoderBlock, activation_fn
 from archlab.registry import register_model
+
+CLASSIFIER_POOLING = ("cls", "mean")
 
 
 @dataclass
@@ -63,15 +68,19 @@ class BERTConfig(Config):
     pad_id: Count | None = 0  # [PAD] token; its embedding row starts at zero and gets no gradient
     pooler: bool = True  # p = tanh(W_p h[CLS] + b_p)
     mlm_head: bool = True  # masked-LM head
-    num_classes: Count = 0  # classes of the classification head on p; 0 = no such head
+    num_classes: Count = 0  # classes of the classification head; 0 = no such head
+    # what the classification head reads: "cls", the pooler's p (BertForSequenceClassification),
+    # or "mean", the masked mean of the last hidden states (archlab.nn.pooling.masked_mean)
+    pooling: Annotated[str, OneOf(CLASSIFIER_POOLING)] = "cls"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.require_divisible("hidden_size", "n_head")
-        if self.num_classes and not self.pooler:
+        if self.num_classes and self.pooling == "cls" and not self.pooler:
             raise ConfigError(
-                f"a classification head ({self.key('num_classes')} > 0) needs pooler: set "
-                f"{self.key('pooler')}=true"
+                f"a classification head on [CLS] ({self.key('num_classes')} > 0, "
+                f"{self.key('pooling')}=cls) needs pooler: set {self.key('pooler')}=true, or "
+                f"{self.key('pooling')}=mean"
             )
         if self.pad_id is not None:
             self.require_below("pad_id", "vocab_size")
@@ -302,7 +311,8 @@ class BERTClassifier(BERT):
     """BERT for sentence classification: logits = W_c Dropout(tanh(W_p h_L[CLS] + b_p)) + b_c.
 
     The same parameters as :class:`BERT` with its pooler and classification head
-    (Hugging Face's ``BertForSequenceClassification``); only forward differs.
+    (Hugging Face's ``BertForSequenceClassification``); only forward differs.  With
+    ``pooling="mean"`` the head reads the masked mean of h_L instead of the pooled [CLS].
     """
 
     role = roles.TextClassifier
@@ -316,5 +326,9 @@ class BERTClassifier(BERT):
         """Class logits (batch, num_classes) for token ids (batch, time)."""
         if self.classifier is None:
             raise ConfigError("this BERT has no classification head (model.num_classes is 0)")
-        pooled = self.pool(self.hidden_states(input_ids, attention_mask, token_type_ids))
+        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
+        if self.config.pooling == "mean":
+            pooled = masked_mean(hidden, attention_mask)
+        else:
+            pooled = self.pool(hidden)
         return self.classifier(self.drop(pooled))

@@ -29,6 +29,10 @@ losses, metrics and model selection live in the task.  The protocols are
     MultimodalClassifier image (B, 1, H, W), audio (B, T, F)
                         [, lengths, present] -> FusionOutput
                         (logits, per-modality logits, mask, gate)
+
+Beside its role a model may have a capability a task can use: ``TokenStates``, the
+last hidden states of every token (BERT and the classifier built on it), which the
+``embed`` verb pools into sentence embeddings.
 """
 
 from __future__ import annotations
@@ -204,6 +208,18 @@ class MultimodalClassifier(Protocol):
         lengths: Tensor | None = None,
         present: Tensor | None = None,
     ) -> FusionOutput: ...
+
+
+@runtime_checkable
+class TokenStates(Protocol):
+    """A capability, not a role: the last hidden states (B, T, H) of token ids (B, T)."""
+
+    def hidden_states(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor: ...
 
 
 ROLES: tuple[type, ...] = (

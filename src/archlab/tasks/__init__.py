@@ -1,7 +1,8 @@
 """Tasks: a task knows its data, its loss, its metrics and how to use a trained model.
 
 A task names the model roles it trains (:mod:`archlab.models.roles`), the verbs a
-trained run of it supports (``generate``, ``translate``, ``predict``, ``sample``),
+trained run of it supports (``generate``, ``translate``, ``predict``, ``sample``,
+``embed``),
 and how to judge validation results.  The Trainer sees only
 ``train_batch(step, ...)`` and ``loss(model, batch)``.
 Batches are a pure function of (seed, step), so a resumed run draws exactly the
@@ -32,7 +33,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 # metrics for which a larger value is better; every other metric is minimised
 HIGHER_IS_BETTER = frozenset({"accuracy", "bleu", "mrr", "hits@1", "hits@3", "hits@10"})
 # what a trained run can be asked to do from the command line (and the server)
-VERBS = ("generate", "translate", "predict", "sample")
+VERBS = ("generate", "translate", "predict", "sample", "embed")
 # options of ``archlab predict`` that only some tasks take (Task.predict_options), and
 # how the command line spells them
 PREDICT_OPTIONS = {"side": "--head / --tail", "top_k": "--top-k"}
@@ -62,6 +63,11 @@ class Task(ABC):
             ``predict_options`` name the options it takes (:data:`PREDICT_OPTIONS`), and
             ``predict_ensemble(models, inputs, **options)`` answers for several models.
         sample(model, out, n, seed) -> the layout of the PNG grid written to ``out``
+        embed(model, texts: list[str]) -> sentence embeddings, a (len(texts), dim) float32
+            tensor, pooled as the run's pooling says (:mod:`archlab.nn.pooling`)
+
+    ``verbs`` is what runs of the task can do; :meth:`model_verbs` narrows it to what a
+    trained model can (a classification run embeds only when its model is an encoder).
     """
 
     name: ClassVar[str]
@@ -84,8 +90,9 @@ class Task(ABC):
     # whether torchrun ranks may each take their rows of a training batch (a batch that is
     # one graph, or graphs packed into one, cannot be split by rows)
     data_parallel: ClassVar[bool] = True
-    # methods without a network that the task scores with its own evaluation code
-    # (``archlab baseline RECIPE --method NAME``): the seasonal naive forecast, ARIMA
+    # methods without a trained network that the task scores with its own evaluation code
+    # (``archlab baseline RECIPE --method NAME``): the seasonal naive forecast, ARIMA, a
+    # logistic regression on a frozen pretrained encoder
     baselines: ClassVar[tuple[str, ...]] = ()
     # the files (or texts) one prediction reads, in order: ("INPUT",), or a pair such as
     # ("IMAGE", "AUDIO"); ``predict`` takes them in groups of this many
@@ -136,6 +143,10 @@ class Task(ABC):
         """Called after every optimizer step with the model (not DDP around it), e.g. to
         project its weights back onto their constraints (unit-norm embeddings)."""
 
+    def model_verbs(self, model: nn.Module) -> frozenset[str]:
+        """The verbs of a run of this task with ``model``: :attr:`verbs` by default."""
+        return self.verbs
+
     @abstractmethod
     def train_batch(self, step: int, batch_size: int, seed: int) -> Any:
         """The training batch of ``step``: the same (seed, step) always gives the same batch."""
@@ -174,11 +185,13 @@ class Task(ABC):
         """Metrics for results.json; may add costly ones (BLEU) to :meth:`evaluate`'s."""
         return self.evaluate(model, split, batch_size)
 
-    def run_baseline(self, name: str) -> dict[str, Any]:
+    def run_baseline(self, name: str, pretrained: nn.Module | None = None) -> dict[str, Any]:
         """A results.json for baseline ``name`` (one of :attr:`baselines`), after :meth:`setup`.
 
         It holds the ``val`` and ``test`` metrics as :meth:`evaluate` computes them for a
         network, ``train.seconds`` (fitting and scoring), and what was fitted (``baseline``).
+        ``pretrained`` is the recipe's ``model.init_from`` model, for baselines built on a
+        frozen pretrained network (None without one).
         """
         raise NotImplementedError(f"the {self.name} task has no baselines")
 

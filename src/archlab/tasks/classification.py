@@ -17,13 +17,26 @@ pretrained BERT (``model.init_from=DIR``) tokenizes with the checkpoint's WordPi
 vocabulary instead, [CLS] sentence [SEP] as BERT was pre-trained
 (:meth:`ClassificationTask.use_checkpoint`); the run keeps that tokenizer as
 ``tokenizer.json``, the word vocabulary as ``vocab.json``.
+
+A run whose model gives token states (BERT) also embeds sentences (the ``embed``
+verb): the pooling the checkpoint states (sentence-transformers' ``1_Pooling``),
+else the masked mean, L2-normalised, of the fine-tuned model's last hidden states;
+the run keeps it as ``pooling.json``.
+
+Baseline ``frozen_logreg`` (``archlab baseline RECIPE --method frozen_logreg``, for a
+recipe with ``model.init_from``): the pretrained encoder, frozen, embeds every
+sentence as ``embed`` does; a logistic regression (:mod:`archlab.nn.linear_probe`) is
+fitted on the training split for each C in :data:`PROBE_C`, and the C of the best
+validation accuracy (then loss) is kept and scored on validation and test.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +46,18 @@ from archlab.config import AtLeast, Config, Count, Fraction, OneOf, Size
 from archlab.data.batching import TrainBatches, pad
 from archlab.data.text import MR_LABELS, load_mr
 from archlab.data.tokenizers import Vocab, WordPieceTokenizer
-from archlab.errors import ArchlabError, ConfigError
+from archlab.errors import ArchlabError, CheckpointError, ConfigError
+from archlab.interop.sentence_transformers import DEFAULT_POOLING, read_pooling
+from archlab.io import atomic_write_text
 from archlab.models import roles
+from archlab.nn.linear_probe import fit_logistic_regression
+from archlab.nn.pooling import SentencePooling, embed_texts
 from archlab.tasks import Task, register_task, score_each
 
 DATASETS = {"mr": (load_mr, MR_LABELS)}
+PROBE_C = (0.1, 1.0, 10.0, 100.0, 1000.0)  # the frozen_logreg baseline's inverse L2 strengths
 CLS_ID = Vocab.WORD_SPECIALS.index("<cls>")
-VOCAB_FILE, WORDPIECE_FILE = "vocab.json", "tokenizer.json"
+VOCAB_FILE, WORDPIECE_FILE, POOLING_FILE = "vocab.json", "tokenizer.json", "pooling.json"
 
 
 @dataclass
@@ -69,7 +87,7 @@ class ClassificationTask(Task):
     name = "classification"
     DataConfig = ClassificationData
     roles = (roles.TextClassifier,)
-    verbs = frozenset({"predict"})
+    verbs = frozenset({"predict", "embed"})
     metric = "accuracy"
     selectable = ("loss",)
     derived_model_keys = {
@@ -77,10 +95,18 @@ class ClassificationTask(Task):
         "num_classes": "the dataset's labels",
     }
     unit = "ex"
+    baselines = ("frozen_logreg",)
+
+    pooling: SentencePooling = DEFAULT_POOLING  # for the embed verb
 
     def use_checkpoint(self, path: Path) -> None:
-        """Tokenize with the pretrained checkpoint's WordPiece vocabulary."""
+        """Tokenize with the pretrained checkpoint's WordPiece vocabulary; pool as it says."""
         self.tokenizer = WordPieceTokenizer.from_checkpoint(path)
+        self.pooling = read_pooling(path) or DEFAULT_POOLING
+
+    def model_verbs(self, model: nn.Module) -> frozenset[str]:
+        """predict, and embed where the model gives token states (BERT)."""
+        return self.verbs if isinstance(model, roles.TokenStates) else self.verbs - {"embed"}
 
     def setup(self) -> None:
         d = self.data
@@ -156,16 +182,94 @@ class ClassificationTask(Task):
 
         return score_each(texts, read, lambda seqs: model(*self._pad(seqs)).float().softmax(1))
 
+    def embed(self, model: nn.Module, texts: list[str]) -> Tensor:
+        """Sentence embeddings (len(texts), hidden) of the model's token states, pooled."""
+        if not isinstance(model, roles.TokenStates):
+            raise ArchlabError("this classifier has no token states to pool; only BERT embeds")
+        return embed_texts(
+            model.hidden_states,
+            lambda text: self._encode(" ".join(tokenize_like_mr(text))),
+            texts,
+            self.pooling,
+            pad_id=getattr(self.tokenizer, "pad_id", 0),
+        )
+
+    # ----- the frozen-encoder baseline
+
+    def run_baseline(self, name: str, pretrained: nn.Module | None = None) -> dict[str, Any]:
+        """Logistic regression on the frozen ``pretrained`` encoder's sentence embeddings."""
+        if pretrained is None or not isinstance(pretrained, roles.TokenStates):
+            raise ConfigError(
+                f"the {name} baseline embeds sentences with a pretrained encoder: set "
+                "model.init_from (e.g. all-MiniLM-L6-v2)"
+            )
+        began = time.perf_counter()
+        features = {split: self._frozen_features(pretrained, split) for split in self.examples}
+        embed_seconds = time.perf_counter() - began
+        y = {split: labels for split, (_, labels) in self.examples.items()}
+        K = len(self.labels)
+        best = None
+        for C in PROBE_C:
+            probe = fit_logistic_regression(features["train"], y["train"], C, K)
+            val = _probe_metrics(probe, features["val"], y["val"])
+            if best is None or (val["accuracy"], -val["loss"]) > (
+                best[2]["accuracy"],
+                -best[2]["loss"],
+            ):
+                best = (C, probe, val)
+        C, probe, val = best
+        test = _probe_metrics(probe, features["test"], y["test"])
+        seconds = round(time.perf_counter() - began, 2)
+        fitted = {
+            "method": name,
+            "C": C,
+            "C_grid": list(PROBE_C),
+            "pooling": self.pooling.to_dict(),
+        }
+        return {
+            "val": val,
+            "test": test,
+            "train": {"seconds": seconds, "embed_seconds": round(embed_seconds, 2)},
+            "baseline": fitted,
+        }
+
+    def _frozen_features(self, encoder: nn.Module, split: str) -> Tensor:
+        """Embeddings of a split's sentences; each text is embedded once per task (folds)."""
+        cache = self.__dict__.setdefault("_embedded", {})
+        ids = self.examples[split][0]
+        todo = sorted({tuple(seq) for seq in ids} - cache.keys())
+        if todo:
+            pad_id = getattr(self.tokenizer, "pad_id", 0)
+            with torch.inference_mode():
+                vectors = embed_texts(
+                    encoder.eval().hidden_states, list, todo, self.pooling, pad_id=pad_id
+                )
+            cache.update(zip(todo, vectors, strict=True))
+        return torch.stack([cache[tuple(seq)] for seq in ids])
+
     def save_artifacts(self, run_dir: Path) -> None:
         pretrained = isinstance(self.tokenizer, WordPieceTokenizer)
         self.tokenizer.save(run_dir / (WORDPIECE_FILE if pretrained else VOCAB_FILE))
+        atomic_write_text(run_dir / POOLING_FILE, json.dumps(self.pooling.to_dict()) + "\n")
 
     def load_artifacts(self, run_dir: Path) -> None:
         if (run_dir / WORDPIECE_FILE).is_file():
             self.tokenizer = WordPieceTokenizer.load(run_dir / WORDPIECE_FILE)
         else:
             self.tokenizer = Vocab.load(run_dir / VOCAB_FILE)
+        if (run_dir / POOLING_FILE).is_file():  # runs from before 2026-12-03 have none
+            try:
+                data = json.loads((run_dir / POOLING_FILE).read_text("utf-8"))
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"cannot read {run_dir / POOLING_FILE}: {exc}") from None
+            self.pooling = SentencePooling.from_dict(data)
         self.labels = DATASETS[self.data.dataset][1]
+
+
+def _probe_metrics(probe, x: Tensor, y: Tensor) -> dict[str, float]:
+    log_p = probe.log_proba(x)
+    loss = F.nll_loss(log_p, y).item()
+    return {"loss": loss, "accuracy": (log_p.argmax(1) == y).double().mean().item()}
 
 
 def tokenize_like_mr(text: str) -> list[str]:

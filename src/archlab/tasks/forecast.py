@@ -287,7 +287,7 @@ class ForecastTask(Task):
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
         return self.score(self.network_forecaster(model, batch_size), split)
 
-    def run_baseline(self, name: str) -> dict[str, Any]:
+    def run_baseline(self, name: str, pretrained: nn.Module | None = None) -> dict[str, Any]:
         """results.json of a baseline: val and test metrics, and what it fitted."""
         began = time.perf_counter()
         if name == "seasonal_naive":
