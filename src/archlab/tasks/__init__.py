@@ -33,6 +33,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 HIGHER_IS_BETTER = frozenset({"accuracy", "bleu", "mrr", "hits@1", "hits@3", "hits@10"})
 # what a trained run can be asked to do from the command line (and the server)
 VERBS = ("generate", "translate", "predict", "sample")
+# the kinds of :attr:`Task.predict_inputs` that are files (the server takes them as
+# uploads); every other input is text (a sentence, a SMILES, a date, an entity's name)
+FILE_INPUTS = {"IMAGE": "image", "AUDIO": "audio"}
 
 
 class Selection(NamedTuple):
@@ -77,8 +80,9 @@ class Task(ABC):
     # methods without a network that the task scores with its own evaluation code
     # (``archlab baseline RECIPE --method NAME``): the seasonal naive forecast, ARIMA
     baselines: ClassVar[tuple[str, ...]] = ()
-    # the files (or texts) one prediction reads, in order: ("INPUT",), or a pair such as
-    # ("IMAGE", "AUDIO"); ``predict`` takes them in groups of this many
+    # the files (or texts) one prediction reads, in order: ("TEXT",), ("SMILES",), or a
+    # pair such as ("IMAGE", "AUDIO"); ``predict`` takes them in groups of this many.
+    # Names in FILE_INPUTS are files, the others text
     predict_inputs: ClassVar[tuple[str, ...]] = ("INPUT",)
 
     def __init__(self, data: Any) -> None:

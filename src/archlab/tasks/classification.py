@@ -70,6 +70,7 @@ class ClassificationTask(Task):
     DataConfig = ClassificationData
     roles = (roles.TextClassifier,)
     verbs = frozenset({"predict"})
+    predict_inputs = ("TEXT",)
     metric = "accuracy"
     selectable = ("loss",)
     derived_model_keys = {
