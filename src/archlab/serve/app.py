@@ -266,13 +266,17 @@ def create_app(
     work = Work(limits)
     bodies = body_models(limits)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+    def close() -> None:
+        """Stop the decoding threads and the inference thread (at shutdown)."""
         for run in served.values():
             if run.batch is not None:
                 run.batch.stop()
         work.executor.shutdown(wait=False, cancel_futures=True)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        close()
 
     app = FastAPI(
         title="archlab serve",
@@ -282,6 +286,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runs, app.state.limits, app.state.work = served, limits, work
+    app.state.close = close
 
     # ----- errors: one sentence, never a traceback -----
 
