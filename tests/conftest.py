@@ -92,6 +92,12 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def serve_root(tmp_path_factory) -> Path:
+    """Where the tiny runs go: $ARCHLAB_TEST_RUNS keeps them from one session to the next
+    (each is trained when missing), else a fresh temporary folder."""
+    kept = os.environ.get("ARCHLAB_TEST_RUNS")
+    if kept:
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        return Path(kept)
     return tmp_path_factory.mktemp("serve-runs")
 
 

@@ -38,7 +38,8 @@ def request(app, method, path, **kwargs) -> httpx.Response:
     """One request to ``app`` in-process (httpx's ASGITransport)."""
 
     async def go():
-        transport = httpx.ASGITransport(app=app)
+        # as a server would: the response the app sends, also after an error it raises
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             return await client.request(method, path, **kwargs)
 
@@ -314,7 +315,7 @@ def test_a_blank_image_and_a_silent_wav_are_refused_by_their_task(app) -> None:
 
 def test_size_limits_refuse_large_bodies_images_and_sounds(run_dirs) -> None:
     limits = Limits(
-        max_body_bytes=50_000, max_image_bytes=20_000, max_image_pixels=10_000,
+        max_body_bytes=50_000, max_image_bytes=5_000, max_image_pixels=10_000,
         max_audio_seconds=0.2, max_prompt_chars=10,
     )  # fmt: skip
     app = make_app(run_dirs, ("gpt", "cnn", "fsdd"), limits=limits)
@@ -339,7 +340,7 @@ def test_size_limits_refuse_large_bodies_images_and_sounds(run_dirs) -> None:
             request(app, "POST", "/v1/runs/cnn/predict", files=files), 422, "200 x 200 pixels"
         )
         noisy = io.BytesIO()
-        Image.effect_noise((120, 120), 80).save(noisy, format="PNG")
+        Image.effect_noise((90, 90), 80).save(noisy, format="PNG")
         files = {"IMAGE": ("noisy.png", noisy.getvalue(), "image/png")}
         assert_refused(request(app, "POST", "/v1/runs/cnn/predict", files=files), 413, "image")
         files = {"AUDIO": ("seven.wav", wav_bytes(7), "audio/wav")}
@@ -394,14 +395,26 @@ def test_a_full_queue_is_503_with_retry_after(run_dirs) -> None:
         app.state.close()
 
 
-def test_the_per_request_time_limit_ends_a_generation_and_a_slow_call(run_dirs) -> None:
-    app = make_app(run_dirs, ("gpt", "translation"), limits=Limits(request_seconds=0.05))
+def test_the_per_request_time_limit_ends_a_generation_and_a_slow_call(
+    run_dirs, monkeypatch
+) -> None:
+    import time
+
+    from archlab.serve import runs
+
+    app = make_app(run_dirs, ("gpt", "translation"), limits=Limits(request_seconds=0.3))
     try:
         body = {"prompt": "a", "max_new_tokens": 1000, "temperature": 0}
         got = events(request(app, "POST", "/v1/runs/gpt/generate", json=body))
-        assert got[-1][0] == "error" and "0.05 s" in got[-1][1]["error"]
-        slow = {"text": "Ein Mann " * 20, "beam": 8}
-        assert_refused(request(app, "POST", "/v1/runs/translation/translate", json=slow), 504)
+        assert got[-1][0] == "error" and "after 0.3 s" in got[-1][1]["error"]
+        assert 0 < sum(e == "message" for e, _ in got) < 1000
+        translate = runs.translate
+        monkeypatch.setattr(runs, "translate", lambda *a: time.sleep(1) or translate(*a))
+        slow = request(app, "POST", "/v1/runs/translation/translate", json={"text": "Hallo"})
+        assert_refused(slow, 504, "longer than", "0.3 s")
+        assert app.state.work.in_flight == 1  # it holds its place until it ends
+        time.sleep(1.2)
+        assert app.state.work.in_flight == 0
     finally:
         app.state.close()
 

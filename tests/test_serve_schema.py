@@ -39,18 +39,39 @@ def api_schema(served_app):
     return schemathesis.openapi.from_asgi("/openapi.json", served_app)
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+OPERATIONS = [("GET", "/v1/runs")] + [("POST", f"/v1/runs/{{name}}/{verb}") for verb in RUN_OF]
 
 
-@schema.parametrize()
-@settings(
-    max_examples=12,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is shown as found
-    suppress_health_check=list(HealthCheck),
-)
-def test_the_api_keeps_to_its_openapi_description(case) -> None:
-    verb = case.path.rsplit("/", 1)[-1]
-    if "{name}" in case.path:
-        case.path_parameters = {**(case.path_parameters or {}), "name": RUN_OF[verb]}
-    case.call_and_validate()
+# schemathesis's own pytest loader (from_fixture) does not run under pytest 9 (it sets
+# node._nodeid), so each operation's strategy is drawn with hypothesis directly
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[p for _, p in OPERATIONS])
+def test_the_api_keeps_to_its_openapi_description(api_schema, method, path, mode) -> None:
+    if method == "GET" and mode == "negative":
+        pytest.skip("GET /v1/runs takes nothing that could be made invalid")
+    from hypothesis import given
+
+    from schemathesis import GenerationMode
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    operation = api_schema[path][method]
+    verb = path.rsplit("/", 1)[-1]
+    fixed = {"name": RUN_OF[verb]} if "{name}" in path else None
+    strategy = operation.as_strategy(GenerationMode(mode), path_parameters=fixed)
+
+    @settings(
+        max_examples=10,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is shown as found
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    @given(case=strategy)
+    def check(case) -> None:
+        # which inputs /predict and /classify take depends on the run (GET /v1/runs says);
+        # the spec, one for every run, cannot require them, so a schema-valid body may be
+        # refused (422): that check is left out
+        response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
+        assert response.status_code < 500, response.text
+
+    check()

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -79,22 +80,30 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _send_json(send, 413, {"error": message})
         seen = 0
+        over = False  # the body went over: whatever the app answers becomes this 413
         started = False
 
         async def counting_receive():
-            nonlocal seen
+            nonlocal seen, over
             event = await receive()
             if event["type"] == "http.request":
                 seen += len(event.get("body", b""))
                 if seen > self.max_bytes:
+                    over = True
                     raise _TooLarge
             return event
 
         async def watching_send(event):
             nonlocal started
             if event["type"] == "http.response.start":
+                if started:
+                    return
                 started = True
-            await send(event)
+                if over:
+                    await _send_json(send, 413, {"error": message})
+                    return
+            if not over:
+                await send(event)
 
         try:
             await self.app(scope, counting_receive, watching_send)
@@ -124,30 +133,58 @@ class Work:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.in_flight = 0
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, "archlab-infer")
+        self.lock = threading.Lock()  # leave() is also called from the inference thread
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The inference thread, started on first use (again after :meth:`close`)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, "archlab-infer")
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def check(self) -> None:
+        """Refuse (503) now if the queue is full, before reading a request's body."""
+        if self.in_flight >= self.limits.max_queue:
+            self.enter()
 
     def enter(self) -> None:
-        if self.in_flight >= self.limits.max_queue:
-            raise Refusal(
-                503,
-                f"the server is busy ({self.in_flight} requests in flight, its limit); "
-                "try again shortly",
-                {"Retry-After": str(self.limits.retry_after)},
-            )
-        self.in_flight += 1
+        with self.lock:
+            if self.in_flight >= self.limits.max_queue:
+                raise Refusal(
+                    503,
+                    f"the server is busy ({self.in_flight} requests in flight, its limit); "
+                    "try again shortly",
+                    {"Retry-After": str(self.limits.retry_after)},
+                )
+            self.in_flight += 1
 
     def leave(self) -> None:
-        self.in_flight -= 1
+        with self.lock:
+            self.in_flight -= 1
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        """Start ``fn(*args)`` in the inference thread; it holds its place in the queue
+        until it has ended (also when its client stopped waiting)."""
+        self.enter()
+        future = self.executor.submit(fn, *args)
+        future.add_done_callback(lambda _: self.leave())
+        return future
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in the inference thread, within the per-request time."""
-        self.enter()
-        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        future.add_done_callback(lambda _: self.leave())  # it holds its place until it ends
+        future = self.submit(fn, *args)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.limits.request_seconds)
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(future)), self.limits.request_seconds
+            )
         except TimeoutError:
-            future.cancel()  # never started: it will not run
+            future.cancel()  # not started yet: it will not run
             raise Refusal(
                 504,
                 f"the request took longer than this server's limit of "
@@ -267,11 +304,12 @@ def create_app(
     bodies = body_models(limits)
 
     def close() -> None:
-        """Stop the decoding threads and the inference thread (at shutdown)."""
+        """Stop the decoding threads and the inference thread (at shutdown; a request
+        after it starts them again)."""
         for run in served.values():
             if run.batch is not None:
                 run.batch.stop()
-        work.executor.shutdown(wait=False, cancel_futures=True)
+        work.close()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -304,6 +342,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body: invalid input
+            return JSONResponse({"error": "the request body is not valid JSON (or form)"}, 422)
         words = {404: "no such page", 405: f"{request.method} is not allowed here"}
         message = words.get(exc.status_code, str(exc.detail))
         return JSONResponse({"error": message}, exc.status_code, headers=exc.headers)
@@ -351,7 +391,7 @@ def create_app(
         "/v1/runs/{name}/generate",
         responses={
             200: {
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {}},
                 "description": 'server-sent events: data {"text": piece} per piece; then '
                 'event done {"reason", "tokens"} (or event error {"error"})',
             },
@@ -436,9 +476,7 @@ def create_app(
                 return
             loop.call_soon_threadsafe(queue.put_nowait, ("end", reason))
 
-        work.enter()
-        future = loop.run_in_executor(work.executor, produce)
-        future.add_done_callback(lambda _: work.leave())
+        work.submit(produce)
 
         async def events() -> AsyncIterator[str]:
             made = 0
@@ -599,6 +637,7 @@ def create_app(
         """The task's prediction for one input (or pair, or query): a label and its
         probability, a value, or a ranking; JSON or a multipart form with file uploads."""
         run = find(name, "predict")
+        work.check()
         inputs, options, draw, folder = await read_inputs(run, request)
         with folder:
             rows = await work.run(R.predict, run, inputs, options)
@@ -620,6 +659,7 @@ def create_app(
     async def classify(name: str, request: Request) -> dict:
         """Every class's probability for one input (or pair), as predict reads it."""
         run = find(name, "classify")
+        work.check()
         inputs, options, _, folder = await read_inputs(run, request)
         with folder:
             result = await work.run(R.classify, run, inputs)

@@ -225,12 +225,21 @@ class BatchWorker:
 
     def __init__(self, batch: ContinuousBatch, name: str = "archlab-batch") -> None:
         self.batch = batch
+        self.name = name
         self.wake = threading.Event()
         self.stopping = False
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start the thread (again, after :meth:`stop`)."""
+        if self.thread is None or not self.thread.is_alive():
+            self.stopping = False
+            self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self.thread.start()
 
     def submit(self, request: Request) -> None:
+        self.start()
         self.batch.submit(request)
         self.wake.set()
 
@@ -250,6 +259,9 @@ class BatchWorker:
                 self.wake.clear()
 
     def stop(self) -> None:
+        """Stop the thread after its current step; requests still in the batch end."""
         self.stopping = True
         self.wake.set()
-        self.thread.join(timeout=5)
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        self.batch.fail_all("the server is stopping")
