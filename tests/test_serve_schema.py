@@ -50,7 +50,6 @@ def test_the_api_keeps_to_its_openapi_description(api_schema, method, path, mode
     if method == "GET" and mode == "negative":
         pytest.skip("GET /v1/runs takes nothing that could be made invalid")
     from hypothesis import given
-
     from schemathesis import GenerationMode
     from schemathesis.specs.openapi.checks import positive_data_acceptance
 
