@@ -432,15 +432,19 @@ def create_app(
             made = 0
             try:
                 while True:
-                    kind, value = await queue.get()
-                    if kind == "token":
-                        made += 1
-                        piece = decoder.push(value)
-                        if piece:
-                            yield sse({"text": piece})
-                        continue
-                    yield end_event(value, made, limits)
-                    return
+                    # every token that arrived since the last event goes in one event: a
+                    # client that falls behind gets fewer, longer pieces
+                    items = [await queue.get()]
+                    while not queue.empty():
+                        items.append(queue.get_nowait())
+                    tokens = [value for kind, value in items if kind == "token"]
+                    made += len(tokens)
+                    text = "".join(decoder.push(t) for t in tokens)
+                    if text:
+                        yield sse({"text": text})
+                    if items[-1][0] == "end":
+                        yield end_event(items[-1][1], made, limits)
+                        return
             finally:
                 request.cancelled = True  # a client that left frees its row
                 work.leave()

@@ -193,20 +193,25 @@ class ContinuousBatch:
 
     @staticmethod
     def _sample(scored: list[tuple[Request, Tensor]]) -> list[int]:
-        """Each request's next token: greedy ones by one argmax, the others each by its own
-        settings and generator (:func:`archlab.nn.sampling.sample_next_token`)."""
+        """Each request's next token by its own settings
+        (:func:`archlab.nn.sampling.sample_next_token`): greedy ones by one argmax, unseeded
+        ones with the same settings by one draw, seeded ones each from its own generator."""
         out = [0] * len(scored)
-        greedy = [i for i, (r, _) in enumerate(scored) if r.temperature == 0]
-        if greedy:
-            best = torch.stack([scored[i][1] for i in greedy]).argmax(dim=-1).tolist()
-            for i, token in zip(greedy, best, strict=True):
+        groups: dict[tuple, list[int]] = {}
+        for i, (r, _) in enumerate(scored):
+            if r.temperature == 0:
+                key: tuple = ("greedy",)
+            elif r.generator is None:
+                key = (r.temperature, r.top_k, r.top_p)
+            else:
+                key = ("seeded", i)
+            groups.setdefault(key, []).append(i)
+        for rows in groups.values():
+            r = scored[rows[0]][0]
+            logits = torch.stack([scored[i][1] for i in rows])
+            tokens = sample_next_token(logits, r.temperature, r.top_k, r.top_p, r.generator)
+            for i, token in zip(rows, tokens[:, 0].tolist(), strict=True):
                 out[i] = token
-        for i, (r, logits) in enumerate(scored):
-            if r.temperature != 0:
-                token = sample_next_token(
-                    logits[None], r.temperature, r.top_k, r.top_p, r.generator
-                )
-                out[i] = int(token)
         return out
 
     def fail_all(self, reason: str) -> None:
