@@ -25,7 +25,7 @@ DRIVER = shutil.which("chromedriver")
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--window-size=1400,1100", "--force-device-scale-factor=1",
+    "--window-size=1400,1400", "--force-device-scale-factor=1",
 )  # fmt: skip
 
 
