@@ -273,6 +273,42 @@ SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,")
 
 
+def write_inputs(
+    names: list[str], fields: dict, folder: tempfile.TemporaryDirectory, limits: Limits
+) -> list[str]:
+    """The inputs in the task's order: texts as they are, files written to ``folder``
+    once their size limits are checked."""
+    inputs = []
+    for n in names:
+        value, filename = fields[n]
+        if n not in FILE_INPUTS:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            if len(text) > limits.max_text_chars:
+                raise Refusal(
+                    422,
+                    f"{n} is {len(text):,} characters, over this server's limit of "
+                    f"{limits.max_text_chars:,}",
+                )
+            inputs.append(text)
+            continue
+        data = value.encode() if isinstance(value, str) else value
+        cap = limits.max_image_bytes if FILE_INPUTS[n] == "image" else limits.max_audio_bytes
+        if len(data) > cap:
+            raise Refusal(
+                413,
+                f"the {FILE_INPUTS[n]} is {len(data):,} bytes, over this server's limit of {cap:,}",
+            )
+        stem = SAFE_FILENAME.sub("_", Path(filename or "").name)[:64].lstrip(".")
+        path = Path(folder.name) / (stem or ("image" if n == "IMAGE" else "sound"))
+        path.write_bytes(data)
+        if FILE_INPUTS[n] == "image":
+            R.check_image(data, limits.max_image_pixels)
+        else:
+            R.check_audio(path, limits.max_audio_seconds)
+        inputs.append(str(path))
+    return inputs
+
+
 def create_app(
     run_dirs: list[str] | list[tuple[str, Path]],
     token: str | None = None,
@@ -596,36 +632,11 @@ def create_app(
                 except (TypeError, ValueError):
                     raise Refusal(422, "the option top_k must be a whole number") from None
         folder = tempfile.TemporaryDirectory(prefix="archlab-serve-")
-        inputs = []
-        for n in names:
-            value, filename = fields[n]
-            if n not in FILE_INPUTS:
-                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-                if len(text) > limits.max_text_chars:
-                    raise Refusal(
-                        422,
-                        f"{n} is {len(text):,} characters, over this server's limit of "
-                        f"{limits.max_text_chars:,}",
-                    )
-                inputs.append(text)
-                continue
-            data = value.encode() if isinstance(value, str) else value
-            cap = limits.max_image_bytes if FILE_INPUTS[n] == "image" else limits.max_audio_bytes
-            if len(data) > cap:
-                raise Refusal(
-                    413,
-                    f"the {FILE_INPUTS[n]} is {len(data):,} bytes, over this server's "
-                    f"limit of {cap:,}",
-                )
-            stem = SAFE_FILENAME.sub("_", Path(filename or "").name)[:64].lstrip(".")
-            path = Path(folder.name) / (stem or ("image" if n == "IMAGE" else "sound"))
-            path.write_bytes(data)
-            if FILE_INPUTS[n] == "image":
-                R.check_image(data, limits.max_image_pixels)
-            else:
-                R.check_audio(path, limits.max_audio_seconds)
-            inputs.append(str(path))
-        return inputs, options, draw, folder
+        try:
+            return write_inputs(names, fields, folder, limits), options, draw, folder
+        except BaseException:
+            folder.cleanup()
+            raise
 
     def unfold(message: str, folder: tempfile.TemporaryDirectory) -> str:
         """A task's message with the temporary folder's path taken out."""

@@ -14,7 +14,7 @@ class Limits(Config):
 
     section: ClassVar[str] = "limits"
 
-    max_body_bytes: Size = 4_000_000  # a request's whole body (413)
+    max_body_bytes: Size = 8_000_000  # a request's whole body (413)
     max_prompt_chars: Size = 2_000  # generate: the prompt
     max_new_tokens: Size = 1_000  # generate: tokens per request
     max_text_chars: Size = 2_000  # translate, predict, classify, embed: each text
