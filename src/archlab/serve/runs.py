@@ -140,8 +140,8 @@ def describe(served: ServedRun) -> dict[str, Any]:
         if "predict" in served.verbs
         else [],
         "labels": task.prediction_labels() if "classify" in served.verbs else None,
-        "predicts": getattr(served.task_cls, "predicts", "each"),  # "query": link prediction
-        "options": sorted(getattr(served.task_cls, "predict_options", ())),
+        "predicts": served.task_cls.predicts,  # "query": link prediction
+        "options": sorted(served.task_cls.predict_options),
     }
     if "generate" in served.verbs:
         info["context"] = model.get("block_size")

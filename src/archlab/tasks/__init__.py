@@ -67,6 +67,9 @@ class Task(ABC):
     # the values trainer.select_by may take: metric names, or rules of the task's own
     selectable: ClassVar[tuple[str, ...]] = ()
     verbs: ClassVar[frozenset[str]] = frozenset()  # a subset of VERBS
+    # "each": predict answers every input; "query": the inputs are one query (a ranking)
+    predicts: ClassVar[str] = "each"
+    predict_options: ClassVar[frozenset[str]] = frozenset()  # keys of PREDICT_OPTIONS
     # trainer keys that mean nothing to this task, and why (a full-batch task has no
     # batch_size); a recipe that sets one is refused
     unused_trainer_keys: ClassVar[dict[str, str]] = {}
