@@ -444,3 +444,23 @@ def test_runs_are_named_apart_and_bad_directories_are_one_sentence(run_dirs, tmp
     result = cli("serve", str(tmp_path / "missing"))
     assert result.returncode == 2 and result.stderr.startswith("archlab: error:")
     assert "Traceback" not in result.stderr
+
+
+def test_a_model_without_batching_streams_from_the_tasks_own_generator(run_dirs) -> None:
+    """Language models that are not GPTs (the recurrent ones) generate one request at a time
+    through the task's generate_stream; the GPT run stands in for them here."""
+    app = make_app(run_dirs, ("gpt",))
+    try:
+        app.state.runs["gpt"].batch.stop()
+        app.state.runs["gpt"].batch = None
+        body = {"prompt": "ROMEO:", "max_new_tokens": 30, "temperature": 0}
+        got = events(request(app, "POST", "/v1/runs/gpt/generate", json=body))
+        assert got[-1] == ("done", {"reason": "length", "tokens": 30})
+        run = load(run_dirs["gpt"])
+        expected = run.task.generate(run.model, "ROMEO:", max_new_tokens=30, temperature=0)
+        assert "ROMEO:" + "".join(d["text"] for e, d in got[:-1]) == expected
+        assert_refused(
+            request(app, "POST", "/v1/runs/gpt/generate", json={"prompt": "\u00e9"}), 422
+        )
+    finally:
+        app.state.close()
