@@ -85,3 +85,25 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "archlab", *args], capture_output=True, text=True, check=False
     )
+
+
+# ----- the server's tests: tiny runs of every kind, trained once per session -----
+
+
+@pytest.fixture(scope="session")
+def serve_root(tmp_path_factory) -> Path:
+    """Where the tiny runs go: $ARCHLAB_TEST_RUNS keeps them from one session to the next
+    (each is trained when missing), else a fresh temporary folder."""
+    kept = os.environ.get("ARCHLAB_TEST_RUNS")
+    if kept:
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        return Path(kept)
+    return tmp_path_factory.mktemp("serve-runs")
+
+
+@pytest.fixture(scope="session")
+def serve_run(serve_root):
+    """``serve_run("gpt")``: the tiny run of that kind (tests/serve_runs.py), trained once."""
+    from tests.serve_runs import tiny_run
+
+    return lambda name: tiny_run(name, serve_root)

@@ -174,3 +174,14 @@ def test_rotary_scores_depend_only_on_relative_position() -> None:
     s1 = (rope(q, offset=10) * rope(k, offset=3)).sum()
     s2 = (rope(q, offset=40) * rope(k, offset=33)).sum()
     assert s1.item() == pytest.approx(s2.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_attention_weights_match_torch(cross: bool) -> None:
+    ours, ref = pair()
+    x, memory = torch.randn(3, 5, D), torch.randn(3, 7, D)
+    kv = memory if cross else x
+    kpm = padding([7, 4, 2], 7) if cross else padding([5, 3, 1], 5)
+    _, expected = ref(x, kv, kv, key_padding_mask=kpm, average_attn_weights=False)
+    got = ours.attention_weights(x, memory if cross else None, key_padding_mask=kpm)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)

@@ -412,3 +412,41 @@ def test_sentence_classifiers_ignore_padding(name: str) -> None:
     padded = torch.tensor([[5, 6, 7, 8, 9, 0, 0, 0]])
     with torch.no_grad():
         torch.testing.assert_close(model(padded), model(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_cross_attention_weights_are_what_each_layer_computes_inside() -> None:
+    """Against torch's own MultiheadAttention given the inputs each cross-attention receives
+    (captured with hooks on torch's layers), for the post- and pre-norm stacks."""
+    for norm_first in (False, True):
+        ref = reference_transformer(norm_first)
+        model = tiny_model(n_decoder_layers=3, norm_first=norm_first).eval()
+        load_torch_weights(model, ref)
+        src, tgt = padded([6, 3, 5], 13, seed=7), padded([5, 2, 4], 11, bos=True, seed=8)
+        weights = model.cross_attention(src, tgt)
+        assert weights.shape == (3, 3, 2, 5, 6)
+        src_pad = src == PAD
+        state = {}
+        hooks = [
+            layer.multihead_attn.register_forward_pre_hook(
+                lambda m, args, kwargs, i=i, s=state: s.__setitem__(i, args), with_kwargs=True
+            )
+            for i, layer in enumerate(ref.decoder.layers)
+        ]
+        E_src, E_tgt = model.src_embed.weight.detach(), model.tgt_embed.weight.detach()
+        with torch.no_grad():
+            ref(
+                E_src[src] * 4.0 + sinusoid(6, 16),
+                E_tgt[tgt] * 4.0 + sinusoid(5, 16),
+                tgt_mask=torch.ones(5, 5, dtype=torch.bool).triu(1),
+                src_key_padding_mask=src_pad,
+                tgt_key_padding_mask=tgt == PAD,
+                memory_key_padding_mask=src_pad,
+            )
+            for hook in hooks:
+                hook.remove()
+            for i, layer in enumerate(ref.decoder.layers):
+                q, k, v = state[i]
+                _, expected = layer.multihead_attn(
+                    q, k, v, key_padding_mask=src_pad, average_attn_weights=False
+                )
+                torch.testing.assert_close(weights[i], expected, atol=1e-5, rtol=0)

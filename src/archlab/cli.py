@@ -409,6 +409,30 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from archlab.errors import require
+    from archlab.serve import Limits, create_app
+
+    uvicorn = require("uvicorn", "serve", "archlab serve (the HTTP server)")
+    limits = Limits(**{name: getattr(args, name) for name, _, _ in _limit_options()})
+    token = args.token or os.environ.get("ARCHLAB_SERVE_TOKEN") or None
+    app = create_app(args.run_dirs, token=token, limits=limits)
+    names = ", ".join(app.state.runs)
+    print(
+        f"archlab serve: {names} on http://{args.host}:{args.port}/ "
+        f"(API: /v1/runs, docs: /docs{'; bearer token required' if token else ''})",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _limit_options() -> list[tuple[str, type, object]]:
+    from archlab.serve.limits import limit_fields
+
+    return limit_fields()
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from archlab.bench import run_benchmarks
 
@@ -647,6 +671,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="score it on each of N cross-validation folds and aggregate (tasks with folds)",
     )
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve runs over HTTP, with a playground page",
+        description="Serve trained runs: an HTTP API (GET /v1/runs; POST "
+        "/v1/runs/NAME/generate, translate, classify, predict, sample, embed, each where "
+        "the run's task has the verb), its OpenAPI description at /openapi.json and /docs, "
+        "and a playground page at /.  A run is named by its directory's name, or NAME=RUN_DIR.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--token",
+        help="require Authorization: Bearer TOKEN on every API request (or set "
+        "ARCHLAB_SERVE_TOKEN, which keeps it out of the process list)",
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
+    for name, kind, default in _limit_options():
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=default,
+            metavar="N",
+            help=f"default {default:,}",
+        )
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "bench",

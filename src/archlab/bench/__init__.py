@@ -21,7 +21,7 @@ from archlab.errors import ConfigError
 from archlab.io import to_json
 from archlab.registry import unknown_name_message
 
-BENCHMARKS = ("gpt", "gnn", "demo", "seq", "kge")
+BENCHMARKS = ("gpt", "gnn", "demo", "seq", "kge", "serve")
 
 
 def machine() -> dict:

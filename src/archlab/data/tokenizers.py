@@ -61,6 +61,10 @@ class SubwordTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def token(self, id: int) -> str:
+        """The subword of ``id`` as the vocabulary spells it (a word start marked ▁)."""
+        return self.tokenizer.id_to_token(id)
+
     def save(self, path: str | os.PathLike) -> None:
         self.tokenizer.save(str(path))
 

@@ -38,7 +38,7 @@ from archlab.config import (
 )
 from archlab.errors import ConfigError, expect
 from archlab.models import roles
-from archlab.nn.attention import KVCache
+from archlab.nn.attention import KVCache, RaggedKVCache
 from archlab.nn.checks import check_token_ids
 from archlab.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding
 from archlab.nn.sampling import check_sampling, sample_next_token
@@ -140,17 +140,28 @@ class GPT(nn.Module):
             f"{self.config.block_size} (block_size)",
         )
 
-    def hidden_states(self, idx: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+    def hidden_states(
+        self, idx: Tensor, caches: list[KVCache] | list[RaggedKVCache] | None = None
+    ) -> Tensor:
         """Final (layer-normed) hidden states (batch, time, n_embd) for token ids (batch, time).
 
         With ``caches`` (one :class:`KVCache` per layer), ``idx`` continues the
-        sequence already cached and the caches are extended.
+        sequence already cached and the caches are extended.  With one
+        :class:`RaggedKVCache` per layer, row r of ``idx`` continues row r's own
+        sequence, at its own position (continuous batching).
         """
-        offset = caches[0].length if caches else 0
-        self._check_ids(idx, offset)
-        x = self.wte(idx)
-        if self.wpe is not None:
-            x = x + self.wpe(idx.shape[1], offset)
+        if caches and isinstance(caches[0], RaggedKVCache):
+            positions = caches[0].positions(*idx.shape)
+            self._check_ids(idx, int(positions[:, 0].max()))
+            x = self.wte(idx)
+            if self.wpe is not None:
+                x = x + self.wpe.at(positions)
+        else:
+            offset = caches[0].length if caches else 0
+            self._check_ids(idx, offset)
+            x = self.wte(idx)
+            if self.wpe is not None:
+                x = x + self.wpe(idx.shape[1], offset)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, is_causal=True, cache=caches[i] if caches else None)
@@ -159,6 +170,12 @@ class GPT(nn.Module):
     def forward(self, idx: Tensor) -> Tensor:
         """Next-token logits (batch, time, vocab_size) for token ids (batch, time)."""
         return self.lm_head(self.hidden_states(idx))
+
+    def next_token_logits(
+        self, idx: Tensor, caches: list[KVCache] | list[RaggedKVCache] | None = None
+    ) -> Tensor:
+        """Logits (batch, vocab_size) of the token after ``idx`` (and what ``caches`` hold)."""
+        return self.lm_head(self.hidden_states(idx, caches)[:, -1])
 
     @torch.no_grad()
     def generate(
@@ -217,10 +234,9 @@ class GPT(nn.Module):
         tokens = idx
         for _ in range(max_new_tokens):
             if caches is not None and tokens.shape[1] <= block:
-                h = self.hidden_states(tokens[:, caches[0].length :], caches)
+                logits = self.next_token_logits(tokens[:, caches[0].length :], caches)
             else:
-                h = self.hidden_states(tokens[:, -block:])
-            logits = self.lm_head(h[:, -1])
+                logits = self.next_token_logits(tokens[:, -block:])
             next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
             tokens = torch.cat((tokens, next_token), dim=1)
             yield next_token

@@ -261,6 +261,38 @@ class Transformer(nn.Module):
         memory = self.encode(src, src_mask)
         return self.W_out(self.decode(tgt, memory, src_mask, self._padding_mask(tgt)))
 
+    @torch.no_grad()
+    def cross_attention(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """Each decoder layer's cross-attention weights (layers, batch, heads, T, S).
+
+        ``tgt`` is the decoder input (BOS y_1 ... y_{T-1}) read with teacher forcing:
+        row t is where the prediction of y_{t+1} looks in the source.  The weights
+        are what the forward computes inside SDPA (no dropout), from the inputs each
+        layer's cross-attention receives.
+        """
+        src_mask = self._padding_mask(src)
+        memory = self.encode(src, src_mask)
+        seen: list[tuple[Tensor, Tensor]] = []
+
+        def keep(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            seen.append((args[0], args[1] if len(args) > 1 else kwargs["memory"]))
+
+        hooks = [
+            layer.cross_attn.register_forward_pre_hook(keep, with_kwargs=True)
+            for layer in self.decoder.layers
+        ]
+        try:
+            self.decode(tgt, memory, src_mask, self._padding_mask(tgt))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return torch.stack(
+            [
+                layer.cross_attn.attention_weights(x, m, key_padding_mask=src_mask)
+                for layer, (x, m) in zip(self.decoder.layers, seen, strict=True)
+            ]
+        )
+
     # ---- decoding -----------------------------------------------------------------------
 
     def incremental_decoder(self, src: Tensor, copies: int = 1) -> IncrementalDecoder:

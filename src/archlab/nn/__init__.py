@@ -1,6 +1,11 @@
 """Building blocks shared by archlab's models."""
 
-from archlab.nn.attention import KVCache, MultiHeadAttention, build_attention_mask
+from archlab.nn.attention import (
+    KVCache,
+    MultiHeadAttention,
+    RaggedKVCache,
+    build_attention_mask,
+)
 from archlab.nn.positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
@@ -13,6 +18,7 @@ __all__ = [
     "EncoderBlock",
     "FeedForward",
     "KVCache",
+    "RaggedKVCache",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "Residual",

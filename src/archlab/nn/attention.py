@@ -14,6 +14,11 @@ self-attention needs one matmul and weights copy over one to one.  The kernel is
 ``torch.nn.functional.scaled_dot_product_attention``, which picks a fused (flash
 or memory-efficient) implementation where it can.
 
+Continuous batching (a server decoding many requests at once, each joining and
+leaving when it likes) keeps the rows of one batch at different lengths in a
+:class:`RaggedKVCache`: row r's new key goes to its own position ``lengths[r]``,
+and its query may look at keys 0 .. lengths[r] only.
+
 Masks follow ``torch.nn.MultiheadAttention``: in ``key_padding_mask`` (batch,
 keys) and in a boolean ``attn_mask`` (queries, keys) or (batch, queries, keys),
 ``True`` marks a position that may **not** be attended; a float ``attn_mask`` is
@@ -70,6 +75,72 @@ class KVCache:
         if self._k is not None:
             self._k = self._k.index_select(0, index)
             self._v = self._v.index_select(0, index)
+
+
+class RaggedKVCache:
+    """Keys and values of a batch whose rows hold sequences of different lengths.
+
+    Row r holds ``lengths[r]`` positions of a fixed buffer (rows, heads, capacity,
+    d_head); rows ``0 .. b-1`` take part in a call with b rows, so a server keeps its
+    live sequences in the first rows (:meth:`move` fills the hole a finished one
+    leaves).  A call adding q positions per row writes row r's at ``lengths[r] ..
+    lengths[r] + q - 1`` and lets its query i see keys ``j <= lengths[r] + i``: the
+    causal mask, shifted per row.  A sequence enters through :meth:`load`, from the
+    :class:`KVCache` of its own prompt (prefill).
+    """
+
+    def __init__(self, rows: int, capacity: int, device: torch.device | str = "cpu") -> None:
+        self.rows, self.capacity = rows, capacity
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        self._k: Tensor | None = None
+        self._v: Tensor | None = None
+
+    def positions(self, batch: int, new: int) -> Tensor:
+        """Absolute positions (batch, new) of the next ``new`` entries of the first rows."""
+        return self.lengths[:batch, None] + torch.arange(new, device=self.lengths.device)
+
+    def _allocate(self, like: Tensor) -> None:
+        if self._k is None:
+            shape = (self.rows, like.shape[1], self.capacity, like.shape[3])
+            self._k, self._v = like.new_zeros(shape), like.new_zeros(shape)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Add (batch, heads, new, d_head) keys/values to the first ``batch`` rows.
+
+        Returns the keys and values up to the longest row and the mask, True where
+        query i of row r may attend, of shape (batch, 1, new, keys).
+        """
+        self._allocate(k)
+        b, h, q, d = k.shape
+        pos = self.positions(b, q)
+        expect(
+            int(pos[:, -1].max()) < self.capacity,
+            f"a row would hold {int(pos[:, -1].max()) + 1} positions; the cache holds "
+            f"{self.capacity}",
+        )
+        index = pos[:, None, :, None].expand(b, h, q, d)
+        self._k[:b].scatter_(2, index, k)
+        self._v[:b].scatter_(2, index, v)
+        self.lengths[:b] += q
+        end = int(self.lengths[:b].max())
+        allowed = torch.arange(end, device=k.device) <= pos[:, None, :, None]
+        return self._k[:b, :, :end], self._v[:b, :, :end], allowed
+
+    def load(self, row: int, cache: KVCache) -> None:
+        """Put the one sequence of ``cache`` (batch 1) into ``row``."""
+        k, v = cache.keys_values()
+        self._allocate(k)
+        n = k.shape[2]
+        self._k[row, :, :n], self._v[row, :, :n] = k[0], v[0]
+        self.lengths[row] = n
+
+    def move(self, source: int, target: int) -> None:
+        """Copy row ``source`` into row ``target`` (which frees ``source``)."""
+        n = int(self.lengths[source])
+        if self._k is not None and source != target:
+            self._k[target, :, :n] = self._k[source, :, :n]
+            self._v[target, :, :n] = self._v[source, :, :n]
+        self.lengths[target] = n
 
 
 def build_attention_mask(
@@ -170,16 +241,19 @@ class MultiHeadAttention(nn.Module):
         key_padding_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
-        cache: KVCache | None = None,
+        cache: KVCache | RaggedKVCache | None = None,
     ) -> Tensor:
         """Attend from ``x`` (batch, q_len, d) to itself, or to ``memory`` (batch, k_len, d).
 
         With a ``cache``, self-attention appends this call's keys/values to it and
         attends to everything cached; cross-attention projects ``memory`` on the first
         call only and reuses it afterwards (``memory`` may then be ``None`` only if the
-        cache is filled, it is ignored otherwise).
+        cache is filled, it is ignored otherwise).  A :class:`RaggedKVCache` takes
+        causal self-attention only, each row at its own position.
         """
         self._check_input("x", x)
+        if isinstance(cache, RaggedKVCache):
+            return self._ragged(x, cache, memory, key_padding_mask, attn_mask, is_causal)
         d = self.d_model
         past = cache.length if cache is not None else 0
         cross = memory is not None or (cache is not None and cache.cross)
@@ -226,3 +300,41 @@ class MultiHeadAttention(nn.Module):
         )
         y = y.transpose(1, 2).reshape(x.shape[0], x.shape[1], d)
         return self.W_o(y)
+
+    def _ragged(self, x, cache, memory, key_padding_mask, attn_mask, is_causal) -> Tensor:
+        """Causal self-attention of rows at their own positions (:class:`RaggedKVCache`)."""
+        expect(
+            memory is None and key_padding_mask is None and attn_mask is None and is_causal,
+            "a RaggedKVCache serves causal self-attention without other masks",
+        )
+        b, t, d = x.shape
+        q, k, v = (self._heads(part) for part in self.W_qkv(x).split(d, dim=-1))
+        if self.rotary is not None:
+            positions = cache.positions(b, t)
+            q, k = self.rotary(q, positions=positions), self.rotary(k, positions=positions)
+        k, v, allowed = cache.append(k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        return self.W_o(y.transpose(1, 2).reshape(b, t, d))
+
+    @torch.no_grad()
+    def attention_weights(
+        self, x: Tensor, memory: Tensor | None = None, *, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
+        """softmax(Q K^T / sqrt(d_k) + M) per head, (batch, heads, q_len, k_len), no dropout.
+
+        What the forward computes inside SDPA without keeping it: for looking at where
+        a query attends (a translation's cross-attention over its source words).  Masks:
+        ``key_padding_mask`` only; positions apply as in the forward (no cache).
+        """
+        self._check_input("x", x)
+        d = self.d_model
+        W, b = self.W_qkv.weight, self.W_qkv.bias
+        q = self._heads(F.linear(x, W[:d], None if b is None else b[:d]))
+        kv = F.linear(x if memory is None else memory, W[d:], None if b is None else b[d:])
+        k, _ = (self._heads(t) for t in kv.split(d, dim=-1))
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        scores = q @ k.transpose(-2, -1) / self.d_head**0.5
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask.bool()[:, None, None, :], float("-inf"))
+        return scores.softmax(dim=-1)

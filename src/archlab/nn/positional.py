@@ -62,6 +62,11 @@ class LearnedPositionalEmbedding(nn.Module):
         _check_length(length, offset, self.max_len)
         return self.weight[offset : offset + length]
 
+    def at(self, positions: Tensor) -> Tensor:
+        """The vectors of ``positions`` (any shape of ids), e.g. each row's own (batch, time)."""
+        _check_length(1, int(positions.max()), self.max_len)
+        return self.weight[positions]
+
 
 def rotate_half(x: Tensor) -> Tensor:
     """(x1, x2) -> (-x2, x1) on the two halves of the last dimension."""
@@ -82,8 +87,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """RoPE at positions ``offset ..``, or at ``positions`` (batch, length), per row."""
         length = x.shape[-2]
+        if positions is not None:
+            _check_length(1, int(positions.max()), self.max_len)
+            cos = self.cos[positions][:, None].to(x.dtype)  # (batch, 1, length, d_head)
+            sin = self.sin[positions][:, None].to(x.dtype)
+            return x * cos + rotate_half(x) * sin
         _check_length(length, offset, self.max_len)
         cos = self.cos[offset : offset + length].to(x.dtype)
         sin = self.sin[offset : offset + length].to(x.dtype)

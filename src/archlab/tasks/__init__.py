@@ -37,6 +37,9 @@ VERBS = ("generate", "translate", "predict", "sample", "embed")
 # options of ``archlab predict`` that only some tasks take (Task.predict_options), and
 # how the command line spells them
 PREDICT_OPTIONS = {"side": "--head / --tail", "top_k": "--top-k"}
+# the kinds of :attr:`Task.predict_inputs` that are files (the server takes them as
+# uploads); every other input is text (a sentence, a SMILES, a date, an entity's name)
+FILE_INPUTS = {"IMAGE": "image", "AUDIO": "audio"}
 
 
 class Selection(NamedTuple):
@@ -94,8 +97,9 @@ class Task(ABC):
     # (``archlab baseline RECIPE --method NAME``): the seasonal naive forecast, ARIMA, a
     # logistic regression on a frozen pretrained encoder
     baselines: ClassVar[tuple[str, ...]] = ()
-    # the files (or texts) one prediction reads, in order: ("INPUT",), or a pair such as
-    # ("IMAGE", "AUDIO"); ``predict`` takes them in groups of this many
+    # the files (or texts) one prediction reads, in order: ("TEXT",), ("SMILES",), or a
+    # pair such as ("IMAGE", "AUDIO"); ``predict`` takes them in groups of this many.
+    # Names in FILE_INPUTS are files, the others text
     predict_inputs: ClassVar[tuple[str, ...]] = ("INPUT",)
 
     def __init__(self, data: Any) -> None:

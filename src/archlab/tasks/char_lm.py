@@ -144,9 +144,7 @@ class CharLMTask(Task):
 
         The prompt and the sampling settings are checked at the call, before any piece.
         """
-        if not prompt:
-            raise ArchlabError("the prompt is empty; give at least one character")
-        ids = self.tokenizer.encode(prompt)
+        ids = self.encode_prompt(prompt)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         stream = (
             model.generate_stream
@@ -163,22 +161,51 @@ class CharLMTask(Task):
         )
         return decode_stream(self.tokenizer, ids, (int(t[0, 0]) for t in tokens))
 
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """The prompt's token ids; an empty prompt is refused."""
+        if not prompt:
+            raise ArchlabError("the prompt is empty; give at least one character")
+        return self.tokenizer.encode(prompt)
 
-def decode_stream(tokenizer, prompt: list[int], new: Iterator[int]) -> Iterator[str]:
-    """The text of ``prompt`` then of each new token, decoded incrementally.
+    def text_decoder(self, prompt: list[int]) -> IncrementalDecoder:
+        """A decoder of the text that follows ``prompt``, one new token at a time."""
+        return IncrementalDecoder(self.tokenizer, prompt)
 
-    Each step decodes only the tokens since the last emitted piece, plus the ones
-    before them as context (as Hugging Face's text-generation-inference does), and
-    holds a piece back while it ends in an incomplete character (U+FFFD) -- needed
+
+class IncrementalDecoder:
+    """The text of a growing sequence of tokens, given piece by piece.
+
+    Each new token decodes only the tokens since the last piece given out, plus the
+    ones before them as context (as Hugging Face's text-generation-inference does), and
+    a piece is held back while it ends in an incomplete character (U+FFFD) -- needed
     for byte-level subword vocabularies, a no-op for characters.
     """
-    ids = list(prompt)
-    yield tokenizer.decode(ids)
-    prefix, read = 0, len(ids)
-    for token in new:
-        ids.append(token)
-        before = tokenizer.decode(ids[prefix:read])
-        text = tokenizer.decode(ids[prefix:])
+
+    def __init__(self, tokenizer, prompt: list[int]) -> None:
+        self.tokenizer = tokenizer
+        self.ids = list(prompt)
+        self.prefix, self.read = 0, len(self.ids)
+
+    def prompt_text(self) -> str:
+        return self.tokenizer.decode(self.ids[: self.read])
+
+    def push(self, token: int) -> str:
+        """The text that ``token`` completes (may be empty while a character is unfinished)."""
+        self.ids.append(token)
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
+        text = self.tokenizer.decode(self.ids[self.prefix :])
         if len(text) > len(before) and not text.endswith("\ufffd"):
-            yield text[len(before) :]
-            prefix, read = read, len(ids)
+            self.prefix, self.read = self.read, len(self.ids)
+            return text[len(before) :]
+        return ""
+
+
+def decode_stream(tokenizer, prompt: list[int], new: Iterator[int]) -> Iterator[str]:
+    """The text of ``prompt`` then of each new token, decoded incrementally
+    (:class:`IncrementalDecoder`); tokens that complete no character give no piece."""
+    decoder = IncrementalDecoder(tokenizer, prompt)
+    yield decoder.prompt_text()
+    for token in new:
+        piece = decoder.push(token)
+        if piece:
+            yield piece

@@ -88,6 +88,7 @@ class ClassificationTask(Task):
     DataConfig = ClassificationData
     roles = (roles.TextClassifier,)
     verbs = frozenset({"predict", "embed"})
+    predict_inputs = ("TEXT",)
     metric = "accuracy"
     selectable = ("loss",)
     derived_model_keys = {

@@ -179,6 +179,7 @@ class ForecastTask(Task):
     roles = (roles.SequenceModel,)
     metric = "mase"
     verbs = frozenset({"predict"})
+    predict_inputs = ("DATE",)
     baselines = BASELINES
     derived_model_keys = {
         "in_dim": "one value per step",

@@ -83,6 +83,7 @@ class ImageClassificationTask(Task):
     DataConfig = ImageClassificationData
     roles = (roles.ImageClassifier, roles.CapsuleClassifier)
     verbs = frozenset({"predict"})
+    predict_inputs = ("IMAGE",)
     metric = "accuracy"
     selectable = ("loss",)
     derived_model_keys = {

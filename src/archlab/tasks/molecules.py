@@ -100,6 +100,7 @@ class MoleculeRegressionTask(Task):
     DataConfig = MoleculeData
     roles = (roles.MoleculeModel,)
     verbs = frozenset({"predict"})
+    predict_inputs = ("SMILES",)
     metric = "rmse"
     selectable = ("loss", "mae")
     derived_model_keys = {

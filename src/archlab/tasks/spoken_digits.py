@@ -78,6 +78,7 @@ class SpokenDigitsTask(Task):
     DataConfig = SpokenDigitsData
     roles = (roles.SequenceModel, roles.ImageClassifier)
     verbs = frozenset({"predict"})
+    predict_inputs = ("AUDIO",)
     metric = "accuracy"
     selectable = ("loss",)
     # a sequence model takes the first two, the CNN the other three

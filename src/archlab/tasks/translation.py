@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -185,6 +185,9 @@ class TranslationTask(Task):
         return out
 
     def translate(self, model: nn.Module, text: str, beam: int | None = None) -> str:
+        return self.translate_ids(model, [self._source_ids(model, text, beam)], 1, beam)[0]
+
+    def _source_ids(self, model: nn.Module, text: str, beam: int | None) -> list[int]:
         if not text.strip():
             raise ArchlabError("the sentence to translate is empty")
         ids = self.tokenizer.encode(text) + [EOS_ID]
@@ -193,7 +196,35 @@ class TranslationTask(Task):
             raise ArchlabError(f"the sentence is {len(ids)} tokens long; this model takes {limit}")
         if beam is not None and beam < 1:
             raise ArchlabError(f"--beam must be at least 1, got {beam}")
-        return self.translate_ids(model, [ids], 1, beam)[0]
+        return ids
+
+    @torch.no_grad()
+    def translate_with_attention(
+        self, model: nn.Module, text: str, beam: int | None = None
+    ) -> dict[str, Any]:
+        """:meth:`translate`, with where each output token looked in the source.
+
+        Returns the ``translation``, the ``source`` and ``target`` subword tokens (the
+        source's EOS last, the target's EOS last when the search ended with it) and
+        ``attention``: per target token, the last decoder layer's cross-attention over
+        the source tokens, averaged over heads (rows sum to 1).
+        """
+        d = self.data
+        src_ids = self._source_ids(model, text, beam)
+        src = torch.tensor([src_ids])
+        max_len = min(src.shape[1] + 50, model.config.max_len)
+        out = model.beam_search(
+            src, beam=beam or d.beam, length_penalty=d.length_penalty, max_len=max_len
+        )[0]
+        target = out + [EOS_ID] if len(out) < max_len else out
+        tgt = torch.tensor([[model.config.bos_id, *target[:-1]]])
+        weights = model.cross_attention(src, tgt)[-1, 0].mean(0)  # (T, S)
+        return {
+            "translation": self.tokenizer.decode(out),
+            "source": [self.tokenizer.token(i) for i in src_ids],
+            "target": [self.tokenizer.token(i) for i in target],
+            "attention": weights.tolist(),
+        }
 
     def save_artifacts(self, run_dir: Path) -> None:
         self.tokenizer.save(run_dir / "tokenizer.json")
