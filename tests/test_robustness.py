@@ -212,8 +212,9 @@ def assert_resumes_to(run_dir, uninterrupted) -> None:
 
 
 def logged(run_dir) -> list[dict]:
-    """metrics.jsonl without the throughput (a measured time)."""
-    return [{k: v for k, v in r.items() if k != "tok_per_s"} for r in records(run_dir)]
+    """metrics.jsonl without what is measured in time (throughput, seconds spent)."""
+    timed = ("tok_per_s", "train_seconds")
+    return [{k: v for k, v in r.items() if k not in timed} for r in records(run_dir)]
 
 
 def saved_step(run_dir) -> tuple[int, int]:
