@@ -12,7 +12,7 @@ import torch
 
 import archlab
 from archlab.data.files import DataError
-from archlab.data.graphs import _PlanetoidUnpickler, load_karate, load_planetoid
+from archlab.data.graphs import _PlanetoidUnpickler, load_karate, load_planetoid, perturb_edges
 from archlab.errors import ConfigError
 from archlab.run import train
 from archlab.tasks.node_classification import NodeClassificationData, NodeClassificationTask
@@ -150,3 +150,43 @@ def test_karate_two_labels_find_the_factions(tmp_path) -> None:
     run_dir, results = train("gcn-karate", steps, out=str(tmp_path / "run"), progress=False)
     assert results["test"]["accuracy"] >= 0.85  # chance is 0.5
     assert (run_dir / "embedding.png").stat().st_size > 1000
+
+
+def _pairs(edge_index: torch.Tensor) -> set[tuple[int, int]]:
+    return {(min(u, v), max(u, v)) for u, v in edge_index.t().tolist()}
+
+
+@pytest.mark.parametrize(("drop", "add"), [(0.25, 0.0), (0.0, 0.5), (0.4, 0.4)])
+def test_structure_noise_drops_and_adds_whole_pairs(drop: float, add: float) -> None:
+    g = load_karate()
+    n, pairs = g.num_nodes, _pairs(g.edge_index)
+    # one directed-only edge stays directed when its pair is kept
+    edges = torch.cat([g.edge_index, torch.tensor([[0], [9]])], dim=1)
+    assert (0, 9) not in pairs
+    noisy = perturb_edges(edges, n, drop, add, torch.Generator().manual_seed(3))
+    again = perturb_edges(edges, n, drop, add, torch.Generator().manual_seed(3))
+    assert torch.equal(noisy, again)
+    directed = {tuple(e) for e in noisy.t().tolist()}
+    assert len(directed) == noisy.shape[1] and all(u != v for u, v in directed)
+    assert noisy.t().tolist() == sorted(noisy.t().tolist())
+    total = len(pairs) + 1
+    kept, added = _pairs(noisy) & (pairs | {(0, 9)}), _pairs(noisy) - pairs - {(0, 9)}
+    assert len(kept) == total - round(drop * total)
+    assert len(added) == round(add * total)
+    assert all((u, v) in directed and (v, u) in directed for u, v in added)
+    original = {tuple(e) for e in edges.t().tolist()}
+    assert {e for e in directed if (min(e), max(e)) in kept} <= original
+    if (0, 9) in kept:
+        assert (0, 9) in directed and (9, 0) not in directed
+
+
+def test_structure_noise_is_a_data_setting(planetoid, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="edge_drop"):
+        NodeClassificationData(dataset="cora", edge_drop=1.0)
+    with pytest.raises(ConfigError, match="edge_add"):
+        NodeClassificationData(dataset="cora", edge_add=float("nan"))
+    task = NodeClassificationTask(NodeClassificationData(dataset="cora", edge_drop=0.2))
+    task.setup()
+    clean = NodeClassificationTask(NodeClassificationData(dataset="cora"))
+    clean.setup()
+    assert task.graph.edge_index.shape[1] < 0.81 * clean.graph.edge_index.shape[1]

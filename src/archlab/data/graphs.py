@@ -240,3 +240,44 @@ def load_node_graph(name: str) -> NodeGraph:
     if name == "karate":
         return load_karate()
     return load_planetoid(name)
+
+
+def perturb_edges(
+    edge_index: Tensor, num_nodes: int, drop: float, add: float, generator: torch.Generator
+) -> Tensor:
+    """Structure noise: drop a share of the graph's edges, or add random new ones.
+
+    The graph is read as undirected: its pairs P = {{u, v} : (u, v) or (v, u) an edge}.
+    ``drop`` removes round(drop |P|) pairs drawn uniformly (with both directions);
+    ``add`` adds round(add |P|) pairs drawn uniformly from the node pairs not in P and
+    not self-loops (both directions).  Edges of the pairs kept stay as they were, and
+    the result is sorted by (source, target), as the loaders give it.
+    """
+    n = num_nodes
+    source, target = edge_index
+    pair = torch.minimum(source, target) * n + torch.maximum(source, target)
+    pairs = pair.unique()
+    keep = torch.ones_like(pair, dtype=torch.bool)
+    if drop:
+        dropped = pairs[torch.randperm(len(pairs), generator=generator)[: round(drop * len(pairs))]]
+        keep = ~torch.isin(pair, dropped)
+    keys = [source[keep] * n + target[keep]]
+    wanted = round(add * len(pairs))
+    new = torch.empty(0, dtype=torch.long)
+    while len(new) < wanted:  # rejection sampling: new, distinct, no self-loops
+        u, v = torch.randint(n, (2, 2 * (wanted - len(new)) + 16), generator=generator)
+        drawn = torch.minimum(u, v) * n + torch.maximum(u, v)
+        drawn = drawn[(u != v) & ~torch.isin(drawn, pairs) & ~torch.isin(drawn, new)]
+        new = torch.cat([new, _first_of_each(drawn)])[:wanted]
+    keys += [(new // n) * n + new % n, (new % n) * n + new // n]
+    keys = torch.cat(keys).sort().values
+    return torch.stack([keys // n, keys % n])
+
+
+def _first_of_each(values: Tensor) -> Tensor:
+    """``values`` without repeats, each kept at its first place."""
+    unique, inverse = torch.unique(values, return_inverse=True)
+    first = torch.full((len(unique),), len(values)).scatter_reduce(
+        0, inverse, torch.arange(len(values)), "amin"
+    )
+    return values[first.sort().values]

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.config import Config, OneOf
-from archlab.data.graphs import PLANETOID, NodeGraph, load_node_graph
+from archlab.config import Config, Count, Interval, OneOf, Probability
+from archlab.data.graphs import PLANETOID, NodeGraph, load_node_graph, perturb_edges
 from archlab.errors import ConfigError
 from archlab.models import roles
 from archlab.nn.graph import csr_tensor
@@ -42,6 +42,11 @@ class NodeClassificationData(Config):
 
     dataset: Annotated[str, OneOf(DATASETS)] = "cora"
     normalize_features: bool = True  # row-normalise, as Kipf & Welling and Veličković et al.
+    # structure noise (data.graphs.perturb_edges), for training and evaluation alike: drop
+    # this share of the edges, or add this share of random new ones, drawn by noise_seed
+    edge_drop: Probability = 0.0
+    edge_add: Annotated[float, Interval(0.0, 1.0)] = 0.0
+    noise_seed: Count = 0
 
 
 def row_normalize(x: Tensor) -> Tensor:
@@ -77,6 +82,12 @@ class NodeClassificationTask(Task):
         graph = load_node_graph(self.data.dataset)
         if self.data.normalize_features:
             graph.x = row_normalize(graph.x)
+        d = self.data
+        if d.edge_drop or d.edge_add:
+            noise = torch.Generator().manual_seed(d.noise_seed)
+            graph.edge_index = perturb_edges(
+                graph.edge_index, graph.num_nodes, d.edge_drop, d.edge_add, noise
+            )
         self.graph: NodeGraph = graph
 
     def select(
