@@ -31,7 +31,6 @@ import math
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +40,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import archlab  # noqa: E402
-from archlab.bench import machine  # noqa: E402
+from archlab.bench import write_claim  # noqa: E402
 from archlab.data.graphs import perturb_edges  # noqa: E402
-from archlab.io import to_json  # noqa: E402
 
 OUT = ROOT / "results" / "claim-gat-vs-gcn.json"
 IMG = ROOT / "docs" / "img"
@@ -294,28 +292,20 @@ def cmd_collect(args) -> None:
         if not done(run_dir(args.runs, *cell))
     ]
     sentence = verdict(table)
-    entry = {
-        "name": "claim-gat-vs-gcn",
-        "command": "python scripts/gat_vs_gcn.py run && python scripts/gat_vs_gcn.py collect",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "benchmarks": {
-            "claim-gat-vs-gcn": {
-                "summary": sentence,
-                "reference": "the articles: GAT handles varying graph structure better than "
-                "GCN; the gcn-* and gat-* recipes on Cora and CiteSeer over seeds "
-                f"0-{args.seeds - 1}, test accuracy by degree quartile and with "
-                f"{'/'.join(f'{v:.0%}' for v in LEVELS)} of the edges dropped or added "
-                "(at test time; in training and test); paired Wilcoxon signed-rank test",
-                "verdict": sentence,
-                "results": table,
-                "missing": missing,
-                "images": [f"docs/img/{name}" for name in images],
-            }
-        },
-        "kind": "claim",
+    body = {
+        "summary": sentence,
+        "reference": "the articles: GAT handles varying graph structure better than GCN; the "
+        f"gcn-* and gat-* recipes on Cora and CiteSeer over seeds 0-{args.seeds - 1}, test "
+        f"accuracy by degree quartile and with {'/'.join(f'{v:.0%}' for v in LEVELS)} of the "
+        "edges dropped or added (at test time; in training and test); paired Wilcoxon "
+        "signed-rank test",
+        "verdict": sentence,
+        "results": table,
+        "missing": missing,
+        "images": [f"docs/img/{name}" for name in images],
     }
-    args.out.write_text(to_json(entry, indent=2) + "\n", encoding="utf-8")
+    command = "python scripts/gat_vs_gcn.py run && python scripts/gat_vs_gcn.py collect"
+    write_claim(args.out, "claim-gat-vs-gcn", command, body)
     print(f"wrote {args.out} and {', '.join(images)}")
     print(sentence)
     if missing:

@@ -35,7 +35,6 @@ import json
 import math
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is
 import torch  # noqa: E402
 
 import archlab  # noqa: E402
-from archlab.bench import machine  # noqa: E402
-from archlab.io import to_json  # noqa: E402
+from archlab.bench import write_claim  # noqa: E402
 
 OUT = ROOT / "results" / "claim-long-range.json"
 IMG = ROOT / "docs" / "img"
@@ -331,30 +329,22 @@ def cmd_collect(args) -> None:
         if str(T) not in table.get(t, {}).get(m, {})
     ]
     budget = {t: TASKS[t]["budget"] for t in table}
-    entry = {
-        "name": "claim-long-range",
-        "command": "python scripts/long_range.py run && python scripts/long_range.py collect",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "benchmarks": {
-            "claim-long-range": {
-                "summary": "; ".join(verdicts.values()),
-                "reference": "the articles: the Transformer captures long-range dependencies "
-                "better than recurrent networks and trains faster (not sequential); the TCN "
-                "paper's adding problem and copy memory, each model at one parameter budget "
-                f"per task ({', '.join(f'{t} {b:,}' for t, b in budget.items())}; the "
-                "Transformer's position table not counted), "
-                f"{' / '.join(map(str, steps))} steps of batch {BATCH}, the recipe's optimiser "
-                f"for every model; 'learned' means error below {LEARNED:.0%} of the trivial one",
-                "verdicts": verdicts,
-                "results": table,
-                "missing": missing,
-                "images": [f"docs/img/{name}" for name in images],
-            }
-        },
-        "kind": "claim",
+    body = {
+        "summary": "; ".join(verdicts.values()),
+        "reference": "the articles: the Transformer captures long-range dependencies "
+        "better than recurrent networks and trains faster (not sequential); the TCN "
+        "paper's adding problem and copy memory, each model at one parameter budget "
+        f"per task ({', '.join(f'{t} {b:,}' for t, b in budget.items())}; the "
+        "Transformer's position table not counted), "
+        f"{' / '.join(map(str, steps))} steps of batch {BATCH}, the recipe's optimiser "
+        f"for every model; 'learned' means error below {LEARNED:.0%} of the trivial one",
+        "verdicts": verdicts,
+        "results": table,
+        "missing": missing,
+        "images": [f"docs/img/{name}" for name in images],
     }
-    args.out.write_text(to_json(entry, indent=2) + "\n", encoding="utf-8")
+    command = "python scripts/long_range.py run && python scripts/long_range.py collect"
+    write_claim(args.out, "claim-long-range", command, body)
     print(f"wrote {args.out} and {', '.join(images)}")
     for sentence in verdicts.values():
         print(sentence)

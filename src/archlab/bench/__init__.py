@@ -44,6 +44,20 @@ def machine() -> dict:
     }
 
 
+def write_claim(path: str | Path, name: str, command: str, body: dict) -> None:
+    """Write a measured claim as a results file (``results/claim-*.json``): ``body`` holds
+    its ``summary``, the ``reference`` it is set against, and its figures."""
+    entry = {
+        "name": name,
+        "command": command,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "benchmarks": {name: body},
+        "kind": "claim",
+    }
+    Path(path).write_text(to_json(entry, indent=2) + "\n", encoding="utf-8")
+
+
 def interleaved_medians(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
     """Call each function ``repeats`` times, round-robin; median of what each returns.
 
