@@ -579,6 +579,100 @@ def _bench_table(bench: dict) -> list[str]:
     return [*out, ""]
 
 
+# ---- one table of every benchmark.  A row: family, operation, unit, archlab's figure, the
+# reference's, what the reference is, and archlab's peak memory over the reference's.  Speed
+# is how many times faster archlab is: rates (unit "/s") divide as archlab / reference,
+# times as reference / archlab.
+
+
+def _rows_gpt(b: dict) -> list[tuple]:
+    t, g = b["train_tokens_per_s"], b["generate_tokens_per_s"]
+    ref = "Hugging Face GPT2LMHeadModel"
+    return [
+        ("GPT", "training step", "tokens/s", t["archlab"], t["hf"], ref, None),
+        ("GPT", "generation, KV cache", "tokens/s", g["archlab"], g["hf"], ref, None),
+    ]
+
+
+def _rows_cases(family: str, ref: str, fields: tuple[tuple[str, str, str], ...]):
+    """Rows of a benchmark of ``cases``: each (field, what, unit) holds a time per
+    implementation, archlab's and the reference's."""
+
+    def rows(b: dict) -> list[tuple]:
+        out = []
+        for case, c in b["cases"].items():
+            for field, what, unit in fields:
+                ours = c[field]["archlab"]
+                theirs = next(v for k, v in c[field].items() if k != "archlab")
+                out.append((family, f"{case}: {what}", unit, ours, theirs, ref,
+                            c.get("memory_ratio")))  # fmt: skip
+        return out
+
+    return rows
+
+
+def _rows_seq(b: dict) -> list[tuple]:
+    t, i = b["train_steps_per_s"], b["inference_steps_per_s"]
+    return [
+        ("TCN", "training step", "steps/s", t["tcn"], t["tcn_authors"], "the authors' TCN", None),
+        ("LSTM", "training step", "steps/s", t["seq_lstm"], t["torch_lstm"], "torch.nn.LSTM",
+         None),
+        ("TCN", "step-by-step inference", "steps/s", i["tcn_step"], i["tcn_recompute"],
+         "archlab's full recomputation", None),
+    ]  # fmt: skip
+
+
+def _rows_demo(b: dict) -> list[tuple]:
+    raw = b["raw_train_seconds"] + b["eval_seconds"] + b.get("final_eval_seconds", 0.0)
+    return [("demo", "`make demo`'s training, wall", "s", b["wall_seconds"], raw,
+             "the raw step loop plus evaluations", None)]  # fmt: skip
+
+
+def _rows_serve(b: dict) -> list[tuple]:
+    out = []
+    for name, levels in b["levels"].items():
+        top = max(levels, key=int)
+        out.append(("server", f"{name}: {top} clients", "tokens/s", levels[top]["tokens_per_s"],
+                    levels["1"]["tokens_per_s"], "the same server, one client", None))  # fmt: skip
+    return out
+
+
+SUMMARY_ROWS = {
+    "gpt": _rows_gpt,
+    "gnn": _rows_cases("GNN", "PyTorch Geometric", (("ms", "forward + backward", "ms"),)),
+    "seq": _rows_seq,
+    "kge": _rows_cases(
+        "KGE",
+        "PyKEEN",
+        (("epoch_seconds", "training epoch", "s"), ("eval_seconds", "evaluation", "s")),
+    ),  # fmt: skip
+    "demo": _rows_demo,
+    "serve": _rows_serve,
+}
+
+
+def render_benchmark_summary(entries: list[dict]) -> str:
+    out = [
+        "| family | operation | unit | archlab | reference | against | speed | memory |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        if e["kind"] != "benchmark":
+            continue
+        for name, bench in e["benchmarks"].items():
+            rows = SUMMARY_ROWS[name](bench) if name in SUMMARY_ROWS else []
+            for family, what, unit, ours, theirs, ref, memory in rows:
+                speed = ours / theirs if unit.endswith("/s") else theirs / ours
+                mem = f"{memory:.2f}x" if memory is not None else "–"
+                out.append(f"| {family} | {what} | {unit} | {_num(ours)} | {_num(theirs)} | "
+                           f"{ref} | {speed:.2f}x | {mem} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _benchmark_items(entries: list[dict], kind: str) -> str:
     out: list[str] = []
     for e in entries:
@@ -604,6 +698,7 @@ def render_book_blocks(entries: list[dict]) -> dict[str, str]:
         "recipes": render_recipes(entries),
         "claims": _benchmark_items(entries, "claim"),
         "benchmarks": _benchmark_items(entries, "benchmark"),
+        "benchmark-summary": render_benchmark_summary(entries),
     }
 
 

@@ -76,3 +76,24 @@ def test_recipes_open_with_a_short_header_and_have_a_history_section() -> None:
         first = head[0].lstrip("# ")
         assert len(first) <= 90 and first.endswith("."), f"{path.name}: {first!r}"
         assert f"\n### {path.stem}\n" in history, f"docs/recipes.md lacks ### {path.stem}"
+
+
+def test_every_benchmark_has_rows_in_the_books_summary_table() -> None:
+    import importlib.util
+
+    from archlab.bench import BENCHMARKS
+
+    spec = importlib.util.spec_from_file_location("results", ROOT / "scripts/results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    assert set(BENCHMARKS) <= set(results.SUMMARY_ROWS)
+    table = results.render_benchmark_summary(results.load_entries()).splitlines()
+    for path in sorted((ROOT / "results").glob("bench-*.json")):
+        for name, bench in json.loads(path.read_text())["benchmarks"].items():
+            if name in BENCHMARKS:
+                assert results.SUMMARY_ROWS[name](bench), f"{path.name} gives no row"
+    speeds = [float(row.split("|")[7].strip().rstrip("x")) for row in table[2:]]
+    assert speeds and all(s > 0 for s in speeds)
+    gpt = next(row for row in table if "| GPT | training step |" in row)
+    bench = json.loads((ROOT / "results/bench-gpt.json").read_text())["benchmarks"]["gpt"]
+    assert f"{bench['train_ratio']:.2f}x" in gpt  # the same ratio the benchmark printed

@@ -436,7 +436,8 @@ def _limit_options() -> list[tuple[str, type, object]]:
 def cmd_bench(args: argparse.Namespace) -> int:
     from archlab.bench import run_benchmarks
 
-    run_benchmarks(args.names or list(BENCHMARKS), quick=args.quick, out=args.out)
+    names = list(BENCHMARKS) if not args.names or args.names == ["all"] else args.names
+    run_benchmarks(names, quick=args.quick, out=args.out)
     return 0
 
 
@@ -708,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
         "names",
         nargs="*",
         metavar="NAME",
-        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})",
+        help=f"benchmarks to run, or all (the default: {', '.join(BENCHMARKS)})",
     )
     p.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
     p.add_argument("--out", metavar="FILE", help="also write the measurements as JSON here")
