@@ -42,7 +42,7 @@ FAMILIES = (
     ("Text generation and translation", ("gpt-shakespeare-char", "gpt-shakespeare-char-small",
                                          "transformer-multi30k"), None),
     ("Sentence classification (MR)", ("cnn-mr", "lstm-mr", "transformer-mr", "bert-mr",
-                                      "minilm-mr"), "mr"),
+                                      "minilm-mr", "gpt-mr", "bert-mlm-mr", "gpt-clm-mr"), "mr"),
     ("Node classification", ("gcn-cora", "gcn-citeseer", "gcn-pubmed", "gat-cora",
                              "gat-citeseer", "gat-pubmed", "gcn-karate"), "gat-seeds"),
     ("Molecule property regression", ("gnn-esol", "gnn-freesolv", "gnn-lipo"), "molecules"),
@@ -64,6 +64,24 @@ FAMILIES = (
 
 # Recipes that have no recorded run yet, and why.
 NOT_RUN = {
+    "gpt-mr": {
+        "task": "MR sentence polarity, 10-fold CV",
+        "metric": "test accuracy",
+        "reference": "76.1 % — Kim (2014), CNN-rand",
+        "why": "not run yet (added 2026-12-03 for claim 6)",
+    },
+    "bert-mlm-mr": {
+        "task": "masked-LM pretraining, Multi30k En + MR fold",
+        "metric": "pseudo-perplexity",
+        "reference": "claim 6: against gpt-clm-mr",
+        "why": "not run yet (added 2026-12-03 for claim 6)",
+    },
+    "gpt-clm-mr": {
+        "task": "causal-LM pretraining, Multi30k En + MR fold",
+        "metric": "perplexity",
+        "reference": "claim 6: against bert-mlm-mr",
+        "why": "not run yet (added 2026-12-03 for claim 6)",
+    },
     "minilm-mr": {
         "task": "MR sentence polarity, 10-fold CV",
         "metric": "test accuracy",

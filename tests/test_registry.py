@@ -47,6 +47,10 @@ TINY = {
         dict(vocab_size=50, hidden_size=16, n_layer=2, n_head=2, d_ff=32, max_len=16),
         lambda: (ids(50, 2, 16),),
     ),
+    "gpt_classifier": (
+        dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16),
+        lambda: (ids(50, 2, 16),),
+    ),
     "lstm": (dict(vocab_size=50, embed_dim=8, hidden_size=6), lambda: (ids(50, 2, 7),)),
     "gru": (dict(vocab_size=50, embed_dim=8, hidden_size=6, n_layer=2), lambda: (ids(50, 2, 7),)),
     "transformer_classifier": (

@@ -95,7 +95,16 @@ class Recipe:
             digest = get_checkpoint(self.init_from).weights.sha256
         else:
             directory, digest = Path(self.init_from), None
-        pretrained = model_entry(self.model_name).model_cls.from_hf(directory)
+        if (directory / "config.yaml").is_file():  # an archlab run: its kept model
+            run = load(directory)
+            if isinstance(run, RunGroup):
+                raise ConfigError(
+                    f"model.init_from {directory} holds a repeated run; name one member's "
+                    "directory"
+                )
+            pretrained = run.model
+        else:
+            pretrained = model_entry(self.model_name).model_cls.from_hf(directory)
         digest = digest or weights_sha256(directory)
         if self.init_sha256 is not None and digest != self.init_sha256:
             raise CheckpointError(

@@ -100,7 +100,25 @@ class WordPieceTokenizer:
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        self.pad_id, _, _, self.sep_id = (tokenizer.token_to_id(t) for t in self.SPECIALS)
+        self.pad_id, _, self.cls_id, self.sep_id = (tokenizer.token_to_id(t) for t in self.SPECIALS)
+        self.mask_id = tokenizer.token_to_id("[MASK]")  # None in a vocabulary without one
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> WordPieceTokenizer:
+        """A lower-case WordPiece vocabulary of at most ``vocab_size`` learnt from ``texts``
+        (pieces seen at least twice), with BERT's special tokens and [MASK]."""
+        from tokenizers import processors
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        tokenizer = BertWordPieceTokenizer(lowercase=True)
+        specials = [*cls.SPECIALS, "[MASK]"]
+        tokenizer.train_from_iterator(
+            texts, vocab_size=vocab_size, min_frequency=2, special_tokens=specials,
+            show_progress=False,
+        )  # fmt: skip
+        cls_, sep = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]"))
+        tokenizer.post_processor = processors.BertProcessing(("[SEP]", sep), ("[CLS]", cls_))
+        return cls(tokenizer)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> WordPieceTokenizer:

@@ -44,6 +44,7 @@ from archlab.models import roles
 from archlab.nn.checks import check_token_ids
 from archlab.nn.pooling import masked_mean
 from archlab.nn.positional import LearnedPositionalEmbedding
+from archlab.nn.transfer import load_shared_weights
 from archlab.nn.transformer import ACTIVATIONS, EncoderBlock, activation_fn
 from archlab.registry import register_model
 
@@ -261,21 +262,7 @@ class BERT(nn.Module):
         classification head of a fine-tuning run does.  Returns the names of the
         tensors left fresh.
         """
-        differ = [
-            f
-            for f in self.PRETRAINED_FIELDS
-            if getattr(self.config, f) != getattr(pretrained.config, f)
-        ]
-        if differ:
-            raise ConfigError(f"the pretrained BERT differs in {', '.join(differ)}")
-        ours = self.state_dict()
-        shared = {
-            name: tensor
-            for name, tensor in pretrained.state_dict().items()
-            if name in ours and ours[name].shape == tensor.shape
-        }
-        self.load_state_dict(shared, strict=False)
-        return sorted(set(ours) - set(shared))
+        return load_shared_weights(self, pretrained, self.PRETRAINED_FIELDS, "BERT")
 
     # ----- Hugging Face BERT checkpoints (archlab.interop.hf_bert) -----
 

@@ -43,6 +43,7 @@ from archlab.nn.checks import check_token_ids
 from archlab.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding
 from archlab.nn.sampling import check_sampling, sample_next_token
 from archlab.nn.sequence import SequenceInput
+from archlab.nn.transfer import load_shared_weights
 from archlab.nn.transformer import ACTIVATIONS, EncoderBlock
 from archlab.registry import register_model
 
@@ -241,6 +242,28 @@ class GPT(nn.Module):
             tokens = torch.cat((tokens, next_token), dim=1)
             yield next_token
 
+    # ----- fine-tuning from a pretrained model (a recipe's model.init_from) -----
+
+    # what a pretrained GPT fixes: its sizes and the function its weights compute
+    PRETRAINED_FIELDS = (
+        "vocab_size",
+        "block_size",
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "d_ff",
+        "bias",
+        "activation",
+        "eps",
+        "position",
+        "tie_weights",
+    )
+
+    def load_pretrained(self, pretrained: GPT) -> list[str]:
+        """Copy ``pretrained``'s weights into this model (a classifier's head stays fresh);
+        the names of the tensors left fresh."""
+        return load_shared_weights(self, pretrained, self.PRETRAINED_FIELDS, "GPT")
+
     # ----- Hugging Face GPT-2 checkpoints (archlab.interop.hf_gpt2) -----
 
     @classmethod
@@ -255,6 +278,38 @@ class GPT(nn.Module):
         from archlab.interop import hf_gpt2
 
         hf_gpt2.to_hf(self, path)
+
+
+@dataclass
+class GPTClassifierConfig(GPTConfig):
+    num_classes: Size = 2
+
+
+@register_model(
+    "gpt_classifier",
+    GPTClassifierConfig,
+    defaults={"vocab_size": 8000, "block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 256},
+    summary="GPT with a classification head on the last token's state",
+)
+class GPTClassifier(GPT):
+    """GPT for sentence classification (Radford et al. 2018, section 3.3):
+    logits = W_c Dropout(h_L[last]) + b_c, h_L[last] the final state of the sentence's last
+    token, the one position that has read the whole sentence left to right."""
+
+    role = roles.TextClassifier
+
+    def __init__(self, config: GPTClassifierConfig) -> None:
+        super().__init__(config)
+        self.classifier = nn.Linear(config.n_embd, config.num_classes)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Class logits (batch, num_classes) for right-padded token ids (batch, time)."""
+        hidden = self.hidden_states(input_ids)
+        if attention_mask is None:
+            last = torch.full((len(input_ids),), input_ids.shape[1] - 1)
+        else:
+            last = attention_mask.sum(1).clamp_min(1) - 1
+        return self.classifier(self.drop(hidden[torch.arange(len(input_ids)), last]))
 
 
 @dataclass

@@ -334,6 +334,7 @@ def _load_tasks() -> None:
         node_classification,
         spoken_digits,
         synthetic,
+        text_pretraining,
         translation,
     )
 

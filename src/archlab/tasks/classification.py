@@ -76,6 +76,16 @@ class ClassificationData(Config):
             raise ConfigError(f"{self.key('fold')} must lie in [0, {self.folds}), got {self.fold}")
 
 
+def fold_split(examples: list, folds: int, fold: int, val_fraction: float) -> dict[str, list]:
+    """Kim's cross-validation split: the examples shuffled once (seed 0) and dealt into
+    ``folds``; fold ``fold`` is "test", the last ``val_fraction`` of the rest "val"."""
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0)).tolist()
+    test = [examples[i] for n, i in enumerate(order) if n % folds == fold]
+    rest = [examples[i] for n, i in enumerate(order) if n % folds != fold]
+    n_val = int(len(rest) * val_fraction)
+    return {"train": rest[: len(rest) - n_val], "val": rest[len(rest) - n_val :], "test": test}
+
+
 def pad_ids(seqs: list[list[int]], pad_id: int = 0) -> tuple[Tensor, Tensor]:
     """Padded ids (batch, time) and the attention mask (1 = token)."""
     ids = pad(seqs, pad_id)
@@ -101,8 +111,12 @@ class ClassificationTask(Task):
     pooling: SentencePooling = DEFAULT_POOLING  # for the embed verb
 
     def use_checkpoint(self, path: Path) -> None:
-        """Tokenize with the pretrained checkpoint's WordPiece vocabulary; pool as it says."""
-        self.tokenizer = WordPieceTokenizer.from_checkpoint(path)
+        """Tokenize with the pretrained checkpoint's WordPiece vocabulary (a pretraining
+        run's: its ``tokenizer.json``); pool as it says."""
+        if (path / "config.yaml").is_file() and (path / WORDPIECE_FILE).is_file():
+            self.tokenizer = WordPieceTokenizer.load(path / WORDPIECE_FILE)
+        else:
+            self.tokenizer = WordPieceTokenizer.from_checkpoint(path)
         self.pooling = read_pooling(path) or DEFAULT_POOLING
 
     def model_verbs(self, model: nn.Module) -> frozenset[str]:
@@ -112,12 +126,7 @@ class ClassificationTask(Task):
     def setup(self) -> None:
         d = self.data
         load, self.labels = DATASETS[d.dataset]
-        examples = load()
-        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0)).tolist()
-        test = [examples[i] for n, i in enumerate(order) if n % d.folds == d.fold]
-        rest = [examples[i] for n, i in enumerate(order) if n % d.folds != d.fold]
-        n_val = int(len(rest) * d.val_fraction)
-        split = {"train": rest[: len(rest) - n_val], "val": rest[len(rest) - n_val :], "test": test}
+        split = fold_split(load(), d.folds, d.fold, d.val_fraction)
         if not hasattr(self, "tokenizer"):  # a loaded or pretrained run keeps its own
             self.tokenizer = Vocab.of_words(text for text, _ in split["train"])
         self.examples = {
