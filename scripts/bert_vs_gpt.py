@@ -1,0 +1,280 @@
+"""Claim 6: bidirectional (BERT) against left-to-right (GPT) context, pretrained alike.
+
+The articles claim that BERT's bidirectional context gives better sentence
+representations than GPT's left-to-right context.  Here a BERT and a GPT of the same
+size (4 layers, 256 wide) are pretrained on the same unlabelled English with the same
+steps and batch -- ``bert-mlm-mr`` (masked LM) and ``gpt-clm-mr`` (causal LM): the
+English of Multi30k's training split and the fold's MR training sentences, no labels,
+no test sentences -- and then fine-tuned on that MR fold with the same head (a linear
+layer: on BERT's mean-pooled states, on GPT's last token) and the same schedule
+(``bert-mr`` / ``gpt-mr``).  Beside them: both architectures from scratch on the same
+folds, and all-MiniLM-L6-v2 fine-tuned (``minilm-mr``, from its results file).
+
+Per fold the two pretrained classifiers are paired; Wilcoxon's signed-rank test over
+the folds gives the p-value.  The generation half: GPT's perplexity and BERT's
+pseudo-perplexity (Salazar et al. 2020) of the same held-out text (Multi30k's English
+validation sentences), from the pretraining runs' results.json.
+
+    python scripts/bert_vs_gpt.py plan [--folds 0 1 2]
+    python scripts/bert_vs_gpt.py run [--folds 0 1 2] [--max-seconds 480]
+    python scripts/bert_vs_gpt.py collect [--folds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is installed
+
+import numpy as np  # noqa: E402
+
+from archlab.bench import write_claim  # noqa: E402
+
+OUT = ROOT / "results" / "claim-bert-vs-gpt.json"
+IMG = ROOT / "docs" / "img"
+RUNS = ROOT / "runs" / "bert-vs-gpt"
+MINILM = ROOT / "results" / "minilm-mr.json"
+# arm -> (recipe, the pretraining arm it starts from or None, overrides)
+HEAD = {"bert": ["model.pooling=mean", "model.pooler=false"], "gpt": []}
+ARMS = {
+    "bert-pretrain": ("bert-mlm-mr", None, []),
+    "gpt-pretrain": ("gpt-clm-mr", None, []),
+    "bert-mlm": ("bert-mr", "bert-pretrain", HEAD["bert"]),
+    "gpt-clm": ("gpt-mr", "gpt-pretrain", HEAD["gpt"]),
+    "bert-scratch": ("bert-mr", None, HEAD["bert"]),
+    "gpt-scratch": ("gpt-mr", None, HEAD["gpt"]),
+}
+CLASSIFIERS = ("bert-mlm", "gpt-clm", "bert-scratch", "gpt-scratch")
+ALPHA = 0.05
+
+
+def run_dir(runs: Path, fold: int, arm: str) -> Path:
+    return runs / f"fold{fold}-{arm}"
+
+
+def done(path: Path) -> bool:
+    return (path / "results.json").exists()
+
+
+def overrides(args, fold: int, arm: str) -> list[str]:
+    """The arm's settings, then --set, --set-bert or --set-gpt (by its architecture) and
+    --set-pretrain (pretraining runs)."""
+    _, source, sets = ARMS[arm]
+    own = args.set_bert if arm.startswith("bert") else args.set_gpt
+    sets = [f"data.fold={fold}", *sets, *args.set, *own]
+    if arm.endswith("-pretrain"):
+        sets += args.set_pretrain
+    if source is not None:
+        sets.append(f"model.init_from={run_dir(args.runs, fold, source).resolve()}")
+    return sets
+
+
+def cells(args) -> list[tuple[int, str]]:
+    return [(fold, arm) for fold in args.folds for arm in ARMS]
+
+
+def cmd_plan(args) -> None:
+    for fold, arm in cells(args):
+        path = run_dir(args.runs, fold, arm)
+        sets = " --set ".join(overrides(args, fold, arm))
+        state = "done" if done(path) else "to run"
+        print(f"{state:<7} archlab train {ARMS[arm][0]} --set {sets} --out {path}")
+
+
+def cmd_run(args) -> None:
+    """Train the runs not yet done, pretraining before fine-tuning; none after --max-seconds."""
+    from archlab.run import train
+
+    started = time.perf_counter()
+    for fold, arm in cells(args):
+        path = run_dir(args.runs, fold, arm)
+        if done(path):
+            continue
+        if time.perf_counter() - started > args.max_seconds:
+            print("time is up for this chunk; run again for the rest", flush=True)
+            return
+        if path.exists():  # an interrupted run starts over
+            shutil.rmtree(path)
+        print(f"fold {fold}: {arm}", flush=True)
+        train(ARMS[arm][0], overrides(args, fold, arm), out=str(path), progress=False)
+
+
+def results_of(path: Path) -> dict:
+    return json.loads((path / "results.json").read_text("utf-8"))
+
+
+def tokens_per_s(path: Path) -> float:
+    """The median training throughput the run logged."""
+    rates = [
+        r["tok_per_s"]
+        for line in (path / "metrics.jsonl").read_text("utf-8").splitlines()
+        if "tok_per_s" in (r := json.loads(line))
+    ]
+    return statistics.median(rates)
+
+
+def parameters(path: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+
+
+def summary(values: list[float]) -> dict:
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "folds": len(values),
+        "runs": values,
+    }
+
+
+def collect(args) -> tuple[dict, list[int]]:
+    accuracy = {arm: [] for arm in CLASSIFIERS}
+    pretraining = {arm: [] for arm in ("bert-pretrain", "gpt-pretrain")}
+    folds = []
+    for fold in args.folds:
+        paths = {arm: run_dir(args.runs, fold, arm) for arm in ARMS}
+        if not all(done(p) for p in paths.values()):
+            continue
+        folds.append(fold)
+        for arm in CLASSIFIERS:
+            accuracy[arm].append(results_of(paths[arm])["test"]["accuracy"])
+        for arm in pretraining:
+            val = results_of(paths[arm])["val"]
+            pretraining[arm].append({
+                "tokens_per_s": tokens_per_s(paths[arm]),
+                "loss": val["loss"],
+                "perplexity": val.get("perplexity", val.get("pseudo_perplexity")),
+                "parameters": parameters(paths[arm]),
+            })  # fmt: skip
+    table = {"accuracy": {arm: summary(v) for arm, v in accuracy.items() if v}}
+    table["pretraining"] = {
+        arm.split("-")[0]: {
+            "objective": "masked LM" if arm.startswith("bert") else "causal LM",
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
+            "held_out_loss": float(np.mean([r["loss"] for r in rows])),
+            "held_out_" + ("pseudo_perplexity" if arm.startswith("bert") else "perplexity"):
+                float(np.mean([r["perplexity"] for r in rows])),
+            "parameters": rows[0]["parameters"],
+        }
+        for arm, rows in pretraining.items()
+        if rows
+    }  # fmt: skip
+    if MINILM.exists():
+        minilm = json.loads(MINILM.read_text("utf-8"))["results"]["test"]
+        table["accuracy"]["minilm"] = {"mean": minilm["accuracy"],
+                                       "std": minilm.get("accuracy_std", 0.0),
+                                       "folds": len(minilm.get("accuracy_runs", [])) or 1,
+                                       "from": "results/minilm-mr.json"}  # fmt: skip
+    return table, folds
+
+
+def paired_p(a: list[float], b: list[float]) -> float:
+    from scipy.stats import wilcoxon
+
+    diff = np.array(a) - np.array(b)
+    return 1.0 if not np.any(diff) else float(wilcoxon(a, b, zero_method="zsplit").pvalue)
+
+
+def verdict(table: dict) -> str:
+    acc = table["accuracy"]
+    bert, gpt = acc["bert-mlm"], acc["gpt-clm"]
+    p = paired_p(bert["runs"], gpt["runs"])
+    gap = 100 * (bert["mean"] - gpt["mean"])
+    folds = bert["folds"]
+    if p < ALPHA:
+        word = "supported" if gap > 0 else "not supported"
+    else:
+        word = "inconclusive at this budget"
+    return (
+        f"{word}: pretrained alike, BERT (masked LM) fine-tunes to {100 * bert['mean']:.2f} % "
+        f"on MR and GPT (causal LM) to {100 * gpt['mean']:.2f} % ({gap:+.2f} points, "
+        f"{folds} folds, paired Wilcoxon p = {p:.3f}); from scratch "
+        f"{100 * acc['bert-scratch']['mean']:.2f} % and {100 * acc['gpt-scratch']['mean']:.2f} %"
+    )
+
+
+def plot(table: dict, img: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = table["accuracy"]
+    names = [
+        n for n in ("bert-scratch", "gpt-scratch", "bert-mlm", "gpt-clm", "minilm") if n in acc
+    ]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    colours = ["tab:blue" if n.startswith(("bert", "minilm")) else "tab:orange" for n in names]
+    ax.bar(range(len(names)), [100 * acc[n]["mean"] for n in names],
+           yerr=[100 * acc[n]["std"] for n in names], color=colours)  # fmt: skip
+    ax.set(xticks=range(len(names)), xticklabels=names, ylabel="MR test accuracy (%)",
+           ylim=(45, 100), title="Bidirectional vs left-to-right pretraining")  # fmt: skip
+    fig.tight_layout()
+    img.mkdir(parents=True, exist_ok=True)
+    name = "claim-bert-vs-gpt.png"
+    fig.savefig(img / name, dpi=120)
+    plt.close(fig)
+    return [name]
+
+
+def cmd_collect(args) -> None:
+    table, folds = collect(args)
+    if not folds:
+        sys.exit("no fold has all its runs yet: run `python scripts/bert_vs_gpt.py run`")
+    images = plot(table, args.img)
+    sentence = verdict(table)
+    missing = [run_dir(args.runs, *c).name for c in cells(args) if not done(run_dir(args.runs, *c))]
+    body = {
+        "summary": sentence,
+        "reference": "the articles: BERT's bidirectional context beats GPT's left-to-right "
+        "context; a 4-layer, 256-wide BERT and GPT pretrained on the same unlabelled English "
+        "(Multi30k En train + the fold's MR training sentences; bert-mlm-mr, gpt-clm-mr), then "
+        "fine-tuned on MR with a linear head and the same schedule (bert-mr, gpt-mr); "
+        f"folds {', '.join(map(str, folds))}; GPT's perplexity and BERT's pseudo-perplexity "
+        "of Multi30k's English validation text (not the same quantity: the chain rule holds "
+        "only for GPT's)",
+        "verdict": sentence,
+        "results": table,
+        "missing": missing,
+        "images": [f"docs/img/{name}" for name in images],
+    }
+    command = "python scripts/bert_vs_gpt.py run && python scripts/bert_vs_gpt.py collect"
+    write_claim(args.out, "claim-bert-vs-gpt", command, body)
+    print(f"wrote {args.out} and {', '.join(images)}")
+    print(sentence)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in (("plan", cmd_plan), ("run", cmd_run), ("collect", cmd_collect)):
+        p = sub.add_parser(name, help=fn.__doc__)
+        p.set_defaults(func=fn)
+        p.add_argument("--folds", nargs="*", type=int, default=list(range(10)))
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="an override for every run (for a smaller budget)")  # fmt: skip
+        for family in ("bert", "gpt", "pretrain"):
+            p.add_argument(f"--set-{family}", action="append", default=[], metavar="KEY=VALUE",
+                           help=f"an override for the {family} runs only")  # fmt: skip
+        p.add_argument("--runs", type=Path, default=RUNS, help="where the runs go")
+        p.add_argument("--max-seconds", type=float, default=math.inf)
+        p.add_argument("--out", type=Path, default=OUT)
+        p.add_argument("--img", type=Path, default=IMG)
+    args = parser.parse_args(argv)
+    if any(not 0 <= f < 10 for f in args.folds) or not args.folds:
+        parser.error("--folds takes fold numbers from 0 to 9")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

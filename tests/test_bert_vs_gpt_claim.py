@@ -1,0 +1,58 @@
+"""scripts/bert_vs_gpt.py: BERT and GPT pretrained alike, then fine-tuned on MR, tiny."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bert_vs_gpt():
+    spec = importlib.util.spec_from_file_location("bert_vs_gpt", ROOT / "scripts/bert_vs_gpt.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_verdict_reads_the_paired_folds() -> None:
+    bg = bert_vs_gpt()
+
+    def arm(mean: float, runs: list[float]) -> dict:
+        return {"mean": mean, "std": 0.01, "folds": len(runs), "runs": runs}
+
+    bert = [0.80, 0.81, 0.79, 0.82, 0.80, 0.81]
+    gpt = [0.75, 0.77, 0.74, 0.76, 0.75, 0.78]
+    accuracy = {"bert-mlm": arm(0.805, bert), "gpt-clm": arm(0.758, gpt)}
+    accuracy |= {"bert-scratch": arm(0.7, bert), "gpt-scratch": arm(0.7, gpt)}
+    table = {"accuracy": accuracy}
+    assert bg.verdict(table).startswith("supported: pretrained alike, BERT")
+    table["accuracy"]["gpt-clm"] = arm(0.805, bert)
+    assert bg.verdict(table).startswith("inconclusive at this budget")
+    table["accuracy"]["gpt-clm"] = arm(0.85, [b + 0.05 for b in bert])
+    assert bg.verdict(table).startswith("not supported")
+
+
+def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
+    bg = bert_vs_gpt()
+    common = ["--folds", "3", "--runs", str(tmp_path / "runs")]
+    common += ["--set-pretrain", "data.vocab_size=400", "--set", "trainer.max_steps=15"]
+    common += ["--set", "model.n_layer=1", "--set", "model.n_head=2", "--set", "model.d_ff=64"]
+    common += ["--set-bert", "model.hidden_size=32", "--set-gpt", "model.n_embd=32"]
+    bg.main(["run", *common])
+    out, img = tmp_path / "claim.json", tmp_path / "img"
+    bg.main(["collect", *common, "--out", str(out), "--img", str(img)])
+    claim = json.loads(out.read_text())["benchmarks"]["claim-bert-vs-gpt"]
+    table = claim["results"]
+    assert set(bg.CLASSIFIERS) <= set(table["accuracy"])
+    for name in bg.CLASSIFIERS:
+        assert table["accuracy"][name]["folds"] == 1
+        assert 0 <= table["accuracy"][name]["mean"] <= 1
+    bert, gpt = table["pretraining"]["bert"], table["pretraining"]["gpt"]
+    assert bert["objective"] == "masked LM" and gpt["objective"] == "causal LM"
+    assert bert["held_out_pseudo_perplexity"] > 1 and gpt["held_out_perplexity"] > 1
+    assert bert["tokens_per_s"] > 0 and abs(bert["parameters"] / gpt["parameters"] - 1) < 0.2
+    # the fine-tuned classifiers started from their own pretraining run
+    config = (tmp_path / "runs/fold3-gpt-clm/config.yaml").read_text()
+    assert str(tmp_path / "runs/fold3-gpt-pretrain") in config
+    assert claim["missing"] == [] and "folds 3" in claim["reference"]
+    assert (img / "claim-bert-vs-gpt.png").is_file()
