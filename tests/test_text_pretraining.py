@@ -170,6 +170,9 @@ def test_pretraining_learns_and_a_classifier_starts_from_the_run(
     assert len(config["model"]["init_sha256"]) == 64
     assert config["model"]["vocab_size"] == vocab
     assert fine_results["test"]["accuracy"] > 0.5  # fine-tuned, it beats chance
+    other = "gpt-mr" if finetune == "bert-mr" else "bert-mr"
+    with pytest.raises(ConfigError, match="cannot start a (gpt|bert)_classifier"):
+        train(other, [f"model.init_from={run_dir}"], out=str(tmp_path / "x"), progress=False)
 
 
 def test_init_from_a_repeated_run_is_refused(tmp_path) -> None:

@@ -133,7 +133,13 @@ class Recipe:
         config = to_dataclass(entry.config_cls, values, "model")
         if pretrained is None:
             return entry.model_cls(config), asdict(config)
-        fixed = {f: getattr(pretrained.config, f) for f in pretrained.PRETRAINED_FIELDS}
+        kept = getattr(pretrained, "PRETRAINED_FIELDS", ())
+        if not kept or not set(kept) <= fields:
+            raise ConfigError(
+                f"model.init_from {self.init_from} holds a {type(pretrained).__name__}, "
+                f"which cannot start a {self.model_name} (a model of the same architecture can)"
+            )
+        fixed = {f: getattr(pretrained.config, f) for f in kept}
         for key, value in overrides.items():
             if key in fixed and fixed[key] != value:
                 raise CheckpointError(
