@@ -99,8 +99,7 @@ class Recipe:
             run = load(directory)
             if isinstance(run, RunGroup):
                 raise ConfigError(
-                    f"model.init_from {directory} holds a repeated run; name one member's "
-                    "directory"
+                    f"model.init_from {directory} holds a repeated run; name one member's directory"
                 )
             pretrained = run.model
         else:
