@@ -441,6 +441,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from archlab.claims import list_claims, run_claims
+
+    if args.name is None:
+        list_claims()
+        return 0
+    return run_claims(args.name, args.budget, dry_run=args.dry_run)
+
+
 MEMBER_HELP = (
     "for a RUN_DIR of repeated runs (train --seeds, --folds, --splits): use only the run "
     "of this seed, fold or split seed (its value, e.g. --member 2 for seed-2, not its "
@@ -714,6 +723,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
     p.add_argument("--out", metavar="FILE", help="also write the measurements as JSON here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "claims",
+        help="the articles' six claims: their verdicts, or run their experiments",
+        description="Without NAME: each claim and the verdict recorded in results/. With NAME "
+        "(or all): run the claim's experiments at the budget and write its results.",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="a claim, or all")
+    p.add_argument("--budget", choices=("small", "full"), default="small",
+                   help="small: all six in about 2 hours here; full: as the book says")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="print the steps, run nothing")
+    p.set_defaults(func=cmd_claims)
     return parser
 
 
