@@ -20,8 +20,12 @@ def test_paired_test_and_verdict() -> None:
     assert abs(row["difference"] - 0.055) < 1e-9 and row["p"] < 0.05 and row["seeds"] == 6
     assert gg.paired([0.7, 0.7], [0.7, 0.7])["p"] == 1.0
     better = {"clean": row, "by_degree": {"1": row}, "test_noise": {"drop 10%": row},
-              "train_and_test_noise": {}}  # fmt: skip
+              "train_and_test_noise": {}, "robustness": {"drop 10%": row}}  # fmt: skip
     assert gg.verdict({"cora": better}).startswith("supported: of 2 settings")
+    even = {**row, "p": 0.5}
+    assert gg.verdict({"cora": {**better, "robustness": {"drop 10%": even}}}).startswith(
+        "partly supported (GAT is more accurate, but not more robust"
+    )
     worse = {**row, "difference": -0.05}
     table = {"cora": {**better, "by_degree": {"1": worse}, "test_noise": {"drop 10%": worse}}}
     assert gg.verdict(table).startswith("not supported")
@@ -45,5 +49,6 @@ def test_a_tiny_comparison_runs_and_collects(planetoid, tmp_path, monkeypatch) -
     assert sum(row["nodes"] for row in cora["by_degree"].values()) == 1000  # Cora's test nodes
     for row in [cora["clean"], *cora["by_degree"].values(), *cora["test_noise"].values()]:
         assert row["seeds"] == 2 and 0 <= row["gcn"] <= 1 and 0 <= row["gat"] <= 1
+    assert set(cora["robustness"]) == {"test noise, drop 20%", "train and test noise, drop 20%"}
     assert claim["missing"] == [] and claim["verdict"] == claim["summary"]
     assert (img / "claim-gat-vs-gcn.png").is_file()
