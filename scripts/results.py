@@ -691,6 +691,26 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def _table_gat_vs_gcn(bench: dict) -> list[str]:
+    """Claim 2's table: each setting's mean test accuracy (robustness: the mean change
+    from the clean figure), GAT - GCN in points, and the paired test's p."""
+    out = ["| dataset | setting | GCN | GAT | GAT - GCN | p |", "|---|---|---|---|---|---|"]
+    parts = (("clean", None), ("by_degree", "degree {}"), ("test_noise", "test-time {}"),
+             ("train_and_test_noise", "trained and tested with {}"),
+             ("robustness", "change, {}"))  # fmt: skip
+    for dataset, found in bench["results"].items():
+        for part, label in parts:
+            rows = {"clean graph": found[part]} if label is None else found[part]
+            for setting, r in rows.items():
+                name = setting if label is None else label.format(setting)
+                out.append(f"| {dataset} | {name} | {100 * r['gcn']:.1f} | {100 * r['gat']:.1f} | "
+                           f"{100 * r['difference']:+.1f} | {r['p']:.3f} |")  # fmt: skip
+    return [*out, ""]
+
+
+CLAIM_TABLES = {"claim-gat-vs-gcn": _table_gat_vs_gcn}
+
+
 def _benchmark_items(entries: list[dict], kind: str) -> str:
     out: list[str] = []
     for e in entries:
@@ -703,6 +723,7 @@ def _benchmark_items(entries: list[dict], kind: str) -> str:
             for image in bench.get("images", []):  # paths from the repository's root
                 out += [f"![{label}]({Path(image).relative_to('docs').as_posix()})", ""]
             out += _bench_table(bench)
+            out += CLAIM_TABLES[name](bench) if name in CLAIM_TABLES else []
             out += [f"- Reference: {bench['reference']}.  "]
             if e.get("recipe"):
                 out += [f"- Recipe: [{e['recipe']}](#{e['recipe']}).  "]
