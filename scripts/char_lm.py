@@ -189,7 +189,11 @@ def cmd_run(args) -> None:
     rates = step_rates(list(MODELS), precisions, args)  # all three, for the record
     timing = args.runs / "timing.json"
     args.runs.mkdir(parents=True, exist_ok=True)
-    timing.write_text(json.dumps({"steps_per_s": rates, "precision": precisions}, indent=2))
+    timing.write_text(
+        json.dumps(
+            {"steps_per_s": rates, "precision": precisions, "minutes": args.minutes}, indent=2
+        )
+    )
     for model in todo:
         steps = max(1, round(args.minutes * 60 * rates[model]))
         every = max(1, steps // EVALS)
@@ -267,8 +271,6 @@ def cmd_collect(args) -> None:
     table = {m: row for m in MODELS if (row := read_model(m, args)) is not None}
     if not table:
         sys.exit("no model has run yet")
-    minutes = max(row["train_seconds"] for row in table.values()) / 60
-    image = plot(table, args.img, round(minutes))
     ranked = sorted(table, key=lambda m: table[m]["val_loss"])
     parts = [
         f"{m} {table[m]['val_loss']:.3f} ({table[m]['parameters'] / 1e6:.2f}M parameters, "
@@ -282,13 +284,18 @@ def cmd_collect(args) -> None:
         summary += f"; {ranked[0]} is best, by {gap:.3f} nats per character"
     missing = [m for m in MODELS if m not in table]
     timing = args.runs / "timing.json"
-    if timing.exists():  # the rates the step counts were set from
-        for model, rate in json.loads(timing.read_text("utf-8"))["steps_per_s"].items():
+    budget = args.minutes
+    if timing.exists():  # the rates the step counts were set from, and the budget
+        timed = json.loads(timing.read_text("utf-8"))
+        budget = timed.get("minutes", budget)
+        for model, rate in timed["steps_per_s"].items():
             if model in table:
                 table[model]["timed_steps_per_s"] = rate
+    run = "python scripts/char_lm.py run" + (f" --minutes {budget:g}" if budget != 4.0 else "")
+    image = plot(table, args.img, budget)
     entry = {
         "name": "claim-char-lm",
-        "command": "python scripts/char_lm.py run && python scripts/char_lm.py collect",
+        "command": f"{run} && python scripts/char_lm.py collect",
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
         "benchmarks": {
@@ -297,7 +304,7 @@ def cmd_collect(args) -> None:
                 "reference": f"the articles: Transformers train faster than recurrent networks; "
                 f"{RECIPE}'s data and trainer settings for every model (windows of 64 "
                 "characters, batch 12), each model sized to the GPT's parameter count and "
-                f"trained for the steps that fill the same time here ({args.minutes:g} min), "
+                f"trained for the steps that fill the same time here ({budget:g} min), "
                 "in the precision that trains it fastest; the validation loss is over the "
                 "whole validation split, of the best of the run's evaluations",
                 "results": table,

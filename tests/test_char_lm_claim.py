@@ -47,4 +47,8 @@ def test_a_tiny_comparison_runs_and_collects(shakespeare, tmp_path, monkeypatch,
     assert row["timed_steps_per_s"] > 0 and row["precision"] == "fp32"
     assert row["model"]["name"] == "seq_lstm" and row["model"]["n_layer"] == 2
     assert "validation loss at equal parameters" in claim["summary"]
+    assert (
+        "(0.01 min)" in claim["reference"]
+        and "--minutes 0.01" in json.loads(out.read_text())["command"]
+    )
     assert (img / "char-lm.png").is_file()
