@@ -76,3 +76,16 @@ def test_recipes_open_with_a_short_header_and_have_a_history_section() -> None:
         first = head[0].lstrip("# ")
         assert len(first) <= 90 and first.endswith("."), f"{path.name}: {first!r}"
         assert f"\n### {path.stem}\n" in history, f"docs/recipes.md lacks ### {path.stem}"
+
+
+def test_a_benchmarks_note_on_its_conditions_is_in_the_book() -> None:
+    book = (ROOT / "docs/results.md").read_text(encoding="utf-8")
+    notes = [
+        bench["note"]
+        for path in sorted((ROOT / "results").glob("*.json"))
+        for bench in json.loads(path.read_text(encoding="utf-8")).get("benchmarks", {}).values()
+        if bench.get("note")
+    ]
+    assert notes  # bench seq and bench demo say what they ran beside
+    for note in notes:
+        assert f"- Note: {note.rstrip('.')}." in book
