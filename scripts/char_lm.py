@@ -232,11 +232,17 @@ def read_model(model: str, args) -> dict | None:
         "tokens_per_s": steps
         * config["trainer"]["batch_size"]
         * config["data"]["block_size"]
-        / seconds,
+        / max(seconds, 0.01),  # a tiny run can round to 0 s
         "model": {k: v for k, v in config["model"].items() if k in size_keys(model)},
         # validation loss at each evaluation, against training seconds at the run's mean rate
         "curve": [[round(r["step"] * seconds / steps, 1), r["loss"]] for r in records(path, "val")],
     }
+
+
+def at_seconds(curve: list[list[float]], seconds: float) -> tuple[float, float | None]:
+    """The last evaluation at or before ``seconds`` (one second's grace): (seconds, loss)."""
+    points = [(sec, loss) for sec, loss in curve if sec <= seconds + 1]
+    return points[-1] if points else (seconds, None)
 
 
 def size_keys(model: str) -> set[str]:
@@ -282,6 +288,13 @@ def cmd_collect(args) -> None:
     if len(ranked) > 1:
         gap = table[ranked[1]]["val_loss"] - table[ranked[0]]["val_loss"]
         summary += f"; {ranked[0]} is best, by {gap:.3f} nats per character"
+        # the runs' seconds differ from the budget as the machine's load changed: compare
+        # also at the shortest run's length, each model's last evaluation by then
+        shortest = min(row["train_seconds"] for row in table.values())
+        at = {m: at_seconds(table[m]["curve"], shortest) for m in ranked}
+        summary += f"; by {shortest:.0f} s, the shortest run's time: " + ", ".join(
+            f"{m} {loss:.3f} (at {sec:.0f} s)" for m, (sec, loss) in at.items() if loss is not None
+        )
     missing = [m for m in MODELS if m not in table]
     timing = args.runs / "timing.json"
     budget = args.minutes
@@ -305,8 +318,8 @@ def cmd_collect(args) -> None:
                 f"{RECIPE}'s data and trainer settings for every model (windows of 64 "
                 "characters, batch 12), each model sized to the GPT's parameter count and "
                 f"trained for the steps that fill the same time here ({budget:g} min), "
-                "in the precision that trains it fastest; the validation loss is over the "
-                "whole validation split, of the best of the run's evaluations",
+                "in the precision trainer.precision=auto picks for it here; the validation "
+                "loss is over the whole validation split, of the best of the run's evaluations",
                 "results": table,
                 "missing": missing,
                 "images": [f"docs/img/{image}"],

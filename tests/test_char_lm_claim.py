@@ -52,3 +52,11 @@ def test_a_tiny_comparison_runs_and_collects(shakespeare, tmp_path, monkeypatch,
         and "--minutes 0.01" in json.loads(out.read_text())["command"]
     )
     assert (img / "char-lm.png").is_file()
+
+
+def test_runs_are_also_compared_at_the_shortest_runs_time() -> None:
+    cl = char_lm()
+    curve = [[10.0, 2.0], [20.0, 1.8], [30.0, 1.7]]
+    assert cl.at_seconds(curve, 20.5) == (20.0, 1.8)
+    assert cl.at_seconds(curve, 30.0) == (30.0, 1.7)
+    assert cl.at_seconds(curve, 5.0) == (5.0, None)
