@@ -738,6 +738,8 @@ def _benchmark_items(entries: list[dict], kind: str) -> str:
             out += _bench_table(bench)
             out += CLAIM_TABLES[name](bench) if name in CLAIM_TABLES else []
             out += [f"- Reference: {bench['reference']}.  "]
+            if bench.get("note"):  # the conditions it was measured in
+                out += [f"- Note: {bench['note'].rstrip('.')}.  "]
             if e.get("recipe"):
                 out += [f"- Recipe: [{e['recipe']}](#{e['recipe']}).  "]
             out += [f"- Command: `{e['command']}`  ", f"- {where(e)}.", ""]

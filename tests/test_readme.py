@@ -118,3 +118,16 @@ def test_every_benchmark_has_rows_in_the_books_summary_table() -> None:
     gpt = next(row for row in table if "| GPT | training step |" in row)
     bench = json.loads((ROOT / "results/bench-gpt.json").read_text())["benchmarks"]["gpt"]
     assert f"{bench['train_ratio']:.2f}x" in gpt  # the same ratio the benchmark printed
+
+
+def test_a_benchmarks_note_on_its_conditions_is_in_the_book() -> None:
+    book = (ROOT / "docs/results.md").read_text(encoding="utf-8")
+    notes = [
+        bench["note"]
+        for path in sorted((ROOT / "results").glob("*.json"))
+        for bench in json.loads(path.read_text(encoding="utf-8")).get("benchmarks", {}).values()
+        if bench.get("note")
+    ]
+    assert notes  # bench seq and bench demo say what they ran beside
+    for note in notes:
+        assert f"- Note: {note.rstrip('.')}." in book
