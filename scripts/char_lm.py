@@ -29,16 +29,14 @@ import math
 import shutil
 import statistics
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is installed
 
 import archlab  # noqa: E402
-from archlab.bench import machine  # noqa: E402
+from archlab.bench import write_claim  # noqa: E402
 from archlab.config import read_recipe  # noqa: E402
-from archlab.io import to_json  # noqa: E402
 
 RECIPE = "gpt-shakespeare-char"
 OUT = ROOT / "results" / "claim-char-lm.json"
@@ -306,28 +304,19 @@ def cmd_collect(args) -> None:
                 table[model]["timed_steps_per_s"] = rate
     run = "python scripts/char_lm.py run" + (f" --minutes {budget:g}" if budget != 4.0 else "")
     image = plot(table, args.img, budget)
-    entry = {
-        "name": "claim-char-lm",
-        "command": f"{run} && python scripts/char_lm.py collect",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "benchmarks": {
-            "claim-char-lm": {
-                "summary": summary,
-                "reference": f"the articles: Transformers train faster than recurrent networks; "
-                f"{RECIPE}'s data and trainer settings for every model (windows of 64 "
-                "characters, batch 12), each model sized to the GPT's parameter count and "
-                f"trained for the steps that fill the same time here ({budget:g} min), "
-                "in the precision trainer.precision=auto picks for it here; the validation "
-                "loss is over the whole validation split, of the best of the run's evaluations",
-                "results": table,
-                "missing": missing,
-                "images": [f"docs/img/{image}"],
-            }
-        },
-        "kind": "claim",
+    body = {
+        "summary": summary,
+        "reference": f"the articles: Transformers train faster than recurrent networks; "
+        f"{RECIPE}'s data and trainer settings for every model (windows of 64 "
+        "characters, batch 12), each model sized to the GPT's parameter count and "
+        f"trained for the steps that fill the same time here ({budget:g} min), "
+        "in the precision trainer.precision=auto picks for it here; the validation "
+        "loss is over the whole validation split, of the best of the run's evaluations",
+        "results": table,
+        "missing": missing,
+        "images": [f"docs/img/{image}"],
     }
-    args.out.write_text(to_json(entry, indent=2) + "\n", encoding="utf-8")
+    write_claim(args.out, "claim-char-lm", f"{run} && python scripts/char_lm.py collect", body)
     print(f"wrote {args.out} and {image}")
     print(summary)
 
