@@ -1,7 +1,8 @@
 """Knowledge-graph embeddings against PyKEEN: training time per epoch, evaluation time, memory.
 
-Both sides train the same model (PyKEEN's defaults: TransE d = 50, L1; RotatE d = 200,
-PyKEEN's form; ComplEx d = 200 with its Lp regulariser and softplus loss) with sLCWA,
+Both sides train the same model, archlab's ``{model}-umls`` recipe (TransE d = 50, L2,
+margin ranking loss; RotatE d = 200, PyKEEN's form, NSSA loss; ComplEx d = 50 with
+PyKEEN's Lp regulariser and softplus loss), from the same initial weights, with sLCWA,
 64 uniform negatives per positive, batches of 256 and Adam, on the same triples:
 
 - train: seconds per epoch.  archlab: the Trainer's own step (batch, loss, backward,
@@ -84,7 +85,7 @@ def _pykeen(task, model: str, train_triples: int | None, init: torch.nn.Module):
     g = task.graph
     factories = {s: TriplesFactory(g.triples[s], g.entity_ids, g.relation_ids) for s in g.triples}
     net = getattr(pykeen.models, PYKEEN_MODEL[model])(
-        triples_factory=factories["train"], random_seed=0
+        triples_factory=factories["train"], random_seed=0, **_pykeen_settings(task, init)
     )
     _copy_weights(init, net)
     optimizer = torch.optim.Adam(net.get_grad_params(), lr=1e-3)
@@ -96,6 +97,32 @@ def _pykeen(task, model: str, train_triples: int | None, init: torch.nn.Module):
         negative_sampler_kwargs=dict(num_negs_per_pos=NEGATIVES),
     )
     return net, loop, factories
+
+
+def _pykeen_settings(task, ours: torch.nn.Module) -> dict:
+    """PyKEEN's model arguments for archlab's recipe: the dimension, TransE's norm, the loss."""
+    from pykeen import losses
+
+    data, config = task.data, ours.config
+    settings: dict = {"embedding_dim": config.dim}
+    if hasattr(config, "p"):
+        settings["scoring_fct_norm"] = config.p
+    if data.loss == "margin":
+        settings["loss"] = losses.MarginRankingLoss(margin=data.margin)
+    elif data.loss == "softplus":
+        settings["loss"] = losses.SoftplusLoss()
+    elif data.loss == "nssa":
+        settings["loss"] = losses.NSSALoss(
+            margin=data.margin, adversarial_temperature=data.adversarial_temperature
+        )
+    else:
+        raise ConfigError(f"the kge benchmark has no PyKEEN loss for {data.loss!r}")
+    if data.entity_regularizer or data.relation_regularizer:  # PyKEEN's ComplEx default
+        if not data.entity_regularizer == data.relation_regularizer == 0.01:
+            raise ConfigError("the kge benchmark expects PyKEEN's regulariser (0.01) or none")
+    else:
+        settings["regularizer"] = None
+    return settings
 
 
 def _copy_weights(ours: torch.nn.Module, theirs) -> None:
