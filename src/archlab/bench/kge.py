@@ -6,7 +6,7 @@ PyKEEN's Lp regulariser and softplus loss), from the same initial weights, with 
 64 uniform negatives per positive, batches of 256 and Adam, on the same triples:
 
 - train: seconds per epoch.  archlab: the Trainer's own step (batch, loss, backward,
-  Adam, constraints); PyKEEN: its ``SLCWATrainingLoop``, timed over two epochs minus one
+  Adam, constraints); PyKEEN: its ``SLCWATrainingLoop``, (three epochs - one epoch) / 2
   (its start-up -- memory probing, data loader -- is left out).  On WN18RR both train on
   the first 25,600 training triples (100 batches) and the time is scaled to the whole
   epoch (86,835 triples).
