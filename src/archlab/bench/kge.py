@@ -24,10 +24,12 @@ ratios are archlab / PyKEEN (below 1: archlab is faster or smaller).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import torch
@@ -67,6 +69,7 @@ def _archlab(dataset: str, model: str, train_triples: int | None):
     net, config = recipe.build_model()
     run_dir = Path(tempfile.mkdtemp(prefix="archlab-bench-kge-"))
     trainer = Trainer(recipe.task, net, recipe.trainer, run_dir, model, config, progress=False)
+    weakref.finalize(trainer, shutil.rmtree, run_dir, True)  # the scratch folder goes with it
     return trainer, recipe.task
 
 
