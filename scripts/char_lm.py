@@ -29,16 +29,14 @@ import math
 import shutil
 import statistics
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is installed
 
 import archlab  # noqa: E402
-from archlab.bench import machine  # noqa: E402
+from archlab.bench import write_claim  # noqa: E402
 from archlab.config import read_recipe  # noqa: E402
-from archlab.io import to_json  # noqa: E402
 
 RECIPE = "gpt-shakespeare-char"
 OUT = ROOT / "results" / "claim-char-lm.json"
@@ -189,7 +187,11 @@ def cmd_run(args) -> None:
     rates = step_rates(list(MODELS), precisions, args)  # all three, for the record
     timing = args.runs / "timing.json"
     args.runs.mkdir(parents=True, exist_ok=True)
-    timing.write_text(json.dumps({"steps_per_s": rates, "precision": precisions}, indent=2))
+    timing.write_text(
+        json.dumps(
+            {"steps_per_s": rates, "precision": precisions, "minutes": args.minutes}, indent=2
+        )
+    )
     for model in todo:
         steps = max(1, round(args.minutes * 60 * rates[model]))
         every = max(1, steps // EVALS)
@@ -228,11 +230,17 @@ def read_model(model: str, args) -> dict | None:
         "tokens_per_s": steps
         * config["trainer"]["batch_size"]
         * config["data"]["block_size"]
-        / seconds,
+        / max(seconds, 0.01),  # a tiny run can round to 0 s
         "model": {k: v for k, v in config["model"].items() if k in size_keys(model)},
         # validation loss at each evaluation, against training seconds at the run's mean rate
         "curve": [[round(r["step"] * seconds / steps, 1), r["loss"]] for r in records(path, "val")],
     }
+
+
+def at_seconds(curve: list[list[float]], seconds: float) -> tuple[float, float | None]:
+    """The last evaluation at or before ``seconds`` (one second's grace): (seconds, loss)."""
+    points = [(sec, loss) for sec, loss in curve if sec <= seconds + 1]
+    return points[-1] if points else (seconds, None)
 
 
 def size_keys(model: str) -> set[str]:
@@ -267,8 +275,6 @@ def cmd_collect(args) -> None:
     table = {m: row for m in MODELS if (row := read_model(m, args)) is not None}
     if not table:
         sys.exit("no model has run yet")
-    minutes = max(row["train_seconds"] for row in table.values()) / 60
-    image = plot(table, args.img, round(minutes))
     ranked = sorted(table, key=lambda m: table[m]["val_loss"])
     parts = [
         f"{m} {table[m]['val_loss']:.3f} ({table[m]['parameters'] / 1e6:.2f}M parameters, "
@@ -280,34 +286,37 @@ def cmd_collect(args) -> None:
     if len(ranked) > 1:
         gap = table[ranked[1]]["val_loss"] - table[ranked[0]]["val_loss"]
         summary += f"; {ranked[0]} is best, by {gap:.3f} nats per character"
+        # the runs' seconds differ from the budget as the machine's load changed: compare
+        # also at the shortest run's length, each model's last evaluation by then
+        shortest = min(row["train_seconds"] for row in table.values())
+        at = {m: at_seconds(table[m]["curve"], shortest) for m in ranked}
+        summary += f"; by {shortest:.0f} s, the shortest run's time: " + ", ".join(
+            f"{m} {loss:.3f} (at {sec:.0f} s)" for m, (sec, loss) in at.items() if loss is not None
+        )
     missing = [m for m in MODELS if m not in table]
     timing = args.runs / "timing.json"
-    if timing.exists():  # the rates the step counts were set from
-        for model, rate in json.loads(timing.read_text("utf-8"))["steps_per_s"].items():
+    budget = args.minutes
+    if timing.exists():  # the rates the step counts were set from, and the budget
+        timed = json.loads(timing.read_text("utf-8"))
+        budget = timed.get("minutes", budget)
+        for model, rate in timed["steps_per_s"].items():
             if model in table:
                 table[model]["timed_steps_per_s"] = rate
-    entry = {
-        "name": "claim-char-lm",
-        "command": "python scripts/char_lm.py run && python scripts/char_lm.py collect",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "benchmarks": {
-            "claim-char-lm": {
-                "summary": summary,
-                "reference": f"the articles: Transformers train faster than recurrent networks; "
-                f"{RECIPE}'s data and trainer settings for every model (windows of 64 "
-                "characters, batch 12), each model sized to the GPT's parameter count and "
-                f"trained for the steps that fill the same time here ({args.minutes:g} min), "
-                "in the precision that trains it fastest; the validation loss is over the "
-                "whole validation split, of the best of the run's evaluations",
-                "results": table,
-                "missing": missing,
-                "images": [f"docs/img/{image}"],
-            }
-        },
-        "kind": "claim",
+    run = "python scripts/char_lm.py run" + (f" --minutes {budget:g}" if budget != 4.0 else "")
+    image = plot(table, args.img, budget)
+    body = {
+        "summary": summary,
+        "reference": f"the articles: Transformers train faster than recurrent networks; "
+        f"{RECIPE}'s data and trainer settings for every model (windows of 64 "
+        "characters, batch 12), each model sized to the GPT's parameter count and "
+        f"trained for the steps that fill the same time here ({budget:g} min), "
+        "in the precision trainer.precision=auto picks for it here; the validation "
+        "loss is over the whole validation split, of the best of the run's evaluations",
+        "results": table,
+        "missing": missing,
+        "images": [f"docs/img/{image}"],
     }
-    args.out.write_text(to_json(entry, indent=2) + "\n", encoding="utf-8")
+    write_claim(args.out, "claim-char-lm", f"{run} && python scripts/char_lm.py collect", body)
     print(f"wrote {args.out} and {image}")
     print(summary)
 

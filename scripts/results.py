@@ -520,15 +520,28 @@ def _avdigits_claims(tests: dict[str, dict]) -> list[str]:
         return "1 run" if n == 1 else f"mean of {n} seeds"
 
     best_single = max(singles, key=lambda m: singles[m]["accuracy"])
+    single = singles[best_single]["accuracy"]
     best = max(fusions, key=lambda n: fusions[n]["accuracy"])
-    gain = 100 * (fusions[best]["accuracy"] - singles[best_single]["accuracy"])
-    out = [
+    gain = 100 * (fusions[best]["accuracy"] - single)
+    claim = (
         f"**The claim** (fusing beats any single modality by at least 5 points on the default "
         f"degraded test set): the best fusion, {best}, reaches {pct(fusions[best]['accuracy'])} "
-        f"({runs(fusions[best])}) against {pct(singles[best_single]['accuracy'])} for the best "
+        f"({runs(fusions[best])}) against {pct(single)} for the best "
         f"single modality ({best_single}-avdigits, {runs(singles[best_single])}): "
         f"{gain:+.2f} points, so the goal is "
-        f"{'met' if gain >= 5 else 'not met'}.",
+        f"{'met' if gain >= 5 else 'not met'}."
+    )
+    seeded = {n: t for n, t in fusions.items() if len(t.get("accuracy_runs", [None])) > 1}
+    if best not in seeded and seeded:  # a one-run verdict, beside the best measured on seeds
+        other = max(seeded, key=lambda n: seeded[n]["accuracy"])
+        other_gain = 100 * (seeded[other]["accuracy"] - single)
+        claim += (
+            f" That is one run; the best fusion measured over several seeds, {other}, reaches "
+            f"{pct(seeded[other]['accuracy'])} ({runs(seeded[other])}): {other_gain:+.2f} "
+            f"points, {'also meeting the goal' if other_gain >= 5 else 'short of the goal'}."
+        )
+    out = [
+        claim,
         "",
         "**Robustness** (with one modality missing, a fusion trained with modality dropout "
         "stays within 2 points of the other modality's own model): the gap to "
@@ -719,6 +732,8 @@ def _benchmark_items(entries: list[dict], kind: str) -> str:
             out += _bench_table(bench)
             out += CLAIM_TABLES[name](bench) if name in CLAIM_TABLES else []
             out += [f"- Reference: {bench['reference']}.  "]
+            if bench.get("note"):  # the conditions it was measured in
+                out += [f"- Note: {bench['note'].rstrip('.')}.  "]
             if e.get("recipe"):
                 out += [f"- Recipe: [{e['recipe']}](#{e['recipe']}).  "]
             out += [f"- Command: `{e['command']}`  ", f"- {where(e)}.", ""]

@@ -47,4 +47,16 @@ def test_a_tiny_comparison_runs_and_collects(shakespeare, tmp_path, monkeypatch,
     assert row["timed_steps_per_s"] > 0 and row["precision"] == "fp32"
     assert row["model"]["name"] == "seq_lstm" and row["model"]["n_layer"] == 2
     assert "validation loss at equal parameters" in claim["summary"]
+    assert (
+        "(0.01 min)" in claim["reference"]
+        and "--minutes 0.01" in json.loads(out.read_text())["command"]
+    )
     assert (img / "char-lm.png").is_file()
+
+
+def test_runs_are_also_compared_at_the_shortest_runs_time() -> None:
+    cl = char_lm()
+    curve = [[10.0, 2.0], [20.0, 1.8], [30.0, 1.7]]
+    assert cl.at_seconds(curve, 20.5) == (20.0, 1.8)
+    assert cl.at_seconds(curve, 30.0) == (30.0, 1.7)
+    assert cl.at_seconds(curve, 5.0) == (5.0, None)

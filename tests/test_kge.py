@@ -512,3 +512,25 @@ def test_paper_rotate_gradient_written_out_is_autograds() -> None:
     q = torch.randn(3, 1, 8, dtype=torch.double, requires_grad=True)
     e = torch.randn(3, 4, 8, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(ModuliSum.apply, (q, e))
+
+
+# ----- archlab bench kge -----
+
+
+@pytest.mark.parametrize("model", ["transe", "rotate", "complex"])
+def test_bench_gives_pykeen_the_recipes_model_with_the_same_weights(model) -> None:
+    """Each benchmarked recipe, rebuilt in PyKEEN with archlab's initial weights, scores
+    every triple as archlab does (same dimension, norm and complex layout)."""
+    require_data("kg/nations.tar.gz")
+    from archlab.bench import kge
+
+    trainer, task = kge._archlab("nations", model, 256)
+    net, _, _ = kge._pykeen(task, model, 256, trainer.model)
+    triples = task.graph.triples["test"][:32]
+    with torch.no_grad():
+        ours = trainer.model(triples[:, 0], triples[:, 1], triples[:, 2])
+        theirs = net.score_hrt(triples).squeeze(-1)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    batch = kge._pykeen_eval_batch(net, task.graph.num_entities)
+    width = net.entity_representations[0]._embeddings.weight.shape[1]
+    assert 1 <= batch <= 256 and batch * task.graph.num_entities * width <= 2**27

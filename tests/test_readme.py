@@ -78,14 +78,35 @@ def test_recipes_open_with_a_short_header_and_have_a_history_section() -> None:
         assert f"\n### {path.stem}\n" in history, f"docs/recipes.md lacks ### {path.stem}"
 
 
-def test_every_benchmark_has_rows_in_the_books_summary_table() -> None:
+def _results_script():
     import importlib.util
 
+    spec = importlib.util.spec_from_file_location("results_script", ROOT / "scripts/results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_fusion_claim_says_when_its_verdict_rests_on_one_run() -> None:
+    def test(acc: float, runs: int = 1) -> dict:
+        out = {"accuracy": acc, "accuracy_image_missing": 0.5, "accuracy_audio_missing": 0.5}
+        return out | ({"accuracy_runs": [acc] * runs} if runs > 1 else {})
+
+    claims = _results_script()._avdigits_claims
+    tests = {"image-avdigits": test(0.6, 3), "audio-avdigits": test(0.9, 3)}
+    one_run = claims(tests | {"central-avdigits": test(0.951), "gmu-avdigits": test(0.948, 3)})[0]
+    assert "+5.10 points, so the goal is met" in one_run
+    assert "That is one run" in one_run and "gmu-avdigits, reaches 94.80 %" in one_run
+    assert "-0.20 points, short of the goal" not in one_run and "+4.80 points, short" in one_run
+    seeded = claims(tests | {"central-avdigits": test(0.93, 3), "gmu-avdigits": test(0.948, 3)})[0]
+    assert "gmu-avdigits, reaches 94.80 % (mean of 3 seeds)" in seeded
+    assert "+4.80 points, so the goal is not met" in seeded and "one run" not in seeded
+
+
+def test_every_benchmark_has_rows_in_the_books_summary_table() -> None:
     from archlab.bench import BENCHMARKS
 
-    spec = importlib.util.spec_from_file_location("results", ROOT / "scripts/results.py")
-    results = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(results)
+    results = _results_script()
     assert set(BENCHMARKS) <= set(results.SUMMARY_ROWS)
     table = results.render_benchmark_summary(results.load_entries()).splitlines()
     for path in sorted((ROOT / "results").glob("bench-*.json")):
@@ -97,3 +118,16 @@ def test_every_benchmark_has_rows_in_the_books_summary_table() -> None:
     gpt = next(row for row in table if "| GPT | training step |" in row)
     bench = json.loads((ROOT / "results/bench-gpt.json").read_text())["benchmarks"]["gpt"]
     assert f"{bench['train_ratio']:.2f}x" in gpt  # the same ratio the benchmark printed
+
+
+def test_a_benchmarks_note_on_its_conditions_is_in_the_book() -> None:
+    book = (ROOT / "docs/results.md").read_text(encoding="utf-8")
+    notes = [
+        bench["note"]
+        for path in sorted((ROOT / "results").glob("*.json"))
+        for bench in json.loads(path.read_text(encoding="utf-8")).get("benchmarks", {}).values()
+        if bench.get("note")
+    ]
+    assert notes  # bench seq and bench demo say what they ran beside
+    for note in notes:
+        assert f"- Note: {note.rstrip('.')}." in book

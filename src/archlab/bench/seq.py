@@ -1,7 +1,7 @@
 """Sequence models: archlab's TCN against the authors' form, its LSTM against ``torch.nn.LSTM``.
 
-Training, at the adding problem's size (``tcn-adding``: T = 600, batch 32, (value,
-marker) inputs, MSE on the last step, Adam at lr 2e-3):
+Training, on ``tcn-adding``'s problem (T = 600, batch 32, (value, marker) inputs, MSE
+on the last step) at the TCN paper's 70K-parameter size, with Adam at lr 2e-3:
 - TCN, 8 levels of 24 channels, kernel 8, against :class:`~archlab.interop.locuslab_tcn.
   AuthorsTCN` (padding both sides then chomping, the old-style weight norm) holding the
   same weights;
@@ -32,7 +32,7 @@ from archlab.bench import interleaved_medians, timed
 from archlab.interop.locuslab_tcn import AuthorsTCN
 from archlab.models.tcn import TCN, TCNConfig
 
-RECIPE = "tcn-adding"  # the figures' sizes and optimiser are this recipe's
+RECIPE = "tcn-adding"  # the figures are on this recipe's problem, at the paper's 70K size
 FULL = dict(T=600, batch=32, channels=[24] * 8, kernel=8, hidden=130, infer_T=1000)
 QUICK = dict(T=40, batch=4, channels=[8] * 3, kernel=3, hidden=8, infer_T=60)
 
