@@ -585,7 +585,40 @@ def render_recipes(entries: list[dict]) -> str:
     return "\n".join(out).rstrip()
 
 
+def _serve_table(bench: dict) -> list[str]:
+    """archlab bench serve: a row per run and number of concurrent clients, then the soak."""
+    out = [
+        "| run | clients | requests | failed | tokens/s | latency p50 s | latency p99 s "
+        "| first token p50 s | first token p99 s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run, levels in bench["levels"].items():
+        for c in levels.values():
+            out.append(
+                f"| {run} | {c['clients']} | {c['requests']} | {c['failed']} | "
+                f"{c['tokens_per_s']:,.0f} | {c['latency_p50_s']:.2f} | {c['latency_p99_s']:.2f} | "
+                f"{c['first_token_p50_s']:.2f} | {c['first_token_p99_s']:.2f} |"
+            )
+    out.append("")
+    speedups = ", ".join(f"{run} {v:.2f}x" for run, v in bench["speedup"].items())
+    out.append(f"Tokens/s at the most clients over one client: {speedups} (goal: {bench['goal']}).")
+    soak = bench.get("soak")
+    if soak:
+        out += [
+            "",
+            f"Soak: {soak['seconds']:.0f} s of {soak['clients']} clients, {soak['requests']} "
+            f"requests, {soak['failed']} failed; the server's resident memory "
+            f"{soak['rss_mb_start']:.0f} MB at the start, {soak['rss_mb_after_10s']:.0f} MB "
+            f"after 10 s, {soak['rss_mb_end']:.0f} MB at the end (max "
+            f"{soak['rss_mb_max']:.0f} MB): {'flat' if soak['flat'] else 'not flat'} (within "
+            "10 % of the reading after 10 s).",
+        ]
+    return [*out, ""]
+
+
 def _bench_table(bench: dict) -> list[str]:
+    if "levels" in bench:
+        return _serve_table(bench)
     cases = bench.get("cases")
     if not cases:
         return []
@@ -958,6 +991,9 @@ def plot_benchmarks(plt, entries):
                 if "epoch_ratio" in c:
                     speed.append((f"{case} training (vs PyKEEN)", 1 / c["epoch_ratio"]))
                     speed.append((f"{case} evaluation (vs PyKEEN)", 1 / c["eval_ratio"]))
+            for run, ratio in bench["speedup"].items() if "levels" in bench else ():  # serve
+                top = list(bench["levels"][run])[-1]
+                speed.append((f"serve {run}, {top} clients (vs 1 client)", ratio))
             if "tcn_train" in bench.get("ratios", {}):
                 r = bench["ratios"]
                 speed.append(("tcn training (vs the authors' form)", r["tcn_train"]))

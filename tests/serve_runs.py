@@ -63,6 +63,17 @@ RUNS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
          "trainer.checkpoint_every=3"],
         ("mnist/t10k-images-idx3-ubyte.gz", "fsdd/recordings/0_george_0.wav"),
     ),
+    "kg": (
+        "transe-nations",
+        ["model.dim=8", "trainer.max_epochs=1", "trainer.eval_every_epochs=1"],
+        ("kg/nations.tar.gz",),
+    ),
+    "bert": (
+        "bert-mr",
+        ["model.hidden_size=32", "model.n_layer=1", "model.n_head=2", "model.d_ff=64",
+         "trainer.max_steps=3", "trainer.eval_every=3"],
+        ("mr/rt-polarity.pos",),
+    ),
     "mr": (
         "cnn-mr",
         ["model.embed_dim=16", "model.n_filters=8", "trainer.max_steps=3",

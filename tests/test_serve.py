@@ -15,7 +15,7 @@ from archlab.run import load  # noqa: E402
 from archlab.serve import Limits, create_app  # noqa: E402
 from tests.conftest import cli, require_data  # noqa: E402
 
-KINDS = ("gpt", "translation", "cnn", "capsnet", "esol", "fsdd", "gmu", "mr", "gan")
+KINDS = ("gpt", "translation", "cnn", "capsnet", "esol", "fsdd", "gmu", "mr", "kg", "bert", "gan")
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,11 @@ def test_runs_are_listed_with_task_model_figures_and_verbs(app) -> None:
     assert [i["kind"] for i in runs["gmu"]["inputs"]] == ["image", "audio"]
     assert runs["gan"]["verbs"] == ["sample"]
     assert runs["mr"]["inputs"] == [{"name": "TEXT", "kind": "text"}]
+    assert runs["mr"]["verbs"] == ["classify", "predict"]  # a CNN does not embed
+    assert runs["bert"]["verbs"] == ["classify", "predict", "embed"]
+    assert runs["kg"]["verbs"] == ["predict"] and runs["kg"]["predicts"] == "query"
+    assert [i["name"] for i in runs["kg"]["inputs"]] == ["ENTITY", "RELATION"]
+    assert runs["kg"]["options"] == ["side", "top_k"] and "mrr" in runs["kg"]["results"]["test"]
 
 
 def test_generate_streams_the_text_the_cli_generates(app, run_dirs) -> None:
@@ -228,6 +233,29 @@ def test_classify_a_sentence(app) -> None:
     assert result["labels"] == ["negative", "positive"]
 
 
+@pytest.mark.parametrize("side", ["tail", "head"])
+def test_link_prediction_ranks_as_archlab_predict_does(app, run_dirs, side) -> None:
+    body = {"inputs": {"ENTITY": "usa", "RELATION": "embassy"}, "options": {"top_k": 5}}
+    if side == "head":
+        body["options"]["side"] = "head"
+    result = request(app, "POST", "/v1/runs/kg/predict", json=body).json()
+    cli_order = ["usa", "embassy"] if side == "tail" else ["embassy", "usa"]
+    (expected,) = load(run_dirs["kg"]).predict(cli_order, side=side, top_k=5)
+    assert result == expected and len(result["ranking"]) == 5
+    assert result["query"] == ("(usa, embassy, ?)" if side == "tail" else "(?, embassy, usa)")
+    form = {"ENTITY": "usa", "RELATION": "embassy", "top_k": "5", "side": side}
+    assert request(app, "POST", "/v1/runs/kg/predict", data=form).json() == expected
+
+
+def test_embed_gives_the_tasks_sentence_vectors(app, run_dirs) -> None:
+    texts = ["a gorgeous, witty, seductive movie.", "dull"]
+    result = request(app, "POST", "/v1/runs/bert/embed", json={"texts": texts}).json()
+    run = load(run_dirs["bert"])
+    expected = run.task.embed(run.model, texts)
+    assert torch.tensor(result["embeddings"]) == pytest.approx(expected, abs=1e-6)
+    assert len(result["embeddings"]) == 2 and len(result["embeddings"][0]) == 32
+
+
 def test_sample_returns_a_png_grid(app) -> None:
     response = request(app, "POST", "/v1/runs/gan/sample", json={"n": 9, "seed": 1})
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
@@ -264,7 +292,7 @@ def test_unknown_runs_and_verbs_a_run_lacks_are_404_with_a_sentence(app) -> None
     assert_refused(
         request(app, "POST", "/v1/runs/cnn/generate", json={"prompt": "a"}),
         404,
-        "cnn holds a image_classification run, which cannot generate (it can: classify, predict)",
+        "cnn holds an image_classification run, which cannot generate (it can: classify, predict)",
     )
     assert_refused(
         request(app, "POST", "/v1/runs/esol/classify", json={"inputs": {"SMILES": "C"}}),
@@ -272,6 +300,9 @@ def test_unknown_runs_and_verbs_a_run_lacks_are_404_with_a_sentence(app) -> None
         "not classes",
     )
     assert_refused(request(app, "POST", "/v1/runs/gpt/embed", json={"texts": ["a"]}), 404)
+    assert_refused(
+        request(app, "POST", "/v1/runs/mr/embed", json={"texts": ["a"]}), 404, "cannot embed"
+    )
     assert_refused(request(app, "GET", "/v1/runs/gpt/generate"), 405, "GET is not allowed")
     assert_refused(request(app, "GET", "/nowhere"), 404, "no such page")
 
@@ -293,8 +324,17 @@ def test_unknown_runs_and_verbs_a_run_lacks_are_404_with_a_sentence(app) -> None
         ("cnn/classify", {"inputs": {"IMAGE": "aGVsbG8="}}, ["cannot be read as an image"]),
         ("fsdd/classify", {"inputs": {"AUDIO": "aGVsbG8="}}, ["cannot be read as a wav"]),
         ("gan/sample", {"n": 100000}, ["n", "less than or equal"]),
+        ("kg/predict", {"inputs": {"ENTITY": "usaa", "RELATION": "embassy"}},
+         ["unknown entity 'usaa'", "closest known: usa"]),
+        ("kg/predict", {"inputs": {"ENTITY": "usa"}}, ["needs the input RELATION"]),
+        ("kg/predict", {"inputs": {"ENTITY": "usa", "RELATION": "embassy"},
+                        "options": {"side": "x"}}, ["side must be head or tail"]),
+        ("kg/predict", {"inputs": {"ENTITY": "usa", "RELATION": "embassy"},
+                        "options": {"top_k": 0}}, ["top_k must be at least 1"]),
+        ("bert/embed", {"texts": []}, ["texts"]),
+        ("bert/embed", {"texts": ["a" * 3000]}, ["at most 2000 characters"]),
     ],
-)
+)  # fmt: skip
 def test_invalid_input_is_422_with_one_sentence(app, path, body, words) -> None:
     assert_refused(request(app, "POST", f"/v1/runs/{path}", json=body), 422, *words)
 
@@ -444,6 +484,66 @@ def test_runs_are_named_apart_and_bad_directories_are_one_sentence(run_dirs, tmp
     result = cli("serve", str(tmp_path / "missing"))
     assert result.returncode == 2 and result.stderr.startswith("archlab: error:")
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_or_busy_port_is_one_sentence_and_exit_2(run_dirs) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for args, words in (
+            (["--port", "99999"], "--port must be between 0 and 65535, got 99999"),
+            (["--port", str(port)], "address already in use"),
+            (["--host", "no.such.host.invalid"], "--host no.such.host.invalid"),
+        ):
+            result = cli("serve", str(run_dirs["gpt"]), *args)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.startswith("archlab: error:") and words in result.stderr
+            assert result.stderr.count("\n") == 1, result.stderr  # one sentence, no traceback
+
+
+def test_ctrl_c_ends_open_streams_and_stops_the_server(run_dirs) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "archlab", "serve", str(run_dirs["gpt"]), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        stop = time.monotonic() + 60
+        while time.monotonic() < stop:
+            try:
+                if httpx.get(f"{base}/v1/runs", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        body = {"prompt": "ROMEO:", "max_new_tokens": 1000, "temperature": 0}
+        lines = []
+        with httpx.stream("POST", f"{base}/v1/runs/gpt/generate", json=body, timeout=30) as r:
+            for line in filter(None, r.iter_lines()):
+                lines.append(line)
+                if len(lines) == 2:  # streaming: stop the server now
+                    server.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        assert server.wait(timeout=30) == 0
+        assert time.monotonic() - began < 10
+    finally:
+        server.kill()
+    assert lines[-2:] == ["event: error", 'data: {"error": "stopped: the server is shutting down"}']
+    err = server.stderr.read()
+    assert "Traceback" not in err and "Cancel" not in err, err
+    assert err.rstrip().endswith("archlab serve: stopped"), err
 
 
 def test_a_model_without_batching_streams_from_the_tasks_own_generator(run_dirs) -> None:

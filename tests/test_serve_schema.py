@@ -10,15 +10,14 @@ from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 from archlab.serve import Limits, create_app  # noqa: E402
 
-# which tiny run each verb is called on (the path parameter ``name``); embed has no run
-# that declares it, so it is called on the GPT run and must answer 404
+# which tiny run each verb is called on (the path parameter ``name``)
 RUN_OF = {
     "generate": "gpt",
     "translate": "translation",
     "classify": "cnn",
     "predict": "esol",
     "sample": "gan",
-    "embed": "gpt",
+    "embed": "bert",
 }
 LIMITS = Limits(
     max_new_tokens=8, max_prompt_chars=64, max_text_chars=64, max_beam=2, max_samples=4,

@@ -7,7 +7,9 @@ as one sentence and exit with status 2; a failed run exits with status 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -416,15 +418,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "serve", "archlab serve (the HTTP server)")
     limits = Limits(**{name: getattr(args, name) for name, _, _ in _limit_options()})
     token = args.token or os.environ.get("ARCHLAB_SERVE_TOKEN") or None
-    app = create_app(args.run_dirs, token=token, limits=limits)
-    names = ", ".join(app.state.runs)
-    print(
-        f"archlab serve: {names} on http://{args.host}:{args.port}/ "
-        f"(API: /v1/runs, docs: /docs{'; bearer token required' if token else ''})",
-        file=sys.stderr,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    sock = _listening_socket(args.host, args.port)  # a busy or bad address: one sentence
+    with sock:
+        app = create_app(args.run_dirs, token=token, limits=limits)
+        names = ", ".join(app.state.runs)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(
+            f"archlab serve: {names} on http://{host}:{sock.getsockname()[1]}/ "
+            f"(API: /v1/runs, docs: /docs{'; bearer token required' if token else ''}; "
+            "Ctrl-C stops it)",
+            file=sys.stderr,
+        )
+
+        # Ctrl-C: open generation streams end with an error event, then the server stops
+        # (anything still open after SHUTDOWN_SECONDS is cut)
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig, frame) -> None:
+                super().handle_exit(sig, frame)
+                app.state.stop_streams()
+
+        config = uvicorn.Config(
+            app, log_level=args.log_level, timeout_graceful_shutdown=SHUTDOWN_SECONDS
+        )
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again at its end
+            Server(config).run(sockets=[sock])
+    print("archlab serve: stopped", file=sys.stderr)
     return 0
+
+
+SHUTDOWN_SECONDS = 5
+
+
+def _listening_socket(host: str, port: int):
+    """A socket bound to ``host:port`` (uvicorn listens on it), or one sentence why not."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise ArchlabError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as exc:
+        raise ArchlabError(f"--host {host}: {exc.strerror or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.EADDRINUSE:
+            why += " (another server is on it: choose another --port)"
+        raise ArchlabError(f"cannot listen on {host}:{port}: {why}") from None
+    return sock
 
 
 def _limit_options() -> list[tuple[str, type, object]]:

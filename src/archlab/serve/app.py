@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -236,7 +236,9 @@ def body_models(limits: Limits) -> dict[str, type[BaseModel]]:
 
     class EmbedBody(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        texts: list[str] = Field(min_length=1, max_length=64)
+        texts: list[Annotated[str, Field(max_length=limits.max_text_chars)]] = Field(
+            min_length=1, max_length=64
+        )
 
     return {
         "generate": GenerateBody,
@@ -338,6 +340,13 @@ def create_app(
         served[name] = run
     work = Work(limits)
     bodies = body_models(limits)
+    streams: set[Callable[[], None]] = set()  # how to end each open generation stream
+
+    def stop_streams() -> None:
+        """End every open generation stream with an error event (the server is stopping:
+        uvicorn waits for open responses before it shuts down)."""
+        for stop in list(streams):
+            stop()
 
     def close() -> None:
         """Stop the decoding threads and the inference thread (at shutdown; a request
@@ -360,7 +369,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runs, app.state.limits, app.state.work = served, limits, work
-    app.state.close = close
+    app.state.close, app.state.stop_streams = close, stop_streams
 
     # ----- errors: one sentence, never a traceback -----
 
@@ -464,24 +473,29 @@ def create_app(
         work.enter()
         run.batch.submit(request)
 
+        def stop() -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, ("end", SHUTTING_DOWN))
+
         async def events() -> AsyncIterator[str]:
             made = 0
+            streams.add(stop)
             try:
                 while True:
                     # every token that arrived since the last event goes in one event: a
                     # client that falls behind gets fewer, longer pieces
                     items = [await queue.get()]
-                    while not queue.empty():
+                    while not queue.empty() and items[-1][0] != "end":
                         items.append(queue.get_nowait())
                     tokens = [value for kind, value in items if kind == "token"]
                     made += len(tokens)
                     text = "".join(decoder.push(t) for t in tokens)
                     if text:
                         yield sse({"text": text})
-                    if items[-1][0] == "end":
+                    if items[-1][0] == "end":  # the request's end, or the server's
                         yield end_event(items[-1][1], made, limits)
                         return
             finally:
+                streams.discard(stop)
                 request.cancelled = True  # a client that left frees its row
                 work.leave()
 
@@ -518,8 +532,12 @@ def create_app(
 
         work.submit(produce)
 
+        def stop() -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, ("end", SHUTTING_DOWN))
+
         async def events() -> AsyncIterator[str]:
             made = 0
+            streams.add(stop)
             try:
                 while True:
                     kind, value = await queue.get()
@@ -533,6 +551,7 @@ def create_app(
                         yield end_event(value, made, limits)
                         return
             finally:
+                streams.discard(stop)
                 state["cancelled"] = True
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=NO_BUFFER)
@@ -567,6 +586,13 @@ def create_app(
                         "additionalProperties": {"type": "string", "format": "binary"},
                     }
                 },
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "description": "text inputs and options as fields",
+                        "additionalProperties": {"type": "string"},
+                    }
+                },
             },
         }
     }
@@ -580,7 +606,7 @@ def create_app(
         fields: dict[str, tuple[bytes | str, str | None]] = {}
         options: dict[str, Any] = {}
         draw = False
-        if kind == "multipart/form-data":
+        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
             try:
                 form = await request.form(max_files=8, max_fields=16)
             except Exception as exc:  # a malformed form
@@ -599,7 +625,7 @@ def create_app(
             try:
                 raw = json.loads(await request.body() or b"null")
             except (ValueError, UnicodeDecodeError):
-                raise Refusal(422, "the body is not JSON (or a multipart form)") from None
+                raise Refusal(422, "the body is not JSON (or a form)") from None
             try:
                 body = predict_body.model_validate(raw)
             except Exception as exc:
@@ -631,6 +657,10 @@ def create_app(
                     options[key] = int(options[key])
                 except (TypeError, ValueError):
                     raise Refusal(422, "the option top_k must be a whole number") from None
+                if options[key] < 1:
+                    raise Refusal(422, f"the option top_k must be at least 1, not {options[key]}")
+            if key == "side" and options[key] not in ("head", "tail"):
+                raise Refusal(422, f"the option side must be head or tail, not {options[key]!r}")
         folder = tempfile.TemporaryDirectory(prefix="archlab-serve-")
         try:
             return write_inputs(names, fields, folder, limits), options, draw, folder
@@ -727,6 +757,9 @@ NO_BUFFER = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def sse(data: dict, event: str | None = None) -> str:
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {json.dumps(data)}\n\n"
+
+
+SHUTTING_DOWN = "the server is shutting down"
 
 
 def end_event(reason: str | None, made: int, limits: Limits) -> str:

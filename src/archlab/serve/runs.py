@@ -54,7 +54,8 @@ class ServedRun:
 
     def cannot(self, verb: str) -> str:
         """Why this run does not serve ``verb``: one sentence."""
-        kind = f"a {self.task_cls.name} run"
+        article = "an" if self.task_cls.name[0] in "aeiou" else "a"
+        kind = f"{article} {self.task_cls.name} run"
         if verb in self.task_cls.verbs or (verb == "classify" and "predict" in self.task_cls.verbs):
             if isinstance(self.run, RunGroup) and verb not in GROUP_VERBS:
                 return (
@@ -184,6 +185,8 @@ def translate(served: ServedRun, text: str, beam: int | None, attention: bool) -
 
 def predict(served: ServedRun, inputs: list[str], options: dict[str, Any]) -> list[dict]:
     run = served.run
+    if served.task_cls.predicts == "query" and options.get("side") == "head":
+        inputs = inputs[::-1]  # ENTITY RELATION -> the command line's RELATION TAIL
     if isinstance(run, RunGroup):
         if options:
             return run.members[0].task.predict_ensemble(

@@ -257,6 +257,10 @@ class LinkPredictionTask(Task):
     verbs = frozenset({"predict"})
     predicts = "query"
     predict_options = frozenset({"side", "top_k"})
+    # the query's two parts as the server names them: the known entity (the head, or
+    # with side "head" the tail) and the relation; ``predict`` reads them in the command
+    # line's order (HEAD RELATION, or RELATION TAIL)
+    predict_inputs = ("ENTITY", "RELATION")
     derived_model_keys = {
         "num_entities": "the dataset's entities",
         "num_relations": "the dataset's relations",

@@ -283,16 +283,18 @@ function moleculePanel(run) {
   });
 }
 
-// ----- knowledge graphs: the top tails of a head and a relation -----
+// ----- knowledge graphs: the top tails of a head and a relation (or heads of a tail) -----
 
 function kgPanel(run) {
   const node = panel("t-kg", run, `${run.name}: link prediction`);
+  if (!run.options.includes("side")) $(node, ".side").hidden = true;
   $(node, ".go").addEventListener("click", async () => {
     showError(node, null);
     const table = $(node, ".ranking"); table.innerHTML = "";
     const [first, second] = run.inputs.map((i) => i.name);
     const inputs = { [first]: $(node, ".head").value, [second]: $(node, ".relation").value };
     const options = run.options.includes("top_k") ? { top_k: Number($(node, ".top-k").value) || 10 } : {};
+    if (run.options.includes("side")) options.side = $(node, ".side").value; // "head": rank the heads
     try {
       const result = await (await call(run.name, "predict", { inputs, options })).json();
       $(node, ".query").textContent = result.query || "";
