@@ -82,12 +82,6 @@ NOT_RUN = {
         "reference": "claim 6: against bert-mlm-mr",
         "why": "not run yet (added 2026-12-03 for claim 6)",
     },
-    "minilm-mr": {
-        "task": "MR sentence polarity, 10-fold CV",
-        "metric": "test accuracy",
-        "reference": "81.5 % — Kim (2014), CNN-non-static (pretrained word2vec)",
-        "why": "not recorded yet",
-    },
     "tcn-adding": {
         "task": "adding problem, T = 600",
         "metric": "test MSE",
