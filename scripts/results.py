@@ -622,6 +622,8 @@ def _bench_table(bench: dict) -> list[str]:
     cases = bench.get("cases")
     if not cases:
         return []
+    if "epoch_seconds" in next(iter(cases.values())):
+        return _kge_table(cases)
     refs = [k for k in next(iter(cases.values()))["ms"] if k != "archlab"]
     ref = refs[0] if refs else "reference"
     out = [
@@ -634,6 +636,19 @@ def _bench_table(bench: dict) -> list[str]:
             f"{c['peak_mb']['archlab']:.1f} | {c['peak_mb'][ref]:.1f} | "
             f"{c['memory_ratio']:.2f} |"
         )
+    return [*out, ""]
+
+
+def _kge_table(cases: dict) -> list[str]:
+    out = [
+        "| case | epoch s | PyKEEN s | ratio | evaluation s | PyKEEN s | ratio | memory ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case, c in cases.items():
+        e, v = c["epoch_seconds"], c["eval_seconds"]
+        out.append(f"| {case} | {e['archlab']:.3f} | {e['pykeen']:.3f} | {c['epoch_ratio']:.2f} | "
+                   f"{v['archlab']:.3f} | {v['pykeen']:.3f} | {c['eval_ratio']:.2f} | "
+                   f"{c['memory_ratio']:.2f} |")  # fmt: skip
     return [*out, ""]
 
 
