@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is
 
 import numpy as np  # noqa: E402
 
-from archlab.bench import write_claim  # noqa: E402
+from archlab.claims import done, train_missing, wilcoxon_p, write_claim  # noqa: E402
 
 OUT = ROOT / "results" / "claim-bert-vs-gpt.json"
 IMG = ROOT / "docs" / "img"
@@ -58,10 +56,6 @@ ALPHA = 0.05
 
 def run_dir(runs: Path, fold: int, arm: str) -> Path:
     return runs / f"fold{fold}-{arm}"
-
-
-def done(path: Path) -> bool:
-    return (path / "results.json").exists()
 
 
 def overrides(args, fold: int, arm: str) -> list[str]:
@@ -91,20 +85,18 @@ def cmd_plan(args) -> None:
 
 def cmd_run(args) -> None:
     """Train the runs not yet done, pretraining before fine-tuning; none after --max-seconds."""
-    from archlab.run import train
-
-    started = time.perf_counter()
-    for fold, arm in cells(args):
-        path = run_dir(args.runs, fold, arm)
-        if done(path):
-            continue
-        if time.perf_counter() - started > args.max_seconds:
-            print("time is up for this chunk; run again for the rest", flush=True)
-            return
-        if path.exists():  # an interrupted run starts over
-            shutil.rmtree(path)
-        print(f"fold {fold}: {arm}", flush=True)
-        train(ARMS[arm][0], overrides(args, fold, arm), out=str(path), progress=False)
+    train_missing(
+        (
+            (
+                f"fold {fold}: {arm}",
+                ARMS[arm][0],
+                overrides(args, fold, arm),
+                run_dir(args.runs, fold, arm),
+            )
+            for fold, arm in cells(args)
+        ),  # fmt: skip
+        args.max_seconds,
+    )
 
 
 def results_of(path: Path) -> dict:
@@ -178,17 +170,10 @@ def collect(args) -> tuple[dict, list[int]]:
     return table, folds
 
 
-def paired_p(a: list[float], b: list[float]) -> float:
-    from scipy.stats import wilcoxon
-
-    diff = np.array(a) - np.array(b)
-    return 1.0 if not np.any(diff) else float(wilcoxon(a, b, zero_method="zsplit").pvalue)
-
-
 def verdict(table: dict) -> str:
     acc = table["accuracy"]
     bert, gpt = acc["bert-mlm"], acc["gpt-clm"]
-    p = paired_p(bert["runs"], gpt["runs"])
+    p = wilcoxon_p(bert["runs"], gpt["runs"])
     gap = 100 * (bert["mean"] - gpt["mean"])
     folds = bert["folds"]
     if p < ALPHA:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is installed
 
 import archlab  # noqa: E402
-from archlab.bench import write_claim  # noqa: E402
+from archlab.claims import done, write_claim  # noqa: E402
 from archlab.config import read_recipe  # noqa: E402
 
 RECIPE = "gpt-shakespeare-char"
@@ -93,10 +93,6 @@ def model_sets(model: str, gpt: dict) -> list[str]:
     for key, value in size_values(model, gpt).items():
         sets[f"model.{key}"] = json.dumps(value, separators=(",", ":"))
     return [f"{k}={v}" for k, v in sets.items()]
-
-
-def done(path: Path) -> bool:
-    return (path / "results.json").exists()
 
 
 def records(run_dir: Path, split: str) -> list[dict]:

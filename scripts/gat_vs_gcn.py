@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import archlab  # noqa: E402
-from archlab.bench import write_claim  # noqa: E402
+from archlab.claims import done, train_missing, wilcoxon_p, write_claim  # noqa: E402
 from archlab.data.graphs import perturb_edges  # noqa: E402
 
 OUT = ROOT / "results" / "claim-gat-vs-gcn.json"
@@ -82,10 +80,6 @@ def cells(args) -> list[tuple[str, str, str, float, int]]:
     ]
 
 
-def done(path: Path) -> bool:
-    return (path / "results.json").exists()
-
-
 def cmd_plan(args) -> None:
     for dataset, model, kind, level, seed in cells(args):
         path = run_dir(args.runs, dataset, model, kind, level, seed)
@@ -96,21 +90,18 @@ def cmd_plan(args) -> None:
 
 def cmd_run(args) -> None:
     """Train the runs not yet done; start none after --max-seconds."""
-    from archlab.run import train
-
-    started = time.perf_counter()
-    for dataset, model, kind, level, seed in cells(args):
-        path = run_dir(args.runs, dataset, model, kind, level, seed)
-        if done(path):
-            continue
-        if time.perf_counter() - started > args.max_seconds:
-            print("time is up for this chunk; run again for the rest", flush=True)
-            return
-        if path.exists():  # an interrupted run starts over
-            shutil.rmtree(path)
-        print(f"{dataset} {model} {kind} {level:g} seed {seed}", flush=True)
-        sets = overrides(kind, level, seed, args.set)
-        train(f"{model}-{dataset}", sets, out=str(path), progress=False)
+    train_missing(
+        (
+            (
+                f"{dataset} {model} {kind} {level:g} seed {seed}",
+                f"{model}-{dataset}",
+                overrides(kind, level, seed, args.set),
+                run_dir(args.runs, dataset, model, kind, level, seed),
+            )  # fmt: skip
+            for dataset, model, kind, level, seed in cells(args)
+        ),
+        args.max_seconds,
+    )
 
 
 def load_run(path: Path):
@@ -130,11 +121,9 @@ def test_correct(run, graph, edge_index: torch.Tensor) -> torch.Tensor:
 
 def paired(gcn: list[float], gat: list[float]) -> dict:
     """Means, the mean difference GAT - GCN and Wilcoxon's signed-rank p (two-sided)."""
-    from scipy.stats import wilcoxon
-
     a, b = np.array(gcn), np.array(gat)
     diff = b - a
-    p = 1.0 if not np.any(diff) else float(wilcoxon(b, a, zero_method="zsplit").pvalue)
+    p = wilcoxon_p(gat, gcn)
     return {
         "gcn": float(a.mean()),
         "gcn_std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,

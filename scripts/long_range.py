@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is
 import torch  # noqa: E402
 
 import archlab  # noqa: E402
-from archlab.bench import write_claim  # noqa: E402
+from archlab.claims import done, train_missing, write_claim  # noqa: E402
 
 OUT = ROOT / "results" / "claim-long-range.json"
 IMG = ROOT / "docs" / "img"
@@ -151,10 +151,6 @@ def run_dir(task: str, T: int, model: str, runs: Path) -> Path:
     return runs / f"{task}-T{T}-{model}"
 
 
-def done(path: Path) -> bool:
-    return (path / "results.json").exists()
-
-
 def cmd_plan(args) -> None:
     for task, T, model in cells(args.tasks, args.T, args.models):
         sets = overrides(task, T, model, args.steps or TASKS[task]["steps"])
@@ -194,24 +190,23 @@ def cmd_probe(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from archlab.run import train
+    steps = args.steps
 
-    started = time.perf_counter()
-    for task, T, model in cells(args.tasks, args.T, args.models):
-        path = run_dir(task, T, model, args.runs)
-        if done(path):
-            continue
-        if time.perf_counter() - started > args.max_seconds:
-            print("time is up for this chunk; run again for the rest", flush=True)
-            return
-        if path.exists():  # an interrupted cell starts over
-            import shutil
+    def label(task: str, T: int, model: str) -> str:
+        return f"{task} T={T} {model}: {steps or TASKS[task]['steps']} steps"
 
-            shutil.rmtree(path)
-        steps = args.steps or TASKS[task]["steps"]
-        print(f"{task} T={T} {model}: {steps} steps", flush=True)
-        sets = overrides(task, T, model, steps)
-        train(TASKS[task]["recipe"], sets, out=str(path), progress=False)
+    train_missing(
+        (
+            (
+                label(task, T, model),
+                TASKS[task]["recipe"],
+                overrides(task, T, model, steps or TASKS[task]["steps"]),
+                run_dir(task, T, model, args.runs),
+            )
+            for task, T, model in cells(args.tasks, args.T, args.models)
+        ),  # fmt: skip
+        args.max_seconds,
+    )
 
 
 def cmd_missing(args) -> None:

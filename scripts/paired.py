@@ -11,15 +11,13 @@ written as a results file (rendered in the README's table by ``results.py table`
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from scipy.stats import binomtest
 
 import archlab
-from archlab.bench import machine
-from archlab.io import to_json
+from archlab.claims import write_claim
 from archlab.tasks.image_classification import as_input
 
 
@@ -60,24 +58,17 @@ def main() -> None:
     )
     print(summary)
     if args.out:
-        entry = {
-            "name": Path(args.out).stem,
-            "command": f"python scripts/paired.py {args.run_a} {args.run_b} --split {args.split}",
-            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "machine": machine(),
-            "benchmarks": {
-                Path(args.out).stem: {
-                    "summary": summary,
-                    "reference": args.reference,
-                    "accuracy_a": a.float().mean().item(),
-                    "accuracy_b": b.float().mean().item(),
-                    "only_a": only_a,
-                    "only_b": only_b,
-                    "p_value": p,
-                }
-            },
+        body = {
+            "summary": summary,
+            "reference": args.reference,
+            "accuracy_a": a.float().mean().item(),
+            "accuracy_b": b.float().mean().item(),
+            "only_a": only_a,
+            "only_b": only_b,
+            "p_value": p,
         }
-        Path(args.out).write_text(to_json(entry, indent=2) + "\n")
+        command = f"python scripts/paired.py {args.run_a} {args.run_b} --split {args.split}"
+        write_claim(args.out, Path(args.out).stem, command, body)
 
 
 if __name__ == "__main__":

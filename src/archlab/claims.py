@@ -18,13 +18,20 @@ installed wheel.
 from __future__ import annotations
 
 import json
+import math
 import shlex
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+from archlab.bench import machine
 from archlab.errors import ArchlabError, ConfigError
+from archlab.io import to_json
 from archlab.registry import unknown_name_message
 
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout
@@ -247,3 +254,55 @@ def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
                 print(f"[{n}] failed (exit {code}): {step}", file=sys.stderr)
                 return code
     return 0
+
+
+# ----- what the claim scripts share
+
+
+def write_claim(path: str | Path, name: str, command: str, body: dict) -> None:
+    """Write a measured claim as a results file (``results/claim-*.json``): ``body`` holds
+    its ``summary``, the ``reference`` it is set against, and its figures."""
+    entry = {
+        "name": name,
+        "command": command,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "benchmarks": {name: body},
+        "kind": "claim",
+    }
+    Path(path).write_text(to_json(entry, indent=2) + "\n", encoding="utf-8")
+
+
+def done(run_dir: Path) -> bool:
+    """A run of a claim's experiment is done once it has written its results.json."""
+    return (Path(run_dir) / "results.json").exists()
+
+
+def train_missing(
+    runs: Iterable[tuple[str, str, list[str], Path]], max_seconds: float = math.inf
+) -> None:
+    """Train each (label, recipe, overrides, run_dir) not done yet, in order; a run that
+    was interrupted starts over.  None starts after ``max_seconds``, so that a loop around
+    the call (each under the machine's CPU lock) lets other jobs in between."""
+    from archlab.run import train
+
+    started = time.perf_counter()
+    for label, recipe, overrides, run_dir in runs:
+        if done(run_dir):
+            continue
+        if time.perf_counter() - started > max_seconds:
+            print("time is up for this chunk; run again for the rest", flush=True)
+            return
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(label, flush=True)
+        train(recipe, overrides, out=str(run_dir), progress=False)
+
+
+def wilcoxon_p(a: list[float], b: list[float]) -> float:
+    """Wilcoxon's signed-rank test of paired figures (two-sided; zero differences split
+    between the signs): its p, and 1.0 when every pair is equal."""
+    from scipy.stats import wilcoxon
+
+    if all(x == y for x, y in zip(a, b, strict=True)):
+        return 1.0
+    return float(wilcoxon(a, b, zero_method="zsplit").pvalue)

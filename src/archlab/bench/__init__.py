@@ -12,6 +12,8 @@ import importlib
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,18 +46,31 @@ def machine() -> dict:
     }
 
 
-def write_claim(path: str | Path, name: str, command: str, body: dict) -> None:
-    """Write a measured claim as a results file (``results/claim-*.json``): ``body`` holds
-    its ``summary``, the ``reference`` it is set against, and its figures."""
-    entry = {
-        "name": name,
-        "command": command,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "benchmarks": {name: body},
-        "kind": "claim",
-    }
-    Path(path).write_text(to_json(entry, indent=2) + "\n", encoding="utf-8")
+def memory_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def step_peak_mb(step: Callable[[], object]) -> float:
+    """Peak RSS above the present one while ``step()`` runs, in MB: the peak is reset
+    first (``/proc/self/clear_refs``), so what was set up before does not count."""
+    Path("/proc/self/clear_refs").write_text("5")
+    base = memory_mb("VmRSS")
+    step()
+    return memory_mb("VmHWM") - base
+
+
+def in_fresh_process(code: str) -> float:
+    """The number Python ``code`` prints last, run in a fresh interpreter (so that a memory
+    figure sees none of this process's allocations)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return float(out.strip().splitlines()[-1])
 
 
 def interleaved_medians(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:

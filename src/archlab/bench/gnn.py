@@ -18,13 +18,10 @@ each side in its own subprocess (so neither sees the other's allocations).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import torch
 import torch.nn.functional as F
 
-from archlab.bench import interleaved_medians, timed
+from archlab.bench import in_fresh_process, interleaved_medians, timed
 from archlab.errors import ConfigError
 
 HIDDEN, HEADS = 16, 8
@@ -128,31 +125,16 @@ def _setup(impl: str, model: str, case: str):
     return _step_fn(net, x, edge_index, y, mask, optimizer=case != "random")
 
 
-def _memory_mb(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise OSError(f"{field} not in /proc/self/status")
-
-
 def _peak_memory_mb(impl: str, model: str, case: str) -> float:
     """Peak RSS above the baseline during one step, in a fresh subprocess.
 
-    The peak is reset after setup (``/proc/self/clear_refs``), so loading the
-    graph does not count; the warm-up step does (it builds what is cached).
+    The peak is reset after setup, so loading the graph does not count; the warm-up
+    step does (it builds what is cached).
     """
-    code = (
-        "from archlab.bench import gnn; "
-        f"step = gnn._setup({impl!r}, {model!r}, {case!r}); "
-        "open('/proc/self/clear_refs', 'w').write('5'); base = gnn._memory_mb('VmRSS'); "
-        "step(); print(gnn._memory_mb('VmHWM') - base)"
+    return in_fresh_process(
+        "from archlab.bench import gnn, step_peak_mb; "
+        f"print(step_peak_mb(gnn._setup({impl!r}, {model!r}, {case!r})))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    return float(out.strip().splitlines()[-1])
 
 
 def summarize(results: dict[str, dict]) -> str:

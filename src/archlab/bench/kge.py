@@ -25,8 +25,6 @@ ratios are archlab / PyKEEN (below 1: archlab is faster or smaller).
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import weakref
@@ -34,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from archlab.bench import interleaved_medians
+from archlab.bench import in_fresh_process, interleaved_medians, step_peak_mb
 from archlab.errors import ConfigError
 
 BATCH, NEGATIVES = 256, 64
@@ -213,14 +211,6 @@ def _pykeen_eval_batch(net, num_entities: int) -> int:
     return max(1, min(256, 2**27 // (num_entities * width)))
 
 
-def _memory_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise OSError(f"{field} not in /proc/self/status")
-
-
 def one_step_peak(impl: str, dataset: str, model: str) -> float:
     """Peak RSS above the baseline during one training step (run in a fresh process)."""
     trainer, task = _archlab(dataset, model, SUBSET if dataset == "wn18rr" else None)
@@ -234,20 +224,13 @@ def one_step_peak(impl: str, dataset: str, model: str) -> float:
         def step() -> None:
             loop.train(triples_factory=small, num_epochs=1, batch_size=BATCH, use_tqdm=False)
 
-    Path("/proc/self/clear_refs").write_text("5")
-    base = _memory_mb("VmRSS")
-    step()
-    return _memory_mb("VmHWM") - base
+    return step_peak_mb(step)
 
 
 def _peak_memory(impl: str, dataset: str, model: str) -> float:
-    code = (
+    return in_fresh_process(
         f"from archlab.bench import kge; print(kge.one_step_peak({impl!r}, {dataset!r}, {model!r}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    return float(out.strip().splitlines()[-1])
 
 
 def run(quick: bool = False) -> dict:
