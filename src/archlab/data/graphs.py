@@ -269,7 +269,7 @@ def perturb_edges(
         drawn = torch.minimum(u, v) * n + torch.maximum(u, v)
         drawn = drawn[(u != v) & ~torch.isin(drawn, pairs) & ~torch.isin(drawn, new)]
         new = torch.cat([new, _first_of_each(drawn)])[:wanted]
-    keys += [(new // n) * n + new % n, (new % n) * n + new // n]
+    keys += [new, (new % n) * n + new // n]  # (u, v) and (v, u) of each new pair u < v
     keys = torch.cat(keys).sort().values
     return torch.stack([keys // n, keys % n])
 

@@ -206,10 +206,9 @@ class TextPretrainingTask(Task):
         total, count = 0.0, 0
         if self.data.objective == "clm":
             for i in range(0, len(seqs), batch_size):
-                ids, mask = pad_ids(seqs[i : i + batch_size], self.tokenizer.pad_id)
-                targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE)
+                inputs, mask, targets = self._batch(seqs[i : i + batch_size], torch.Generator())
                 targets = targets.masked_fill(targets == self.tokenizer.sep_id, IGNORE)
-                nll, n = self._nll(model, (ids[:, :-1], mask[:, :-1], targets))
+                nll, n = self._nll(model, (inputs, mask, targets))
                 total, count = total + nll.item(), count + n
             return total, count
         rows = [(s, t) for s, seq in enumerate(seqs) for t in range(1, len(seq) - 1)]
