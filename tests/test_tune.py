@@ -244,3 +244,20 @@ def test_a_setting_whose_training_stops_loses_and_is_not_retried(tmp_path, monke
     assert main(args) == 0
     assert calls == []  # neither the finished nor the stopped setting trains again
     assert "stopped in an earlier call" in capsys.readouterr().err
+
+
+def test_the_tune_that_docs_recipes_md_gives_for_minilm_mr_is_valid() -> None:
+    import shlex
+
+    from archlab.cli import build_parser
+    from archlab.tune import check_settings, parse_grid, plan_repeats
+
+    docs = (Path(__file__).parent.parent / "docs/recipes.md").read_text(encoding="utf-8")
+    section = docs.split("\n### minilm-mr\n", 1)[1].split("\n### ", 1)[0]
+    (line,) = [line for line in section.splitlines() if line.startswith("archlab tune ")]
+    args = build_parser().parse_args(shlex.split(line)[1:])
+    grid = parse_grid(args.grid, args.set)
+    repeats = plan_repeats(args.recipe, args.set, args.on_folds, args.seeds)
+    check_settings(args.recipe, args.set, grid, repeats)  # every run resolves
+    assert grid == {"trainer.lr": ["5e-5", "1e-4", "2e-4", "4e-4"]}
+    assert (repeats.key, repeats.values) == ("data.fold", [0, 1])
