@@ -2,14 +2,18 @@
 
     python scripts/results.py record RUN_DIR --name gat-cora-pyg --command "archlab train ..." \
         --reference "83.0 ± 0.7 % (Veličković et al. 2018)" [--recipe gat-cora] [--variant "..."]
+    python scripts/results.py record TUNE_DIR --name minilm-mr-lr --recipe minilm-mr \
+        --variant "lr on folds 0-1"          # an `archlab tune` directory (its tune.json)
     python scripts/results.py build          # README's table, docs/results.md and docs/img/*.png
     python scripts/results.py build --check  # fail if either text is stale (no plots drawn)
 
 Each file in results/ is one recorded figure with its command, date and machine, and says
 what it is: ``kind`` is ``recipe`` (the file named like its recipe: the README's row),
-``variant`` (the same recipe with something changed: ``variant`` says what), ``benchmark``
-or ``claim``; ``recipe`` names the recipe it belongs to.  A recipe's own file also holds
-its ``headline``: the task, the metric of the README's row and the published figure.
+``variant`` (the same recipe with something changed: ``variant`` says what), ``tune`` (an
+``archlab tune`` of the recipe: its tune.json under ``tune``, shown as a table of the
+settings' validation figures in the recipe's section), ``benchmark`` or ``claim``;
+``recipe`` names the recipe it belongs to.  A recipe's own file also holds its
+``headline``: the task, the metric of the README's row and the published figure.
 
 The README gets one row per recipe (between its results markers); docs/results.md gets
 everything, grouped by recipe, between its generated markers, so the prose around them
@@ -34,7 +38,7 @@ BOOK = ROOT / "docs" / "results.md"
 IMG = ROOT / "docs" / "img"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 BLOCK = re.compile(r"<!-- generated:(?P<name>[a-z-]+) -->\n.*?<!-- generated:end -->", re.S)
-KINDS = ("recipe", "variant", "benchmark", "claim")
+KINDS = ("recipe", "variant", "tune", "benchmark", "claim")
 
 KGE = ("transe", "distmult", "complex", "rotate")
 # The README's and the book's order: families of recipes, each with the plot drawn for it.
@@ -210,7 +214,7 @@ def load_entries() -> list[dict]:
                 entry["kind"] = "claim" if entry["name"].startswith("claim") else "benchmark"
         if entry["kind"] not in KINDS:
             sys.exit(f"results/{path.name}: kind must be one of {', '.join(KINDS)}")
-        if entry["kind"] in ("recipe", "variant") and entry.get("recipe") not in recipes:
+        if entry["kind"] in ("recipe", "variant", "tune") and entry.get("recipe") not in recipes:
             sys.exit(f"results/{path.name}: 'recipe' must name a recipe, not {entry.get('recipe')}")
         if entry["kind"] == "recipe" and entry["name"] != entry["recipe"]:
             sys.exit(f"results/{path.name}: a recipe's own result is named like the recipe")
@@ -425,10 +429,11 @@ def render_recipe_section(name: str, entries: list[dict]) -> list[str]:
             label = bench if e["kind"] == "claim" else f"bench {bench}"
             anchor = label.replace(" ", "-")
             out += [f"Measured with this recipe: [{label}](#{anchor}).", ""]
+    tunes = render_tunes(name, entries)
     if not mine:
         out.append(f"*{NOT_RUN.get(name, {}).get('why', 'not recorded yet')}.*")
         out.append("")
-        return out
+        return out + tunes
     head = headline(next((e for e in mine if e["kind"] == "recipe"), mine[0]))
     metric = head["metric"]
     splits = [s for s in ("test", "val") if any(metric in e["results"].get(s, {}) for e in mine)]
@@ -450,14 +455,58 @@ def render_recipe_section(name: str, entries: list[dict]) -> list[str]:
     for e in mine:
         out += _entry_details(e)
     out.append("")
+    return out + tunes
+
+
+def render_tunes(name: str, entries: list[dict]) -> list[str]:
+    """The recipe's recorded tunes: each setting's validation figure, and the choice."""
+    out = []
+    for e in (e for e in entries if e["kind"] == "tune" and e.get("recipe") == name):
+        tune = e["tune"]
+        metric, repeats = tune["metric"], tune["repeats"]
+        label = REPEATS.get(repeats["key"], repeats["key"])
+        runs = f"{label} {', '.join(map(str, repeats['values']))}"
+        if len(repeats["values"]) == 1:
+            runs = f"{label.removesuffix('s')} {repeats['values'][0]}"
+        what = f" ({e['variant']})" if e.get("variant") else ""
+        out += [
+            f"**{e['name']}**, settings compared on validation{what}: `{e['command']}`  ",
+            f"{where(e)}; wall time of the whole tune: {duration(tune['wall_seconds'])}.",
+            "",
+            f"| setting | val {_metric_name(metric)} ({runs}) | per run | time |",
+            "|---|---|---|---|",
+        ]
+        chosen = (tune.get("choice") or {}).get("name")
+        for s in tune["settings"]:
+            setting = f"**{s['name']}** (chosen)" if s["name"] == chosen else s["name"]
+            if s["status"] != "done":
+                cells = [setting, f"stopped: {s['error']}", "—", "—"]
+            else:
+                per_run = s["val"].get(f"{metric}_runs", [s["val"].get(metric)])
+                cells = [
+                    setting,
+                    metric_value({"val": s["val"]}, "val", metric),
+                    ", ".join("—" if v is None else _number(metric, v) for v in per_run),
+                    "—" if s.get("train_seconds") is None else duration(s["train_seconds"]),
+                ]
+            out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        better = tune["better"]
+        out += [
+            "",
+            f"Chosen: {chosen or 'none'} (the best mean; {better} validation "
+            f"{_metric_name(metric)} is better; the settings' test figures take no part).",
+            "",
+        ]
     return out
 
 
 def render_overview(entries: list[dict]) -> str:
     n = {k: sum(e["kind"] == k for e in entries) for k in KINDS}
+    tunes = f"{_plural(n['tune'], 'tune')}, " if n["tune"] else ""
     return "\n".join(
         [
             f"{_plural(n['recipe'], 'recipe')} recorded, {_plural(n['variant'], 'variant')}, "
+            f"{tunes}"
             f"{_plural(n['benchmark'], 'benchmark')}, {_plural(n['claim'], 'claim')} "
             f"(`results/*.json`, {len(entries)} files).",
             "",
@@ -940,7 +989,9 @@ def plot_gat_seeds(plt, entries):
         chosen = [
             e
             for e in entries
-            if e.get("recipe") == recipe and e["results"]["train"].get("runs", 1) >= 100
+            if e.get("recipe") == recipe
+            and "results" in e
+            and e["results"]["train"].get("runs", 1) >= 100
         ]
         chosen.sort(key=lambda e: (not e["variant"].startswith("the recipe"), e["name"]))
         rows = [
@@ -1157,15 +1208,23 @@ def record(args: argparse.Namespace) -> None:
     from archlab.io import to_json
 
     run_dir = Path(args.run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
+    tune = _finished_tune(run_dir)
+    if tune is None and not args.command:
+        sys.exit("record: give the command that made the run with --command")
     entry = {
         "name": args.name,
-        "command": args.command,
+        "command": args.command or tune["command"],
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
         "reference": args.reference,
-        "results": results,
     }
+    if tune is None:
+        entry["results"] = json.loads((run_dir / "results.json").read_text())
+    else:
+        entry["kind"] = "tune"
+        entry["tune"] = tune
+        if tune["recipe"] in recipe_names():
+            entry["recipe"] = tune["recipe"]
     path = RESULTS / f"{args.name}.json"
     if path.exists():  # a re-recorded figure keeps what the file says it is
         old = json.loads(path.read_text())
@@ -1176,6 +1235,10 @@ def record(args: argparse.Namespace) -> None:
     if recipe:
         entry["recipe"] = recipe
         entry.setdefault("kind", "recipe" if recipe == args.name else "variant")
+    if tune is not None:
+        entry["kind"] = "tune"
+        if not recipe:
+            sys.exit("record: name the recipe the tune belongs to with --recipe")
     if args.variant:
         entry["variant"] = args.variant
     if args.curve:
@@ -1185,16 +1248,28 @@ def record(args: argparse.Namespace) -> None:
     print(f"wrote results/{args.name}.json; now run `python scripts/results.py build`")
 
 
+def _finished_tune(run_dir: Path) -> dict | None:
+    """The tune.json of an `archlab tune` directory (None for a run); an unfinished tune
+    is refused."""
+    path = run_dir / "tune.json"
+    if not path.is_file():
+        return None
+    tune = json.loads(path.read_text(encoding="utf-8"))
+    if not tune.get("finished"):
+        sys.exit(f"{run_dir}: the tune has not finished; run its command again to finish it")
+    return tune
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("record", help="write a finished run's results.json into results/")
     p.add_argument("run_dir")
     p.add_argument("--name", required=True)
-    p.add_argument("--command", required=True)
+    p.add_argument("--command", help="the command that made it (a tune: tune.json's)")
     p.add_argument("--reference", default="")
     p.add_argument("--recipe", help="the recipe it belongs to (default: from --name)")
-    p.add_argument("--variant", help="what differs from the recipe, in a few words")
+    p.add_argument("--variant", help="what differs from the recipe (a tune: what it tunes)")
     p.add_argument("--curve", metavar="METRIC", help="also keep the validation METRIC's curve")
     p.set_defaults(func=record)
     for name in ("build", "table"):

@@ -131,3 +131,72 @@ def test_a_benchmarks_note_on_its_conditions_is_in_the_book() -> None:
     assert notes  # bench seq and bench demo say what they ran beside
     for note in notes:
         assert f"- Note: {note.rstrip('.')}." in book
+
+
+def test_a_recorded_tune_shows_its_settings_validation_figures_and_the_choice() -> None:
+    results = _results_script()
+    recipe = json.loads((ROOT / "results/minilm-mr.json").read_text(encoding="utf-8"))
+    setting = {"status": "done", "train_seconds": 600.0}
+    tune = {
+        "recipe": "minilm-mr",
+        "metric": "accuracy",
+        "better": "higher",
+        "repeats": {"key": "data.fold", "values": [0, 1]},
+        "settings": [
+            {**setting, "name": "trainer.lr=1e-4", "set": ["trainer.lr=1e-4"],
+             "val": {"accuracy": 0.85, "accuracy_std": 0.01, "accuracy_runs": [0.84, 0.86]}},
+            {**setting, "name": "trainer.lr=2e-4", "set": ["trainer.lr=2e-4"],
+             "val": {"accuracy": 0.80, "accuracy_std": 0.0, "accuracy_runs": [0.80, 0.80]}},
+            {"name": "trainer.lr=4e-4", "status": "failed", "error": "the loss became nan"},
+        ],
+        "choice": {"name": "trainer.lr=1e-4", "set": ["trainer.lr=1e-4"]},
+        "wall_seconds": 1300.0,
+    }  # fmt: skip
+    entry = {"name": "minilm-mr-lr", "kind": "tune", "recipe": "minilm-mr", "tune": tune,
+             "command": "archlab tune minilm-mr ...", "date": "2026-12-03",
+             "machine": recipe["machine"], "variant": "lr on folds 0-1"}  # fmt: skip
+    lines = results.render_tunes("minilm-mr", [recipe, entry])
+    assert "| setting | val accuracy (folds 0, 1) | per run | time |" in lines
+    assert "| **trainer.lr=1e-4** (chosen) | 85.00 ± 1.00 % | 84.00, 86.00 | 10 min |" in lines
+    assert "| trainer.lr=2e-4 | 80.00 ± 0.00 % | 80.00, 80.00 | 10 min |" in lines
+    assert "| trainer.lr=4e-4 | stopped: the loss became nan | — | — |" in lines
+    assert any("Chosen: trainer.lr=1e-4" in line for line in lines)
+    assert results.render_tunes("cnn-mr", [recipe, entry]) == []
+    section = results.render_recipe_section("minilm-mr", [recipe, entry])
+    assert "| **trainer.lr=1e-4** (chosen) | 85.00 ± 1.00 % | 84.00, 86.00 | 10 min |" in section
+
+
+def test_record_takes_a_finished_tune_directory(tmp_path: Path) -> None:
+    for part in ("scripts", "results", "docs", "src/archlab/recipes"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("*.png"))
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    tune_dir = tmp_path / "tune"
+    tune_dir.mkdir()
+    val = {"accuracy": 0.85, "accuracy_std": 0.01, "accuracy_runs": [0.84, 0.86]}
+    tune = {
+        "recipe": "minilm-mr", "set": [], "repeats": {"key": "data.fold", "values": [0, 1]},
+        "grid": {"trainer.lr": ["1e-4"]}, "metric": "accuracy", "split": "val",
+        "better": "higher", "finished": False, "wall_seconds": 60.0,
+        "settings": [{"name": "trainer.lr=1e-4", "set": ["trainer.lr=1e-4"], "status": "done",
+                      "val": val, "train_seconds": 50.0}],
+        "choice": {"name": "trainer.lr=1e-4", "set": ["trainer.lr=1e-4"]},
+        "command": "archlab tune minilm-mr --grid trainer.lr=1e-4 --on-folds 0 1 --out tune",
+    }  # fmt: skip
+    (tune_dir / "tune.json").write_text(json.dumps(tune), encoding="utf-8")
+    record = [sys.executable, str(tmp_path / "scripts/results.py"), "record", str(tune_dir),
+              "--name", "minilm-mr-lr", "--variant", "lr on folds 0-1"]  # fmt: skip
+    proc = subprocess.run(record, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "the tune has not finished" in proc.stderr
+    tune["finished"] = True
+    (tune_dir / "tune.json").write_text(json.dumps(tune), encoding="utf-8")
+    proc = subprocess.run(record, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads((tmp_path / "results/minilm-mr-lr.json").read_text(encoding="utf-8"))
+    assert entry["kind"] == "tune" and entry["recipe"] == "minilm-mr"
+    assert entry["command"] == tune["command"] and "results" not in entry
+    assert check(tmp_path).returncode != 0  # the book does not show it yet
+    build = [sys.executable, str(tmp_path / "scripts/results.py"), "build", "--no-plots"]
+    subprocess.run(build, capture_output=True, text=True, check=True)
+    assert check(tmp_path).returncode == 0
+    book = (tmp_path / "docs/results.md").read_text(encoding="utf-8")
+    assert "| **trainer.lr=1e-4** (chosen) | 85.00 ± 1.00 % | 84.00, 86.00 | 50 s |" in book

@@ -191,6 +191,21 @@ def _split_seed(recipe_name: str, overrides: list[str]) -> int:
     return resolve(apply_overrides(read_recipe(recipe_name), overrides)).task.data.split_seed
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from archlab.tune import parse_grid, plan_repeats, table, tune
+
+    grid = parse_grid(args.grid, args.set)
+    repeats = plan_repeats(args.recipe, args.set, args.on_folds, args.seeds)
+    try:  # a setting whose training stops is reported in the table and cannot be chosen
+        run_dir, state = tune(args.recipe, args.set, grid, repeats, out=args.out)
+    except KeyboardInterrupt:
+        print("archlab: interrupted; the finished settings are kept", file=sys.stderr)
+        return 130
+    print(table(state))
+    print(f"tune.json: {run_dir / 'tune.json'}", file=sys.stderr)
+    return 0 if state["choice"] else 1
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from archlab.run import load
 
@@ -573,6 +588,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", choices=["cpu", "cuda", "auto"], help="same as --set trainer.device=..."
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "tune",
+        help="train every setting of a grid and choose one on validation",
+        description="Train a recipe once per combination of the --grid values (each as "
+        "`archlab train` trains it, over --on-folds or --seeds) into RUN_DIR/SETTING, and "
+        "choose the setting with the best mean validation figure of the task's metric "
+        "(test figures take no part).  Prints each setting's figure (mean ± std) and the "
+        "choice, and writes RUN_DIR/tune.json.  The same command with --out RUN_DIR again "
+        "continues an interrupted tune: finished settings are not trained again.",
+    )
+    p.add_argument("recipe", metavar="RECIPE_OR_YAML", help="recipe name or YAML path")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a recipe key and the values to try, e.g. --grid trainer.lr=1e-4,2e-4 "
+        "(repeatable: every combination is trained)",
+    )
+    p.add_argument(
+        "--on-folds",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="train each setting on these folds (data.fold=K; tasks with folds) and average",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train each setting with N seeds (the recipe's trainer.seed and the next N-1) "
+        "and average (default: one run)",
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key"
+    )
+    p.add_argument(
+        "--out", metavar="RUN_DIR", help="tune directory (default: runs/RECIPE-tune-TIME)"
+    )
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser(
         "eval",

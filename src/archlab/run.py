@@ -431,29 +431,45 @@ def train_repeats(
     label: str,
     out: str | None = None,
     progress: bool = True,
+    keep_finished: bool = False,
 ) -> tuple[Path, dict]:
     """Train once per value of ``key`` (seeds, folds) into RUN_DIR/LABEL-VALUE; aggregate.
 
     RUN_DIR/results.json holds, per split and metric, the mean under the metric's
     name, the standard deviation under NAME_std and the per-run values under NAME_runs;
     and under ``repeats`` what varied, with each run's data.split_seed where it has one.
+
+    ``keep_finished``: ``out`` may hold the runs of an earlier call with the same
+    arguments (``archlab tune`` continuing); a run that finished (it has results.json)
+    is read, not trained again, and one that was stopped continues as ``--resume``
+    does, from its own config.yaml.
     """
     rank, world = _rank_world()
     if world > 1 and not out:
         raise ConfigError(
             "under torchrun, repeated runs need a directory all processes agree on: give --out"
         )
-    claim = rundir.claim_new(Path(out) if out else None, recipe_name) if rank == 0 else None
+    claim = None
+    if rank == 0 and keep_finished and out and Path(out).is_dir():
+        claim = rundir.claim_existing(Path(out))
+    elif rank == 0:
+        claim = rundir.claim_new(Path(out) if out else None, recipe_name)
     run_dir = claim.run_dir if claim else Path(out)
     try:
         runs, split_seeds = [], []
         for value in values:
-            one_run, results = train(
-                recipe_name,
-                [*overrides, f"{key}={value}"],
-                out=str(run_dir / f"{label}-{value}"),
-                progress=progress,
-            )
+            one_run = run_dir / f"{label}-{value}"
+            if keep_finished and (one_run / "results.json").is_file():
+                results = json.loads((one_run / "results.json").read_text("utf-8"))
+            elif keep_finished and (one_run / "config.yaml").is_file():
+                one_run, results = train(None, [], resume=str(one_run), progress=progress)
+            else:
+                one_run, results = train(
+                    recipe_name,
+                    [*overrides, f"{key}={value}"],
+                    out=str(one_run),
+                    progress=progress,
+                )
             runs.append(results)
             config = read_recipe(str(one_run / "config.yaml"))
             split_seeds.append(config["data"].get("split_seed"))
