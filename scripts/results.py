@@ -146,9 +146,9 @@ def measured_pykeen(dataset: str, model: str) -> str | None:
     if (bench["dataset"], protocol["epochs"], protocol["num_negs_per_pos"]) != (dataset, 300, 64):
         sys.exit(f"results/{path.name}: not issue 16's protocol on {dataset} "
                  f"(300 epochs, 64 negatives): {entry['command']}")  # fmt: skip
-    if model not in bench["models"]:
-        return None
     seeds = len(protocol["seeds"])
+    if len(bench["models"].get(model, {}).get("seeds", [])) != seeds:  # not (yet) run
+        return None
     mean = f"mean of {seeds} seeds, " if seeds > 1 else ""
     mrr = f"{bench['models'][model]['mrr']:.3f}".removeprefix("0")
     return (f"{mrr} — PyKEEN {bench['pykeen']}, same protocol "

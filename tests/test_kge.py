@@ -568,6 +568,15 @@ def test_bench_kge_reference_quick_writes_pykeens_figures(tmp_path, capsys) -> N
     assert r["settings"]["epochs"] == 2 and r["settings"]["batch_size"] == 256
     (seed,) = r["seeds"]
     assert seed["mrr"] == r["mrr"] and seed["train_seconds"] > 0
+    # run again with the same --out: the finished seed is taken up, not trained again
+    assert (
+        main(["bench", "kge-reference", "--quick", "--dataset", "nations", "--out", str(out)]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "1 run(s) taken up from the output file" in printed
+    assert "(taken up)" in printed.split("transe seed 0: test MRR")[1].splitlines()[0]
+    again = json.loads(out.read_text())["benchmarks"]["kge-reference"]["models"]["transe"]
+    assert again["seeds"] == r["seeds"] and again["mrr"] == r["mrr"]
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,15 @@ Machines are noisy, so each figure is a median over interleaved repeats.
 
 ``kge-reference`` is not a speed benchmark and not part of ``all``: it trains PyKEEN to
 the end for the reference figures issue 16 lacks; its ``run`` also takes the options
-``dataset``, ``models``, ``epochs`` and ``seeds`` (its module's ``OPTIONS``).
+``dataset``, ``models``, ``epochs`` and ``seeds`` (its module's ``OPTIONS``).  A module
+with ``RESUMES`` writes ``--out`` after each step and, run again with the same ``--out``,
+takes up the steps that file already holds.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import platform
 import statistics
@@ -124,15 +127,33 @@ def run_benchmarks(
         "machine": machine(),
         "benchmarks": {},
     }
+    previous = {}
+    if out and Path(out).is_file():
+        try:
+            previous = json.loads(Path(out).read_text(encoding="utf-8")).get("benchmarks", {})
+        except (ValueError, AttributeError):
+            previous = {}
+
+    def write() -> None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(to_json(report, indent=2) + "\n", encoding="utf-8")
+
     recipes = set()
     for name in names:
         module = _module(name)
-        report["benchmarks"][name] = module.run(quick=quick, **options)
+        extra: dict = {}
+        if out and getattr(module, "RESUMES", False):  # saves as it goes; takes up what is there
+
+            def save(part: dict, name: str = name) -> None:
+                report["benchmarks"][name] = part
+                write()
+
+            extra = {"previous": previous.get(name), "save": save}
+        report["benchmarks"][name] = module.run(quick=quick, **options, **extra)
         recipes.add(getattr(module, "RECIPE", None))
     if len(recipes) == 1 and None not in recipes:  # the recipe the figures belong to
         report["recipe"] = recipes.pop()
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(to_json(report, indent=2) + "\n", encoding="utf-8")
+        write()
         print(f"wrote {out}")
     return report

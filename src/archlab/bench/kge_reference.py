@@ -27,6 +27,7 @@ import logging
 import math
 import statistics
 import time
+from collections.abc import Callable
 
 from archlab.errors import ConfigError
 
@@ -49,6 +50,7 @@ METRICS = {
     "mr": "both.realistic.arithmetic_mean_rank",
 }
 OPTIONS = ("dataset", "models", "epochs", "seeds")  # what `archlab bench` passes on
+RESUMES = True  # with --out: the file is written after each seed, and taken up when rerun
 
 
 def pykeen_version() -> str:
@@ -167,64 +169,23 @@ def _choices(models: str | list[str] | None, quick: bool) -> list[str]:
     return names
 
 
-def run(
-    quick: bool = False,
-    dataset: str | None = None,
-    models: str | list[str] | None = None,
-    epochs: int | None = None,
-    seeds: int | None = None,
-) -> dict:
-    """PyKEEN's test figures on ``dataset`` (default kinship); ``quick``: 2 epochs of TransE,
-    one seed (unless the options say otherwise)."""
-    try:
-        import pykeen  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "kge-reference trains PyKEEN; install it with: pip install 'archlab[test]'"
-        ) from None
-    dataset = dataset or "kinship"
-    if dataset not in DATASETS:
-        raise ConfigError(
-            f"kge-reference: unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}"
-        )
-    names = _choices(models, quick)
-    epochs = epochs if epochs is not None else QUICK_EPOCHS if quick else EPOCHS
-    seeds = seeds if seeds is not None else 1 if quick else SEEDS
-    if epochs < 1 or seeds < 1:
-        raise ConfigError("kge-reference: --epochs and --seeds must be at least 1")
-    splits = factories(dataset)
-    version = pykeen_version()
-    print(
-        f"kge-reference: PyKEEN {version} on {dataset}, {', '.join(names)}; "
-        f"{epochs} epochs, {seeds} seed{'s' if seeds > 1 else ''} each",
-        flush=True,
-    )
-    results: dict[str, dict] = {}
-    for i, model in enumerate(names, 1):
-        runs, resolved = [], None
-        for seed in range(seeds):
-            figures, times, resolved = train_and_test(splits, model, epochs, seed)
-            if not all(math.isfinite(v) for v in figures.values()):
-                raise ConfigError(f"kge-reference: {model} seed {seed} gave {figures}")
-            runs.append({"seed": seed, **figures, **times})
-            print(
-                f"  [{i}/{len(names)}] {model} seed {seed}: test MRR {figures['mrr']:.3f}, "
-                f"H@10 {figures['hits_at_10']:.3f}, MR {figures['mr']:.2f} "
-                f"({times['wall_seconds']:.0f} s)",
-                flush=True,
-            )
-        results[model] = {
-            **_aggregate(runs),
-            "wall_seconds": sum(r["wall_seconds"] for r in runs),
-            "settings": resolved,
-            "seeds": runs,
-        }
-        r = results[model]
-        print(
-            f"  {model}: test MRR {r['mrr']:.3f} ± {r['mrr_std']:.3f} over {seeds} seed(s) "
-            f"in {r['wall_seconds']:.0f} s",
-            flush=True,
-        )
+def _done(previous: dict | None, dataset: str, version: str, epochs: int) -> dict:
+    """The (model, seed) runs an earlier output of the same protocol already holds."""
+    if not previous or (
+        previous.get("dataset"),
+        previous.get("pykeen"),
+        previous.get("protocol", {}).get("epochs"),
+        previous.get("protocol", {}).get("num_negs_per_pos"),
+    ) != (dataset, version, epochs, NEGATIVES):
+        return {}
+    return {
+        (model, run["seed"]): (run, r["settings"])
+        for model, r in previous.get("models", {}).items()
+        for run in r.get("seeds", [])
+    }
+
+
+def _report(dataset: str, version: str, epochs: int, seeds: int, results: dict) -> dict:
     summary = ", ".join(
         f"{PYKEEN_MODEL[m]} {r['mrr']:.3f}" + (f" ± {r['mrr_std']:.3f}" if seeds > 1 else "")
         for m, r in results.items()
@@ -246,3 +207,79 @@ def run(
         "reference": f"PyKEEN {version}'s own pipeline (sLCWA, {NEGATIVES} negatives, "
         f"{epochs} epochs, its defaults otherwise; RankBasedEvaluator)",
     }
+
+
+def run(
+    quick: bool = False,
+    dataset: str | None = None,
+    models: str | list[str] | None = None,
+    epochs: int | None = None,
+    seeds: int | None = None,
+    previous: dict | None = None,
+    save: Callable[[dict], None] | None = None,
+) -> dict:
+    """PyKEEN's test figures on ``dataset`` (default kinship); ``quick``: 2 epochs of TransE,
+    one seed (unless the options say otherwise).  ``save`` gets the report so far after
+    each seed; the runs ``previous`` (an earlier report) holds with the same dataset,
+    PyKEEN, epochs and negatives are taken up, not trained again."""
+    try:
+        import pykeen  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "kge-reference trains PyKEEN; install it with: pip install 'archlab[test]'"
+        ) from None
+    dataset = dataset or "kinship"
+    if dataset not in DATASETS:
+        raise ConfigError(
+            f"kge-reference: unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}"
+        )
+    names = _choices(models, quick)
+    epochs = epochs if epochs is not None else QUICK_EPOCHS if quick else EPOCHS
+    seeds = seeds if seeds is not None else 1 if quick else SEEDS
+    if epochs < 1 or seeds < 1:
+        raise ConfigError("kge-reference: --epochs and --seeds must be at least 1")
+    splits = factories(dataset)
+    version = pykeen_version()
+    done = _done(previous, dataset, version, epochs)
+    print(
+        f"kge-reference: PyKEEN {version} on {dataset}, {', '.join(names)}; "
+        f"{epochs} epochs, {seeds} seed{'s' if seeds > 1 else ''} each"
+        + (f"; {len(done)} run(s) taken up from the output file" if done else ""),
+        flush=True,
+    )
+    results: dict[str, dict] = {}
+    for i, model in enumerate(names, 1):
+        runs: list[dict] = []
+        for seed in range(seeds):
+            if (model, seed) in done:
+                run, resolved = done[model, seed]
+                figures = {key: run[key] for key in METRICS}
+                times = {"wall_seconds": run["wall_seconds"]}
+                taken = " (taken up)"
+            else:
+                figures, times, resolved = train_and_test(splits, model, epochs, seed)
+                run, taken = {"seed": seed, **figures, **times}, ""
+            if not all(math.isfinite(v) for v in figures.values()):
+                raise ConfigError(f"kge-reference: {model} seed {seed} gave {figures}")
+            runs.append(run)
+            results[model] = {
+                **_aggregate(runs),
+                "wall_seconds": sum(r["wall_seconds"] for r in runs),
+                "settings": resolved,
+                "seeds": runs,
+            }
+            print(
+                f"  [{i}/{len(names)}] {model} seed {seed}: test MRR {figures['mrr']:.3f}, "
+                f"H@10 {figures['hits_at_10']:.3f}, MR {figures['mr']:.2f} "
+                f"({times['wall_seconds']:.0f} s){taken}",
+                flush=True,
+            )
+            if save is not None:
+                save(_report(dataset, version, epochs, seeds, results))
+        r = results[model]
+        print(
+            f"  {model}: test MRR {r['mrr']:.3f} ± {r['mrr_std']:.3f} over {seeds} seed(s) "
+            f"in {r['wall_seconds']:.0f} s",
+            flush=True,
+        )
+    return _report(dataset, version, epochs, seeds, results)
