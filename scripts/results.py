@@ -136,6 +136,29 @@ _PYKEEN = {
     ("rotate", "umls"): ".879",
 }  # fmt: skip
 _NAMES = {"transe": "TransE", "distmult": "DistMult", "complex": "ComplEx", "rotate": "RotatE"}
+
+
+def measured_pykeen(dataset: str, model: str) -> str | None:
+    """PyKEEN's test MRR as `archlab bench kge-reference` measured it with issue 16's
+    protocol (results/bench-kge-reference-DATASET.json), or None without that file."""
+    path = RESULTS / f"bench-kge-reference-{dataset}.json"
+    if not path.exists():
+        return None
+    entry = json.loads(path.read_text(encoding="utf-8"))
+    bench = entry["benchmarks"]["kge-reference"]
+    protocol = bench["protocol"]
+    if (bench["dataset"], protocol["epochs"], protocol["num_negs_per_pos"]) != (dataset, 300, 64):
+        sys.exit(f"results/{path.name}: not issue 16's protocol on {dataset} "
+                 f"(300 epochs, 64 negatives): {entry['command']}")  # fmt: skip
+    seeds = len(protocol["seeds"])
+    if len(bench["models"].get(model, {}).get("seeds", [])) != seeds:  # not (yet) run
+        return None
+    mean = f"mean of {seeds} seeds, " if seeds > 1 else ""
+    mrr = f"{bench['models'][model]['mrr']:.3f}".removeprefix("0")
+    return (f"{mrr} — PyKEEN {bench['pykeen']}, same protocol "
+            f"(archlab bench kge-reference, {mean}{entry['date']})")  # fmt: skip
+
+
 for _m in KGE:
     for _d, _task in (("umls", "UMLS"), ("kinship", "Kinship")):
         _figure = _PYKEEN.get((_m, _d))
@@ -144,7 +167,7 @@ for _m in KGE:
             "metric": "test MRR",
             "reference": f"{_figure} — PyKEEN, same protocol (issue 16)"
             if _figure
-            else "no published figure for this protocol",
+            else measured_pykeen(_d, _m) or "no published figure for this protocol",
             "why": "not run yet: 5 seeds x 300 epochs take 15-60 min here",
         }
 for _name, _task, _ref, _why in (
@@ -665,9 +688,28 @@ def _serve_table(bench: dict) -> list[str]:
     return [*out, ""]
 
 
+def _kge_reference_table(bench: dict) -> list[str]:
+    """archlab bench kge-reference: PyKEEN's test figures, a row per model (mean ± std)."""
+    out = [
+        "| model | settings | MRR | H@1 | H@3 | H@10 | MR | seeds | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, r in bench["models"].items():
+        s = r["settings"]
+        settings = f"d = {s['embedding_dim']}, {s['loss']}, {s['optimizer']} lr {s['lr']:g}"
+        cells = [f"{r[k]:.3f} ± {r[k + '_std']:.3f}" for k in
+                 ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")]  # fmt: skip
+        out.append(f"| {_NAMES[model]} | {settings} | {' | '.join(cells)} | "
+                   f"{r['mr']:.2f} ± {r['mr_std']:.2f} | {len(r['seeds'])} | "
+                   f"{r['wall_seconds']:.0f} |")  # fmt: skip
+    return [*out, ""]
+
+
 def _bench_table(bench: dict) -> list[str]:
     if "levels" in bench:
         return _serve_table(bench)
+    if "models" in bench and "pykeen" in bench:
+        return _kge_reference_table(bench)
     cases = bench.get("cases")
     if not cases:
         return []
@@ -822,6 +864,8 @@ def _benchmark_items(entries: list[dict], kind: str) -> str:
             continue
         for name, bench in e.get("benchmarks", {}).items():
             label = name if name.startswith("claim") or kind == "claim" else f"bench {name}"
+            if "dataset" in bench:  # one file per dataset (bench kge-reference)
+                label += f" {bench['dataset']}"
             out += [f"### {label}", ""]
             out += [f"{bench['summary']}.", ""]
             for image in bench.get("images", []):  # paths from the repository's root

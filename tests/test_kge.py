@@ -534,3 +534,121 @@ def test_bench_gives_pykeen_the_recipes_model_with_the_same_weights(model) -> No
     batch = kge._pykeen_eval_batch(net, task.graph.num_entities)
     width = net.entity_representations[0]._embeddings.weight.shape[1]
     assert 1 <= batch <= 256 and batch * task.graph.num_entities * width <= 2**27
+
+
+# ----- archlab bench kge-reference -----
+
+
+def test_bench_kge_reference_quick_writes_pykeens_figures(tmp_path, capsys) -> None:
+    """The quick mode (2 epochs of TransE, one seed) through the CLI: the json holds the
+    figures, the times, PyKEEN's version and the protocol, and a finite MRR in (0, 1]."""
+    require_data("kg/nations.tar.gz")
+    from importlib.metadata import version
+
+    from archlab.cli import main
+
+    out = tmp_path / "ref.json"
+    assert (
+        main(["bench", "kge-reference", "--quick", "--dataset", "nations", "--out", str(out)]) == 0
+    )
+    assert "transe seed 0: test MRR" in capsys.readouterr().out
+    import json
+
+    report = json.loads(out.read_text())
+    assert report["command"] == "archlab bench kge-reference --quick --dataset nations"
+    bench = report["benchmarks"]["kge-reference"]
+    assert bench["dataset"] == "nations" and bench["pykeen"] == version("pykeen")
+    assert bench["protocol"]["epochs"] == 2 and bench["protocol"]["seeds"] == [0]
+    assert bench["protocol"]["num_negs_per_pos"] == 64
+    assert list(bench["models"]) == ["transe"]
+    r = bench["models"]["transe"]
+    assert math.isfinite(r["mrr"]) and 0 < r["mrr"] <= 1
+    assert 0 <= r["hits_at_1"] <= r["hits_at_3"] <= r["hits_at_10"] <= 1
+    assert 1 <= r["mr"] <= 14 and r["wall_seconds"] > 0
+    assert r["settings"]["epochs"] == 2 and r["settings"]["batch_size"] == 256
+    (seed,) = r["seeds"]
+    assert seed["mrr"] == r["mrr"] and seed["train_seconds"] > 0
+    # run again with the same --out: the finished seed is taken up, not trained again
+    assert (
+        main(["bench", "kge-reference", "--quick", "--dataset", "nations", "--out", str(out)]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "1 run(s) taken up from the output file" in printed
+    assert "(taken up)" in printed.split("transe seed 0: test MRR")[1].splitlines()[0]
+    again = json.loads(out.read_text())["benchmarks"]["kge-reference"]["models"]["transe"]
+    assert again["seeds"] == r["seeds"] and again["mrr"] == r["mrr"]
+
+
+@pytest.mark.parametrize(
+    "model, dim, regularizer",
+    [
+        ("transe", 50, None),
+        ("distmult", 50, "relation LpRegularizer(0.1)"),
+        ("complex", 200, "entity LpRegularizer(0.01), relation LpRegularizer(0.01)"),
+        ("rotate", 200, None),
+    ],
+)
+def test_kge_reference_is_issue_16s_protocol_on_pykeens_defaults(
+    nations, model, dim, regularizer
+) -> None:
+    """One epoch of one batch on Nations: PyKEEN sees archlab's ids and triples; the run is
+    sLCWA with 64 negatives and PyKEEN's defaults; and its test MRR / Hits / MR are the
+    filtered (train + validation + test), both-sides, realistic ranks of the trained model,
+    recomputed here from its scores."""
+    from archlab.bench import kge_reference
+
+    splits = kge_reference.factories("nations")
+    for split, factory in splits.items():
+        assert factory.entity_to_id == nations.entity_ids
+        assert factory.relation_to_id == nations.relation_ids
+        assert torch.equal(factory.mapped_triples, nations.triples[split])
+    train = splits["train"]
+    splits["train"] = train.clone_and_exchange_triples(train.mapped_triples[:256])
+    result, _ = kge_reference.pipeline_run(splits, model, epochs=1, seed=0, progress=False)
+    settings = kge_reference.settings(result)
+    assert settings["embedding_dim"] == dim and settings["regularizer"] == regularizer
+    assert settings["loss"] == "MarginRankingLoss(margin=1)"  # the pipeline's, for all four
+    assert (settings["optimizer"], settings["lr"], settings["batch_size"]) == ("Adam", 1e-3, 256)
+    assert settings["training_loop"] == "SLCWATrainingLoop" and settings["epochs"] == 1
+    assert settings["negative_sampler"] == "BasicNegativeSampler"
+    assert settings["num_negs_per_pos"] == 64
+    assert settings.get("scoring_fct_norm", 1) == 1  # TransE: L1
+
+    known = torch.cat([splits[s].mapped_triples for s in ("train", "val", "test")])
+    test = splits["test"].mapped_triples
+    net = result.model.eval()
+    ranks = []
+    with torch.no_grad():
+        for side, scores in (
+            ("tail", net.score_t(test[:, :2])),
+            ("head", net.score_h(test[:, 1:])),
+        ):
+            for i, (h, r, t) in enumerate(test.tolist()):
+                if side == "tail":
+                    true, mask = t, (known[:, 0] == h) & (known[:, 1] == r)
+                    others = known[mask, 2]
+                else:
+                    true, mask = h, (known[:, 1] == r) & (known[:, 2] == t)
+                    others = known[mask, 0]
+                row = scores[i].clone()
+                row[others[others != true]] = float("nan")
+                optimistic = (row > row[true]).sum() + 1
+                pessimistic = (row >= row[true]).sum()
+                ranks.append((optimistic + pessimistic).double() / 2)
+    ranks = torch.stack(ranks)
+    metrics = result.metric_results
+    get = metrics.get_metric
+    assert get(kge_reference.METRICS["mrr"]) == pytest.approx(ranks.reciprocal().mean().item())
+    assert get(kge_reference.METRICS["mr"]) == pytest.approx(ranks.mean().item())
+    for k in (1, 3, 10):
+        hits = (ranks <= k).double().mean().item()
+        assert get(kge_reference.METRICS[f"hits_at_{k}"]) == pytest.approx(hits)
+
+
+def test_bench_options_are_refused_where_they_do_not_apply(capsys) -> None:
+    from archlab.cli import main
+
+    assert main(["bench", "gpt", "--dataset", "kinship"]) == 2
+    assert "bench gpt takes no --dataset" in capsys.readouterr().err
+    assert main(["bench", "kge-reference", "--models", "transx"]) == 2
+    assert "unknown model transx" in capsys.readouterr().err

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "src/archlab/recipes").glob("*.yaml"))
 
@@ -200,3 +202,31 @@ def test_record_takes_a_finished_tune_directory(tmp_path: Path) -> None:
     assert check(tmp_path).returncode == 0
     book = (tmp_path / "docs/results.md").read_text(encoding="utf-8")
     assert "| **trainer.lr=1e-4** (chosen) | 85.00 ± 1.00 % | 84.00, 86.00 | 50 s |" in book
+
+
+def test_kinships_reference_is_read_from_bench_kge_reference(tmp_path, monkeypatch) -> None:
+    """The README's Kinship references: PyKEEN's MRR from bench kge-reference's file when it
+    holds the model's every seed at issue 16's protocol; none without; a file of another
+    protocol stops the build."""
+    results = _results_script()
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    assert results.measured_pykeen("kinship", "transe") is None
+    model = {"mrr": 0.61234, "seeds": [{"seed": 0}, {"seed": 1}]}
+    bench = {"dataset": "kinship", "pykeen": "1.11.1", "models": {"transe": model},
+             "protocol": {"epochs": 300, "num_negs_per_pos": 64, "seeds": [0, 1]}}  # fmt: skip
+    entry = {"command": "archlab bench kge-reference", "date": "2026-12-04",
+             "benchmarks": {"kge-reference": bench}}  # fmt: skip
+    path = tmp_path / "bench-kge-reference-kinship.json"
+    path.write_text(json.dumps(entry))
+    assert results.measured_pykeen("kinship", "transe") == (
+        ".612 — PyKEEN 1.11.1, same protocol (archlab bench kge-reference, mean of 2 seeds, "
+        "2026-12-04)"
+    )
+    assert results.measured_pykeen("kinship", "rotate") is None
+    model["seeds"] = [{"seed": 0}]  # a run still going
+    path.write_text(json.dumps(entry))
+    assert results.measured_pykeen("kinship", "transe") is None
+    bench["protocol"]["epochs"] = 2
+    path.write_text(json.dumps(entry))
+    with pytest.raises(SystemExit, match="not issue 16's protocol"):
+        results.measured_pykeen("kinship", "transe")

@@ -499,7 +499,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from archlab.bench import run_benchmarks
 
     names = list(BENCHMARKS) if not args.names or args.names == ["all"] else args.names
-    run_benchmarks(names, quick=args.quick, out=args.out)
+    options = {k: getattr(args, k) for k in ("dataset", "models", "epochs", "seeds")}
+    run_benchmarks(names, quick=args.quick, out=args.out, options=options)
     return 0
 
 
@@ -821,10 +822,21 @@ def build_parser() -> argparse.ArgumentParser:
         "names",
         nargs="*",
         metavar="NAME",
-        help=f"benchmarks to run, or all (the default: {', '.join(BENCHMARKS)})",
+        help=f"benchmarks to run, or all (the default: {', '.join(BENCHMARKS)}); "
+        "kge-reference (PyKEEN's own test figures, issue 16's protocol) runs only by name",
     )
     p.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
     p.add_argument("--out", metavar="FILE", help="also write the measurements as JSON here")
+    p.add_argument(
+        "--dataset", metavar="NAME", help="kge-reference: nations, umls or kinship (default)"
+    )
+    p.add_argument(
+        "--models",
+        metavar="LIST",
+        help="kge-reference: comma-separated, of transe,distmult,complex,rotate (default: all)",
+    )
+    p.add_argument("--epochs", type=int, metavar="N", help="kge-reference: default 300")
+    p.add_argument("--seeds", type=int, metavar="N", help="kge-reference: seeds 0..N-1 (default 5)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

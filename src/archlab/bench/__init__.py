@@ -4,11 +4,18 @@ Each benchmark module has ``run(quick: bool) -> dict`` returning its measurement
 with a one-line ``summary`` and the ``reference`` it measures against, and prints a
 table of ratios (archlab / reference; > 1 means archlab is faster).
 Machines are noisy, so each figure is a median over interleaved repeats.
+
+``kge-reference`` is not a speed benchmark and not part of ``all``: it trains PyKEEN to
+the end for the reference figures issue 16 lacks; its ``run`` also takes the options
+``dataset``, ``models``, ``epochs`` and ``seeds`` (its module's ``OPTIONS``).  A module
+with ``RESUMES`` writes ``--out`` after each step and, run again with the same ``--out``,
+takes up the steps that file already holds.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import platform
 import statistics
@@ -24,6 +31,8 @@ from archlab.io import to_json
 from archlab.registry import unknown_name_message
 
 BENCHMARKS = ("gpt", "gnn", "demo", "seq", "kge", "serve")
+# run by name only (hours, not minutes): reference figures rather than speed ratios
+REFERENCES = ("kge-reference",)
 
 
 def machine() -> dict:
@@ -92,25 +101,59 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def run_benchmarks(names: list[str], *, quick: bool = False, out: str | None = None) -> dict:
+def _module(name: str):
+    return importlib.import_module(f"archlab.bench.{name.replace('-', '_')}")
+
+
+def run_benchmarks(
+    names: list[str], *, quick: bool = False, out: str | None = None, options: dict | None = None
+) -> dict:
+    """Run ``names``; ``options`` (e.g. ``{"dataset": "kinship"}``, None values left out)
+    go to the benchmarks that take them, and are an error for those that do not."""
+    known = [*BENCHMARKS, *REFERENCES]
     for name in names:
-        if name not in BENCHMARKS:
-            raise ConfigError(unknown_name_message("benchmark", name, list(BENCHMARKS)))
+        if name not in known:
+            raise ConfigError(unknown_name_message("benchmark", name, known))
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    for name in names:
+        extra = set(options) - set(getattr(_module(name), "OPTIONS", ()))
+        if extra:
+            flags = ", ".join(f"--{k}" for k in sorted(extra))
+            raise ConfigError(f"bench {name} takes no {flags}")
+    flags = [f"--{k} {','.join(v) if isinstance(v, list) else v}" for k, v in options.items()]
     report = {
-        "command": " ".join(["archlab bench", *names, *(["--quick"] if quick else [])]),
+        "command": " ".join(["archlab bench", *names, *(["--quick"] if quick else []), *flags]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
         "benchmarks": {},
     }
+    previous = {}
+    if out and Path(out).is_file():
+        try:
+            previous = json.loads(Path(out).read_text(encoding="utf-8")).get("benchmarks", {})
+        except (ValueError, AttributeError):
+            previous = {}
+
+    def write() -> None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(to_json(report, indent=2) + "\n", encoding="utf-8")
+
     recipes = set()
     for name in names:
-        module = importlib.import_module(f"archlab.bench.{name}")
-        report["benchmarks"][name] = module.run(quick=quick)
+        module = _module(name)
+        extra: dict = {}
+        if out and getattr(module, "RESUMES", False):  # saves as it goes; takes up what is there
+
+            def save(part: dict, name: str = name) -> None:
+                report["benchmarks"][name] = part
+                write()
+
+            extra = {"previous": previous.get(name), "save": save}
+        report["benchmarks"][name] = module.run(quick=quick, **options, **extra)
         recipes.add(getattr(module, "RECIPE", None))
     if len(recipes) == 1 and None not in recipes:  # the recipe the figures belong to
         report["recipe"] = recipes.pop()
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(to_json(report, indent=2) + "\n", encoding="utf-8")
+        write()
         print(f"wrote {out}")
     return report
