@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -493,7 +494,9 @@ def aggregate(runs: list[dict]) -> dict:
             continue
         out[split] = {}
         for name in metrics[0]:
-            values = torch.tensor([m[name] for m in metrics], dtype=torch.float64)
+            values = torch.tensor(  # a non-finite figure is null in a results.json read back
+                [math.nan if m[name] is None else m[name] for m in metrics], dtype=torch.float64
+            )
             out[split][name] = values.mean().item()
             out[split][f"{name}_std"] = values.std().item() if len(values) > 1 else 0.0
             out[split][f"{name}_runs"] = values.tolist()
