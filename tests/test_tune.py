@@ -164,6 +164,10 @@ def test_a_second_call_trains_only_what_is_not_finished(tmp_path, monkeypatch, c
         (["cnn-mr", "--grid", "trainer.lr="], "--grid 'trainer.lr=' lists no values"),
         (["cnn-mr", "--grid", "trainer.lr=1e-4,,2e-4"], "has an empty value between its commas"),
         (["cnn-mr", "--grid", "trainer.lr=1e-4,1e-4"], "lists a value twice"),
+        (["cnn-mr", "--grid", "trainer.lr=1e-4,0.0001"], "lists a value twice"),
+        (["cnn-mr", "--grid", "data.dataset=mr,sst2"], "data.dataset cannot be in --grid"),
+        (["cnn-mr", "--grid", "data.folds=5,10"], "data.folds cannot be in --grid"),
+        (["cnn-mr", "--grid", "task.name=classification"], "task.name cannot be in --grid"),
         (["cnn-mr", "--grid", "trainer.lr=1e-4,fast"], "trainer.lr expects float, got 'fast'"),
         (["cnn-mr", "--grid", "trainer.lr=0.0,1e-4"], "trainer.lr must be finite and above 0"),
         (["cnn-mr", "--grid", "lr=1e-4"], "--grid expects section.key=value"),
@@ -261,3 +265,38 @@ def test_the_tune_that_docs_recipes_md_gives_for_minilm_mr_is_valid() -> None:
     check_settings(args.recipe, args.set, grid, repeats)  # every run resolves
     assert grid == {"trainer.lr": ["5e-5", "1e-4", "2e-4", "4e-4"]}
     assert (repeats.key, repeats.values) == ("data.fold", [0, 1])
+
+
+def test_a_value_written_another_way_than_in_the_earlier_call_is_refused(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    calls = []
+    val = {"1e-4": 0.7, "2e-4": 0.8, "0.0001": 0.7}
+    monkeypatch.setattr(archlab.run, "train", fake_train(calls, val, val, "accuracy"))
+    out = str(tmp_path / "t")
+    assert main(["tune", "cnn-mr", "--grid", "trainer.lr=1e-4,2e-4", "--out", out]) == 0
+    calls.clear()
+    capsys.readouterr()
+    assert main(["tune", "cnn-mr", "--grid", "trainer.lr=0.0001,2e-4", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has trainer.lr=1e-4 from an earlier call" in err and "\n" not in err
+    assert calls == []  # not trained again under a second name
+
+
+def test_a_nan_validation_figure_is_never_chosen() -> None:
+    from archlab.tune import choose
+
+    nan, ok = ({"name": n, "set": [n], "status": "done", "val": {"accuracy": v}}
+               for n, v in (("a", float("nan")), ("b", 0.5)))  # fmt: skip
+    for better in ("higher", "lower"):
+        assert choose([nan, ok], "accuracy", better)["name"] == "b"
+    assert choose([nan], "accuracy", "higher") is None
+
+
+def test_a_run_read_back_with_a_null_figure_aggregates_to_nan() -> None:
+    # results.json writes a non-finite figure as null (archlab.io.to_json); a tune that
+    # continues reads it back
+    import math
+
+    out = archlab.run.aggregate([{"val": {"mse": None}}, {"val": {"mse": 0.5}}])
+    assert math.isnan(out["val"]["mse"]) and out["val"]["mse_runs"][1] == 0.5

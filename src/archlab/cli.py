@@ -196,11 +196,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     grid = parse_grid(args.grid, args.set)
     repeats = plan_repeats(args.recipe, args.set, args.on_folds, args.seeds)
-    try:  # a setting whose training stops is reported in the table and cannot be chosen
-        run_dir, state = tune(args.recipe, args.set, grid, repeats, out=args.out)
-    except KeyboardInterrupt:
-        print("archlab: interrupted; the finished settings are kept", file=sys.stderr)
-        return 130
+    # a setting whose training stops is reported in the table and cannot be chosen; on
+    # Ctrl-C, tune says how to continue and main exits with 130
+    run_dir, state = tune(args.recipe, args.set, grid, repeats, out=args.out)
     print(table(state))
     print(f"tune.json: {run_dir / 'tune.json'}", file=sys.stderr)
     return 0 if state["choice"] else 1

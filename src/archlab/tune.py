@@ -28,6 +28,7 @@ import dataclasses
 import io
 import itertools
 import json
+import math
 import shlex
 import sys
 import time
@@ -43,6 +44,8 @@ from archlab.tasks import HIGHER_IS_BETTER, get_task
 from archlab.train import TrainingStopped, rundir
 
 TUNE_FILE = "tune.json"
+# data keys that change which examples are validated on (data.fold: see check_settings)
+VALIDATION_DATA = frozenset({"data.dataset", "data.folds", "data.split_seed"})
 
 
 @dataclass
@@ -82,7 +85,7 @@ def parse_grid(texts: list[str], overrides: list[str]) -> dict[str, list[str]]:
             )
         if "" in values:
             raise ConfigError(f"--grid {text!r} has an empty value between its commas")
-        if len(set(values)) < len(values):
+        if len({_same(v) for v in values}) < len(values):
             raise ConfigError(f"--grid {text!r} lists a value twice")
         if key in grid:
             raise ConfigError(f"--grid names {key} twice; list all its values in one --grid")
@@ -96,6 +99,15 @@ def _key(override: str) -> str:
     """``"trainer.lr=1e-4"`` -> ``"trainer.lr"``."""
     section, field, _ = parse_override(override)
     return f"{section}.{field}"
+
+
+def _same(value: str) -> object:
+    """What ``value`` means, so that one number written two ways (``1e-4``, ``0.0001``) is
+    one value: a float where it reads as one, else the text."""
+    try:
+        return float(value)
+    except ValueError:
+        return value.strip()
 
 
 def _split_values(raw: str) -> list[str]:
@@ -162,6 +174,12 @@ def check_settings(
     other keys) is refused before anything trains."""
     if "data.fold" in grid and repeats.key == "data.fold":
         raise ConfigError("data.fold is what --on-folds varies; it cannot be in --grid too")
+    for key in grid:
+        if key.startswith("task.") or key in VALIDATION_DATA:
+            raise ConfigError(
+                f"{key} cannot be in --grid: it changes the task or the validation set, and "
+                "figures on different validation sets do not compare; tune on one of them"
+            )
     if "trainer.seed" in grid:
         raise ConfigError(
             "trainer.seed cannot be in --grid: a seed chosen on validation is chosen noise; "
@@ -214,7 +232,7 @@ def tune(
         "set": list(overrides),
         "repeats": {"key": repeats.key, "values": repeats.values},
     }
-    claim, earlier = _claim(Path(out) if out else None, recipe_name, what)
+    claim, earlier = _claim(Path(out) if out else None, recipe_name, what, grid)
     run_dir = claim.run_dir
     state = {
         **what,
@@ -286,7 +304,13 @@ def tune(
 def choose(settings: list[dict], metric: str, better: str) -> dict | None:
     """The setting with the best mean validation ``metric`` (the first of equals); None
     if no setting has one."""
-    scored = [s for s in settings if s["status"] == "done" and s["val"].get(metric) is not None]
+    scored = [
+        s
+        for s in settings
+        if s["status"] == "done"
+        and s["val"].get(metric) is not None
+        and math.isfinite(s["val"][metric])  # a NaN compares as neither better nor worse
+    ]
     if not scored:
         return None
     sign = -1.0 if better == "higher" else 1.0
@@ -324,8 +348,13 @@ def _mean_std(setting: dict, metric: str) -> str:
     return f"{val[metric]:.4f}{spread}"
 
 
-def _claim(run_dir: Path | None, recipe_name: str, what: dict) -> tuple[rundir.Claim, dict]:
-    """RUN_DIR for this tune, and the tune.json an earlier call of the same tune left there."""
+def _claim(
+    run_dir: Path | None, recipe_name: str, what: dict, grid: dict[str, list[str]]
+) -> tuple[rundir.Claim, dict]:
+    """RUN_DIR for this tune, and the tune.json an earlier call of the same tune left there.
+
+    A value the earlier call wrote another way (``0.0001`` for ``1e-4``) is refused: its
+    setting's directory is named as first written."""
     if run_dir is None or not (run_dir / TUNE_FILE).is_file():
         if run_dir is not None and run_dir.is_dir() and any(run_dir.iterdir()):
             raise ConfigError(
@@ -339,6 +368,14 @@ def _claim(run_dir: Path | None, recipe_name: str, what: dict) -> tuple[rundir.C
                 f"{run_dir} holds a tune with another {key} ({earlier.get(key)!r}, not "
                 f"{value!r}); give another --out, or the same recipe, --set and folds or seeds"
             )
+    for key, values in grid.items():
+        for value in values:
+            for before in earlier.get("grid", {}).get(key, []):
+                if before != value and _same(before) == _same(value):
+                    raise ConfigError(
+                        f"{run_dir} has {key}={before} from an earlier call; write it as "
+                        f"{before}, not {value}, so that its runs are found"
+                    )
     return rundir.claim_existing(run_dir), earlier
 
 
