@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from archlab.errors import ConfigError
-from archlab.io import to_json
+from archlab.io import atomic_write_text, to_json
 from archlab.registry import unknown_name_message
 
 BENCHMARKS = ("gpt", "gnn", "demo", "seq", "kge", "serve")
@@ -136,7 +136,8 @@ def run_benchmarks(
 
     def write() -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(to_json(report, indent=2) + "\n", encoding="utf-8")
+        # atomic: a benchmark that saves as it goes must not lose its hours to a Ctrl-C
+        atomic_write_text(out, to_json(report, indent=2) + "\n")
 
     recipes = set()
     for name in names:
