@@ -2,12 +2,15 @@
 functions, the rank-based evaluator (ties included), training, and ``archlab predict``."""
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 import archlab
 from archlab.data.kg import read_triples
+from archlab.errors import ConfigError
 from archlab.models.kge import RotatE
 from archlab.tasks.link_prediction import (
     CompletionIndex,
@@ -577,6 +580,59 @@ def test_bench_kge_reference_quick_writes_pykeens_figures(tmp_path, capsys) -> N
     assert "(taken up)" in printed.split("transe seed 0: test MRR")[1].splitlines()[0]
     again = json.loads(out.read_text())["benchmarks"]["kge-reference"]["models"]["transe"]
     assert again["seeds"] == r["seeds"] and again["mrr"] == r["mrr"]
+
+
+def test_kge_reference_refuses_to_drop_the_runs_its_out_file_holds() -> None:
+    """The --out file is rewritten after each seed: a call that would leave out a model,
+    a seed or the file's protocol is refused before anything trains."""
+    pytest.importorskip("pykeen")
+    from archlab.bench import kge_reference
+
+    version = kge_reference.pykeen_version()
+    run = {"seed": 0, "mrr": 0.5, "wall_seconds": 1.0}
+    previous = {
+        "dataset": "nations",
+        "pykeen": version,
+        "protocol": {"epochs": 2, "num_negs_per_pos": 64},
+        "models": {"transe": {"seeds": [run], "settings": {}}},
+    }
+    for kwargs, message in [
+        ({"models": "distmult"}, "leaves out (transe seed 0)"),
+        ({"epochs": 3}, f"holds runs of PyKEEN {version} on nations (2 epochs)"),
+        ({"dataset": "umls"}, "holds runs of PyKEEN"),
+        ({"models": "transe,transe"}, "names a model twice"),
+    ]:
+        options = {"dataset": "nations", "models": "transe", "epochs": 2, "seeds": 1, **kwargs}
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            kge_reference.run(previous=previous, **options)
+
+
+def test_bench_writes_its_out_file_atomically(tmp_path, monkeypatch) -> None:
+    """A Ctrl-C while a resumable benchmark saves leaves the file it had, not half of it."""
+    import types
+
+    import archlab.bench
+
+    out = tmp_path / "ref.json"
+    out.write_text('{"benchmarks": {}}\n')
+
+    def run(quick, previous=None, save=None):
+        save({"summary": "x" * 10_000})
+        return {}
+
+    fake = types.SimpleNamespace(run=run, RESUMES=True, OPTIONS=())
+    monkeypatch.setattr(archlab.bench, "_module", lambda name: fake)
+    real = Path.write_text
+
+    def half_then_interrupt(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        archlab.bench.run_benchmarks(["gpt"], out=str(out))
+    monkeypatch.undo()
+    assert out.read_text() == '{"benchmarks": {}}\n'
 
 
 @pytest.mark.parametrize(

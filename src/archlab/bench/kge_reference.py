@@ -161,6 +161,8 @@ def _choices(models: str | list[str] | None, quick: bool) -> list[str]:
         return [MODELS[0]] if quick else list(MODELS)
     names = models.split(",") if isinstance(models, str) else list(models)
     unknown = [m for m in names if m not in MODELS]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"kge-reference: --models {','.join(names)} names a model twice")
     if unknown or not names:
         raise ConfigError(
             f"kge-reference: unknown model {', '.join(unknown) or '(none)'}; "
@@ -183,6 +185,34 @@ def _done(previous: dict | None, dataset: str, version: str, epochs: int) -> dic
         for model, r in previous.get("models", {}).items()
         for run in r.get("seeds", [])
     }
+
+
+def _keeps_all(
+    previous: dict | None, dataset: str, version: str, epochs: int, names: list[str], seeds: int
+) -> None:
+    """Refuse a call whose report would drop runs the --out file holds (another dataset,
+    PyKEEN or epochs; a model or seed not asked for): that file is rewritten after each seed."""
+    held = {
+        (model, run.get("seed"))
+        for model, r in ((previous or {}).get("models") or {}).items()
+        for run in r.get("seeds", [])
+    }
+    if not held:
+        return
+    if not _done(previous, dataset, version, epochs):
+        protocol = previous.get("protocol", {})
+        raise ConfigError(
+            f"kge-reference: the --out file holds runs of PyKEEN {previous.get('pykeen')} on "
+            f"{previous.get('dataset')} ({protocol.get('epochs')} epochs), which this call "
+            "would overwrite; give another --out"
+        )
+    dropped = sorted(held - {(m, s) for m in names for s in range(seeds)})
+    if dropped:
+        runs = ", ".join(f"{m} seed {s}" for m, s in dropped)
+        raise ConfigError(
+            f"kge-reference: the --out file holds runs this call leaves out ({runs}); "
+            "ask for them too with --models and --seeds, or give another --out"
+        )
 
 
 def _report(dataset: str, version: str, epochs: int, seeds: int, results: dict) -> dict:
@@ -238,8 +268,9 @@ def run(
     seeds = seeds if seeds is not None else 1 if quick else SEEDS
     if epochs < 1 or seeds < 1:
         raise ConfigError("kge-reference: --epochs and --seeds must be at least 1")
-    splits = factories(dataset)
     version = pykeen_version()
+    _keeps_all(previous, dataset, version, epochs, names, seeds)
+    splits = factories(dataset)
     done = _done(previous, dataset, version, epochs)
     print(
         f"kge-reference: PyKEEN {version} on {dataset}, {', '.join(names)}; "
