@@ -607,6 +607,17 @@ def test_kge_reference_refuses_to_drop_the_runs_its_out_file_holds() -> None:
             kge_reference.run(previous=previous, **options)
 
 
+def test_bench_out_that_is_a_directory_is_refused_before_anything_runs(tmp_path, capsys):
+    from archlab.cli import main
+
+    assert main(["bench", "kge-reference", "--quick", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"archlab: error: --out {tmp_path} is a directory; give a file name, e.g. "
+        f"{tmp_path}/bench.json"
+    )
+
+
 def test_bench_writes_its_out_file_atomically(tmp_path, monkeypatch) -> None:
     """A Ctrl-C while a resumable benchmark saves leaves the file it had, not half of it."""
     import types

@@ -114,6 +114,8 @@ def run_benchmarks(
     for name in names:
         if name not in known:
             raise ConfigError(unknown_name_message("benchmark", name, known))
+    if out and Path(out).is_dir():  # found now, not when the first measurement is saved
+        raise ConfigError(f"--out {out} is a directory; give a file name, e.g. {out}/bench.json")
     options = {k: v for k, v in (options or {}).items() if v is not None}
     for name in names:
         extra = set(options) - set(getattr(_module(name), "OPTIONS", ()))
