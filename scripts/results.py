@@ -1270,8 +1270,15 @@ def record(args: argparse.Namespace) -> None:
         if tune["recipe"] in recipe_names():
             entry["recipe"] = tune["recipe"]
     path = RESULTS / f"{args.name}.json"
+    if tune is not None and args.name in recipe_names():
+        sys.exit(f"record: {args.name} is a recipe's name, for its own figure, not a tune's; "
+                 f"name the tune after what it tunes, e.g. --name {args.name}-lr")  # fmt: skip
     if path.exists():  # a re-recorded figure keeps what the file says it is
         old = json.loads(path.read_text())
+        if (old.get("kind") == "tune") != (tune is not None):
+            held, given = ("a tune", "a run") if tune is None else ("a run", "a tune")
+            sys.exit(f"record: results/{args.name}.json holds {held}, and {run_dir} is "
+                     f"{given}; give another --name")  # fmt: skip
         for key in ("recipe", "kind", "variant", "headline"):
             if key in old:
                 entry[key] = old[key]

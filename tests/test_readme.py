@@ -204,6 +204,31 @@ def test_record_takes_a_finished_tune_directory(tmp_path: Path) -> None:
     assert "| **trainer.lr=1e-4** (chosen) | 85.00 ± 1.00 % | 84.00, 86.00 | 50 s |" in book
 
 
+def test_record_keeps_a_tune_and_a_run_apart(tmp_path: Path) -> None:
+    """A tune recorded under its recipe's name would replace the recipe's own figure; a run
+    recorded over a tune's file would be taken for a tune.  Both are refused."""
+    for part in ("scripts", "results", "src/archlab/recipes"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("*.png"))
+    tune_dir = tmp_path / "tune"
+    tune_dir.mkdir()
+    tune = {"recipe": "minilm-mr", "finished": True, "command": "archlab tune minilm-mr"}
+    (tune_dir / "tune.json").write_text(json.dumps(tune))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps({"val": {"accuracy": 0.8}}))
+    script = [sys.executable, str(tmp_path / "scripts/results.py"), "record"]
+    before = {p.name: p.read_text() for p in (tmp_path / "results").glob("*.json")}
+    for args, message in [
+        ([str(tune_dir), "--name", "minilm-mr"], "minilm-mr is a recipe's name"),
+        ([str(run_dir), "--name", "minilm-mr-lr", "--command", "archlab train minilm-mr"],
+         "results/minilm-mr-lr.json holds a tune"),
+    ]:  # fmt: skip
+        proc = subprocess.run([*script, *args], capture_output=True, text=True, check=False)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    after = {p.name: p.read_text() for p in (tmp_path / "results").glob("*.json")}
+    assert after == before
+
+
 def test_kinships_reference_is_read_from_bench_kge_reference(tmp_path, monkeypatch) -> None:
     """The README's Kinship references: PyKEEN's MRR from bench kge-reference's file when it
     holds the model's every seed at issue 16's protocol; none without; a file of another
