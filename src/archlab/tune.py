@@ -11,14 +11,17 @@ with the best mean over those runs of the task's metric (:attr:`Task.metric`; la
 better for :data:`~archlab.tasks.HIGHER_IS_BETTER` metrics, smaller for the others) on
 the validation split, as each run's results.json gives it; test figures are in each
 setting's results.json and take no part.  Ties go to the setting first in the grid; a
-setting whose training stopped (a non-finite loss) is reported and cannot be chosen.
+setting whose training stopped (a non-finite loss) is reported and cannot be chosen, nor
+can one whose validation figure is not finite.  The grid cannot vary the task, what is
+validated on (:data:`VALIDATION_DATA`, data.fold with ``--on-folds``) or trainer.seed.
 
 ``RUN_DIR/tune.json`` says what was tuned (recipe, ``--set``, grid, repeats), each
 setting's validation figures (every metric: mean, NAME_std and NAME_runs per run), the
 choice, the command and the wall time; it is rewritten as each setting ends, so an
 interrupted tune keeps its finished settings.  The same command again continues it:
 finished settings are read back, a stopped run resumes from its checkpoint, and a
-setting whose training stopped is not retried.
+setting whose training stopped is not retried; a value must be written as the first call
+wrote it (``1e-4``, not ``0.0001``), since it names the setting's directory.
 """
 
 from __future__ import annotations
