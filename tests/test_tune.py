@@ -167,6 +167,7 @@ def test_a_second_call_trains_only_what_is_not_finished(tmp_path, monkeypatch, c
         (["cnn-mr", "--grid", "trainer.lr=1e-4,0.0001"], "lists a value twice"),
         (["cnn-mr", "--grid", "data.dataset=mr,sst2"], "data.dataset cannot be in --grid"),
         (["cnn-mr", "--grid", "data.folds=5,10"], "data.folds cannot be in --grid"),
+        (["cnn-mr", "--grid", "data.fold=0,1", "--seeds", "1"], "data.fold cannot be in --grid"),
         (["cnn-mr", "--grid", "task.name=classification"], "task.name cannot be in --grid"),
         (["cnn-mr", "--grid", "trainer.lr=1e-4,fast"], "trainer.lr expects float, got 'fast'"),
         (["cnn-mr", "--grid", "trainer.lr=0.0,1e-4"], "trainer.lr must be finite and above 0"),

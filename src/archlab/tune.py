@@ -13,7 +13,7 @@ the validation split, as each run's results.json gives it; test figures are in e
 setting's results.json and take no part.  Ties go to the setting first in the grid; a
 setting whose training stopped (a non-finite loss) is reported and cannot be chosen, nor
 can one whose validation figure is not finite.  The grid cannot vary the task, what is
-validated on (:data:`VALIDATION_DATA`, data.fold with ``--on-folds``) or trainer.seed.
+validated on (:data:`VALIDATION_DATA`) or trainer.seed.
 
 ``RUN_DIR/tune.json`` says what was tuned (recipe, ``--set``, grid, repeats), each
 setting's validation figures (every metric: mean, NAME_std and NAME_runs per run), the
@@ -47,8 +47,8 @@ from archlab.tasks import HIGHER_IS_BETTER, get_task
 from archlab.train import TrainingStopped, rundir
 
 TUNE_FILE = "tune.json"
-# data keys that change which examples are validated on (data.fold: see check_settings)
-VALIDATION_DATA = frozenset({"data.dataset", "data.folds", "data.split_seed"})
+# data keys that change which examples are validated on
+VALIDATION_DATA = frozenset({"data.dataset", "data.folds", "data.fold", "data.split_seed"})
 
 
 @dataclass
