@@ -200,6 +200,10 @@ def test_a_second_call_trains_only_what_is_not_finished(tmp_path, monkeypatch, c
             "data.fold is what --on-folds varies",
         ),
         (["cnn-mr", "--grid", "trainer.seed=0,1"], "trainer.seed cannot be in --grid"),
+        (
+            ["cnn-mr", "--grid", "trainer.lr=" + "0" * 250 + "1"],
+            "would be longer than 255 bytes",
+        ),
         (["no-such-recipe", "--grid", "trainer.lr=1e-4"], "unknown recipe 'no-such-recipe'"),
     ],
 )

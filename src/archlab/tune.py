@@ -192,6 +192,11 @@ def check_settings(
     names = [setting_name(s) for s in settings_of(grid)]
     if len(set(names)) < len(names):
         raise ConfigError("two settings of the grid would share a directory name; change a value")
+    if any(len(name.encode()) > 255 for name in names):  # found now, not after hours
+        raise ConfigError(
+            "a setting's directory name (KEY=VALUE,...) would be longer than 255 bytes; "
+            "tune fewer keys at once, or shorter values"
+        )
     with contextlib.redirect_stderr(io.StringIO()):  # the notes of resolving, once each
         for setting in settings_of(grid):
             sets = [f"{k}={v}" for k, v in setting.items()]
