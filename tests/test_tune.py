@@ -305,3 +305,35 @@ def test_a_run_read_back_with_a_null_figure_aggregates_to_nan() -> None:
 
     out = archlab.run.aggregate([{"val": {"mse": None}}, {"val": {"mse": 0.5}}])
     assert math.isnan(out["val"]["mse"]) and out["val"]["mse_runs"][1] == 0.5
+
+
+def test_a_tune_killed_in_its_first_setting_continues(tmp_path, monkeypatch, capsys) -> None:
+    """tune.json is written before anything trains: a tune killed (not interrupted) in its
+    first setting is continued by the same command, and a second process is told the
+    directory is in use rather than that it is not a tune."""
+    calls = []
+    val = {"1e-4": 0.7, "2e-4": 0.8}
+    train = fake_train(calls, val, val, "accuracy")
+    out = tmp_path / "t"
+
+    class Killed(BaseException):  # as SIGKILL: no except or finally of tune's runs
+        pass
+
+    def killed(recipe, overrides, **kw):
+        assert (out / "tune.json").is_file()
+        Path(kw["out"]).mkdir(parents=True)
+        (Path(kw["out"]) / "config.yaml").write_text("data: {}\n")
+        (Path(kw["out"]) / "lr.json").write_text('"1e-4"')
+        raise Killed
+
+    monkeypatch.setattr(archlab.run, "train", killed)
+    monkeypatch.setattr("archlab.train.rundir.Claim.release", lambda self: None)
+    args = ["tune", "cnn-mr", "--grid", "trainer.lr=1e-4,2e-4", "--out", str(out)]
+    with pytest.raises(Killed):
+        main(args)
+    monkeypatch.undo()
+    for lock in out.rglob(".lock"):  # what a killed process leaves is taken over when dead
+        lock.unlink()
+    monkeypatch.setattr(archlab.run, "train", train)
+    assert main(args) == 0
+    assert json.loads((out / "tune.json").read_text())["choice"]["name"] == "trainer.lr=2e-4"

@@ -260,6 +260,8 @@ def tune(
     _say(f"tuning {recipe_name} in {run_dir}: {len(settings)} settings, each on "
          f"{repeats.label} {', '.join(map(str, repeats.values))}; choosing by {better} "
          f"val {metric}")  # fmt: skip
+    if not (run_dir / TUNE_FILE).is_file():  # a tune killed in its first setting continues
+        _save(run_dir, state, started)
     try:
         for i, setting in enumerate(settings, 1):
             name = setting_name(setting)
