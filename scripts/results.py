@@ -90,7 +90,7 @@ NOT_RUN = {
         "task": "adding problem, T = 600",
         "metric": "test MSE",
         "reference": "5.8e-5 — Bai et al. (2018), table 1",
-        "why": "not run: 10 epochs take ~45-70 min here; 1,000-3,600-step probes stayed at the trivial 0.17",
+        "why": "not run: 10 epochs take ~45-70 min here; probes stayed at the trivial 0.17",
     },
     "lstm-adding": {
         "task": "adding problem, T = 600",
