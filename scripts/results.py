@@ -337,10 +337,25 @@ def where(entry: dict) -> str:
     return f"{entry['date']}, {m['cpu']} ({m['cores']} cores{threads}), torch {m['torch']}{python}"
 
 
+def headline_of_todo(todo: dict) -> dict:
+    """NOT_RUN's task, metric ('test MRR') and reference ('.726 — PyKEEN, ...') as a
+    headline."""
+    split, _, metric = todo["metric"].partition(" ")
+    value, _, source = todo["reference"].partition(" — ")
+    try:
+        published = {"value": float(value), "source": source}
+    except ValueError:  # no figure: 'no published figure for this protocol'
+        published = {}
+    return {"task": todo["task"], "split": split, "metric": metric.lower(), "published": published}
+
+
 def headline(entry: dict) -> dict:
     """The recipe's headline: its own if recorded, else the first main metric it has."""
     if "headline" in entry:
         return entry["headline"]
+    todo = NOT_RUN.get(entry.get("recipe", entry.get("name", "")))
+    if todo is not None:  # a recipe recorded since: its task, metric and reference as listed
+        return headline_of_todo(todo)
     results = entry.get("results", {})
     for split in ("test", "val"):
         for metric in ("accuracy", "bleu", "rmse", "fid", "loss"):

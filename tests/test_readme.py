@@ -255,3 +255,16 @@ def test_kinships_reference_is_read_from_bench_kge_reference(tmp_path, monkeypat
     path.write_text(json.dumps(entry))
     with pytest.raises(SystemExit, match="not issue 16's protocol"):
         results.measured_pykeen("kinship", "transe")
+
+
+def test_a_recipe_recorded_without_a_headline_takes_its_listed_task_and_reference() -> None:
+    """A recipe listed in NOT_RUN and recorded since keeps the task, metric and published
+    figure listed for it (as the UMLS link-prediction recipes do), not 'val loss'."""
+    results = _results_script()
+    entry = {"name": "complex-umls", "results": {"test": {"mrr": 0.9, "loss": 0.1}}}
+    head = results.headline(entry)
+    assert head["task"] == "UMLS, link prediction (filtered, both sides)"
+    assert (head["split"], head["metric"]) == ("test", "mrr")
+    assert head["published"] == {"value": 0.897, "source": "PyKEEN, same protocol (issue 16)"}
+    todo = {"task": "T", "metric": "test MRR", "reference": "no published figure for this"}
+    assert results.headline_of_todo(todo)["published"] == {}
