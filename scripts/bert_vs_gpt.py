@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -233,7 +234,9 @@ def cmd_collect(args) -> None:
         "missing": missing,
         "images": [f"docs/img/{name}" for name in images],
     }
-    command = "python scripts/bert_vs_gpt.py run && python scripts/bert_vs_gpt.py collect"
+    options = shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else ""  # as collect was given
+    command = " && ".join(f"python scripts/bert_vs_gpt.py {verb} {options}".strip()
+                          for verb in ("run", "collect"))  # fmt: skip
     write_claim(args.out, "claim-bert-vs-gpt", command, body)
     print(f"wrote {args.out} and {', '.join(images)}")
     print(sentence)
