@@ -286,8 +286,13 @@ def _metrics(results: dict) -> str:
     return ", ".join(parts)
 
 
-def _number(metric: str, value: float) -> str:
+def _number(metric: str, value: float, mean: float | None = None) -> str:
+    """``value`` at the metric's decimals, or in two significant digits where the figure
+    (``mean``, for a std) is too small for them: an MSE of 5.8e-5 is not '0.000'."""
     scale, digits, _, _ = METRICS.get(metric, DEFAULT_METRIC)
+    figure = value if mean is None else mean
+    if figure and abs(figure * scale) < 10**-digits:
+        return f"{value * scale:.2g}"
     return f"{value * scale:.{digits}f}"
 
 
@@ -299,7 +304,7 @@ def metric_value(results: dict, split: str, metric: str) -> str:
     unit = METRICS.get(metric, DEFAULT_METRIC)[2]
     text = _number(metric, values[metric])
     if metric + "_std" in values:
-        text += f" ± {_number(metric, values[metric + '_std'])}"
+        text += f" ± {_number(metric, values[metric + '_std'], values[metric])}"
     return text + unit
 
 
@@ -420,7 +425,7 @@ def render_readme_table(entries: list[dict]) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    upper = ("bleu", "fid", "rmse", "mae", "mase", "nll", "mrr")
+    upper = ("bleu", "fid", "rmse", "mae", "mase", "mse", "nll", "mrr")
     return metric.upper() if metric in upper else metric
 
 

@@ -268,3 +268,11 @@ def test_a_recipe_recorded_without_a_headline_takes_its_listed_task_and_referenc
     assert head["published"] == {"value": 0.897, "source": "PyKEEN, same protocol (issue 16)"}
     todo = {"task": "T", "metric": "test MRR", "reference": "no published figure for this"}
     assert results.headline_of_todo(todo)["published"] == {}
+
+
+def test_a_figure_too_small_for_its_decimals_is_written_in_significant_digits() -> None:
+    results = _results_script()
+    assert results._number("mse", 5.8e-5) == "5.8e-05"
+    assert results._number("mse", 0.159) == "0.159"
+    assert results._number("mse", 0.0) == "0.000"
+    assert results._number("accuracy", 1.7e-17, 0.098) == "0.00"  # a std keeps the figure's
