@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import errno
 import os
 import sys
@@ -168,7 +167,7 @@ def _check_repeatable(recipe_name: str, overrides: list[str], option: str) -> No
 
     raw = apply_overrides(read_recipe(recipe_name), overrides)
     task = get_task(str(raw["task"].get("name")))
-    fields = {f.name for f in dataclasses.fields(task.DataConfig)}
+    fields = task.data_keys()
     key, _ = REPEATABLE[option]
     if key in fields:
         return

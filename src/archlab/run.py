@@ -384,7 +384,7 @@ def baseline(
     if method not in task.baselines:
         has = ", ".join(task.baselines) or "none"
         raise ConfigError(f"the {task.name} task has no baseline {method!r} (its baselines: {has})")
-    if folds is not None and "fold" not in {f.name for f in dataclasses.fields(task.data)}:
+    if folds is not None and "fold" not in task.data_keys():
         raise ConfigError(f"the {task.name} task has no data.fold, so --folds has nothing to vary")
     pretrained = recipe.pretrained_model()
     claim = rundir.claim_new(Path(out) if out else None, f"{Path(recipe_name).stem}-{method}")

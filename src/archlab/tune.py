@@ -27,7 +27,6 @@ wrote it (``1e-4``, not ``0.0001``), since it names the setting's directory.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import itertools
 import json
@@ -146,8 +145,7 @@ def plan_repeats(
     recipe_raw = read_recipe(recipe_name)
     recipe = resolve(apply_overrides(recipe_raw, overrides))
     if on_folds is not None:
-        fields = {f.name for f in dataclasses.fields(recipe.task.data)}
-        if "fold" not in fields:
+        if "fold" not in recipe.task.data_keys():
             raise ConfigError(
                 f"the {recipe.task.name} task has no data.fold, so --on-folds has nothing to "
                 "vary; tune over seeds with --seeds N"

@@ -106,6 +106,12 @@ class Task(ABC):
         self.data = data
 
     @classmethod
+    def data_keys(cls) -> frozenset[str]:
+        """The keys of the recipe's ``data`` section (``fold``, ``folds``, ``split_seed``,
+        ...), to ask whether a repeat option has anything to vary."""
+        return frozenset(f.name for f in dataclasses.fields(cls.DataConfig))
+
+    @classmethod
     def selection_rules(cls) -> tuple[str, ...]:
         """What ``trainer.select_by`` may name: :attr:`metric`, then :attr:`selectable`."""
         return (cls.metric, *(s for s in cls.selectable if s != cls.metric))
