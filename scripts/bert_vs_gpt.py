@@ -234,7 +234,7 @@ def cmd_collect(args) -> None:
         "missing": missing,
         "images": [f"docs/img/{name}" for name in images],
     }
-    options = shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else ""  # as collect was given
+    options = shlex.join(args.argv[1:])  # the options collect was given
     command = " && ".join(f"python scripts/bert_vs_gpt.py {verb} {options}".strip()
                           for verb in ("run", "collect"))  # fmt: skip
     write_claim(args.out, "claim-bert-vs-gpt", command, body)
@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", type=Path, default=OUT)
         p.add_argument("--img", type=Path, default=IMG)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if any(not 0 <= f < 10 for f in args.folds) or not args.folds:
         parser.error("--folds takes fold numbers from 0 to 9")
     args.func(args)

@@ -41,7 +41,10 @@ def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
     bg.main(["run", *common])
     out, img = tmp_path / "claim.json", tmp_path / "img"
     bg.main(["collect", *common, "--out", str(out), "--img", str(img)])
-    claim = json.loads(out.read_text())["benchmarks"]["claim-bert-vs-gpt"]
+    entry = json.loads(out.read_text())
+    assert entry["command"].startswith(f"python scripts/bert_vs_gpt.py run {common[0]}")
+    assert entry["command"].count("--set-bert model.hidden_size=32") == 2  # run and collect
+    claim = entry["benchmarks"]["claim-bert-vs-gpt"]
     table = claim["results"]
     assert set(bg.CLASSIFIERS) <= set(table["accuracy"])
     for name in bg.CLASSIFIERS:
