@@ -164,12 +164,13 @@ def test_pretraining_learns_and_a_classifier_starts_from_the_run(
     key = "pseudo_perplexity" if pretrain.startswith("bert") else "perplexity"
     assert 1 < results["val"][key] < 600
     fine = [f"model.init_from={run_dir}", "trainer.max_epochs=1", "trainer.warmup_steps=5"]
+    fine += ["trainer.lr=3e-3"]  # the recipe's 3e-4 left a 1-layer model near chance in 1 epoch
     fine_dir, fine_results = train(finetune, fine, out=str(tmp_path / "fine"), progress=False)
     config = yaml.safe_load((fine_dir / "config.yaml").read_text())
     assert config["model"]["init_from"] == str(run_dir)
     assert len(config["model"]["init_sha256"]) == 64
     assert config["model"]["vocab_size"] == vocab
-    assert fine_results["test"]["accuracy"] > 0.5  # fine-tuned, it beats chance
+    assert fine_results["test"]["accuracy"] > 0.56  # fine-tuned, it beats chance (0.5) clearly
     other = "gpt-mr" if finetune == "bert-mr" else "bert-mr"
     with pytest.raises(ConfigError, match="cannot start a (gpt|bert)_classifier"):
         train(other, [f"model.init_from={run_dir}"], out=str(tmp_path / "x"), progress=False)
