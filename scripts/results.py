@@ -1170,7 +1170,8 @@ def plot_kge_curves(plt, entries):
                     ax.axhline(published, color="#c0392b", lw=0.8, ls="--")
         ax.set_title(f"{dataset}: validation MRR (first 500 triples) against training minutes",
                      loc="left")  # fmt: skip
-        ax.set_xlabel("minutes of training (2 CPU threads); dashed: the paper's test MRR")
+        ax.set_xlabel("minutes of training (each run's note says on what); dashed: the "
+                      "paper's test MRR")  # fmt: skip
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
