@@ -15,7 +15,9 @@ settings' validation figures in the recipe's section), ``benchmark`` or ``claim`
 ``recipe`` names the recipe it belongs to.  A recipe's own file also holds its
 ``headline``: the task, the metric of the README's row and the published figure.
 
-The README gets one row per recipe (between its results markers); docs/results.md gets
+The README gets one row per recipe (between its results markers) and one line per claim
+(its generated:claim-verdicts block: the short verdict of `archlab claims`, linked to the
+book's section that holds the claim); docs/results.md gets
 everything, grouped by recipe, between its generated markers, so the prose around them
 survives a rebuild.  ``table`` is the old name of ``build``.
 """
@@ -1219,6 +1221,31 @@ def _demo_time(readme: str, entries: list[dict]) -> str:
     return DEMO_TIME.sub(lambda m: f"{m[1]}{measured}{m[2]}", readme, count=1)
 
 
+def anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown text's headings."""
+    headings = re.findall(r"^#+ (.+)$", markdown, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def render_claims_block(book: str) -> str:
+    """One line per claim for the README: its name, linked to the book's section that holds
+    it, and the short verdict `archlab claims` gives (archlab.claims.verdict)."""
+    from archlab.claims import CLAIMS, NOT_MEASURED, verdict
+
+    known = anchors(book)
+    lines = []
+    for name, claim in CLAIMS.items():
+        text = verdict(claim, RESULTS, short=True)
+        anchor = claim.section
+        if anchor not in known:
+            if not text.startswith(NOT_MEASURED):
+                sys.exit(f"docs/results.md has no section #{anchor} for the claim {name}")
+            anchor = "claims"  # its section comes with its results
+        lines.append(f"{claim.number}. [{name}](docs/results.md#{anchor}): *{claim.statement}* — "
+                     f"{text}.")  # fmt: skip
+    return "\n".join(lines)
+
+
 def build_texts(entries: list[dict]) -> dict[Path, str]:
     """The README and the book as they should read, from the results files."""
     text = README.read_text(encoding="utf-8")
@@ -1229,6 +1256,7 @@ def build_texts(entries: list[dict]) -> dict[Path, str]:
     readme = f"{head}{START}\n{render_readme_table(entries)}\n{END}{tail}"
     readme = _demo_time(readme, entries)
     book = fill(BOOK.read_text(encoding="utf-8"), render_book_blocks(entries), "docs/results.md")
+    readme = fill(readme, {"claim-verdicts": render_claims_block(book)}, "README.md")
     return {README: readme, BOOK: book}
 
 
