@@ -97,6 +97,29 @@ def test_a_stale_claims_block_or_a_missing_section_fails_the_build(tmp_path, mon
         results.render_claims_block(book.replace("## Image generation (MNIST)", "## GANs"))
 
 
+def test_readme_lists_every_command_with_options_the_command_line_has() -> None:
+    """The README's command block names every subcommand of `archlab`, and every option a
+    line gives is one its subcommand takes (details live in docs/cli.md)."""
+    import argparse
+
+    from archlab.cli import build_parser
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Command line", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listed = set()
+    for line in block.splitlines():
+        words = line.split("#", 1)[0].split()
+        assert words[0] == "archlab" and words[1] in sub.choices, line
+        listed.add(words[1])
+        options = sub.choices[words[1]]._option_string_actions
+        for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", " ".join(words)):
+            assert option in options, f"{line}: archlab {words[1]} has no {option}"
+    assert listed == set(sub.choices)
+    assert (ROOT / "docs/cli.md").is_file() and "(docs/cli.md)" in text
+    assert "(docs/serve.md)" in text
+
+
 def test_pictures_named_in_the_docs_exist() -> None:
     for doc in (ROOT / "README.md", ROOT / "docs/results.md"):
         for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc.read_text(encoding="utf-8")):
