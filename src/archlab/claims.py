@@ -8,6 +8,11 @@ figures, recording the runs and rebuilding the results book -- and stops at the 
 step that fails.  ``--dry-run`` prints the steps.  The claim scripts resume where they
 stopped, so a second call continues an interrupted one.
 
+A claim script writes its verdict into its results file; the claims judged from recipe
+figures (fusion, SAGAN) are judged here (``judge_fusion``, ``judge_sagan``), and the
+results book renders the fusion figures from the same ``fusion_figures``.  Each verdict
+has a short form (at most SHORT characters), the README's line for the claim.
+
 Budgets: ``small`` is meant to finish all six in about two hours on 2 cores (the
 minutes below are estimates from the recorded runs' times on this machine); ``full``
 is each experiment as the results book describes it.  The claim scripts live in the
