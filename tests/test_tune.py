@@ -337,3 +337,25 @@ def test_a_tune_killed_in_its_first_setting_continues(tmp_path, monkeypatch, cap
     monkeypatch.setattr(archlab.run, "train", train)
     assert main(args) == 0
     assert json.loads((out / "tune.json").read_text())["choice"]["name"] == "trainer.lr=2e-4"
+
+
+def test_a_recipe_edited_since_the_tune_began_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    from archlab.config import read_recipe
+
+    calls = []
+    val = {"1e-4": 0.7, "2e-4": 0.8}
+    monkeypatch.setattr(archlab.run, "train", fake_train(calls, val, val, "accuracy"))
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(yaml.safe_dump(read_recipe("cnn-mr")))
+    args = ["tune", str(recipe), "--grid", "trainer.lr=1e-4,2e-4", "--out", str(tmp_path / "t")]
+    assert main(args) == 0
+    assert main(args) == 0  # unchanged: the finished settings are read back
+    capsys.readouterr()
+    edited = read_recipe("cnn-mr")
+    edited["trainer"]["batch_size"] += 1
+    recipe.write_text(yaml.safe_dump(edited))
+    calls.clear()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "as it read before an edit" in err and "\n" not in err
+    assert calls == []

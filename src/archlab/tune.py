@@ -21,12 +21,15 @@ choice, the command and the wall time; it is rewritten as each setting ends, so 
 interrupted tune keeps its finished settings.  The same command again continues it:
 finished settings are read back, a stopped run resumes from its checkpoint, and a
 setting whose training stopped is not retried; a value must be written as the first call
-wrote it (``1e-4``, not ``0.0001``), since it names the setting's directory.
+wrote it (``1e-4``, not ``0.0001``), since it names the setting's directory.  tune.json
+holds the SHA-256 of the recipe as read (``recipe_sha256``): a recipe edited since the
+tune began is refused, since its earlier settings trained another recipe.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
 import json
@@ -237,6 +240,7 @@ def tune(
         "recipe": recipe_name,
         "set": list(overrides),
         "repeats": {"key": repeats.key, "values": repeats.values},
+        "recipe_sha256": recipe_digest(recipe_name),  # last: the other keys are named first
     }
     claim, earlier = _claim(Path(out) if out else None, recipe_name, what, grid)
     run_dir = claim.run_dir
@@ -356,6 +360,12 @@ def _mean_std(setting: dict, metric: str) -> str:
     return f"{val[metric]:.4f}{spread}"
 
 
+def recipe_digest(recipe_name: str) -> str:
+    """SHA-256 of the recipe as read (its keys sorted), so that an edit is noticed."""
+    text = json.dumps(read_recipe(recipe_name), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _claim(
     run_dir: Path | None, recipe_name: str, what: dict, grid: dict[str, list[str]]
 ) -> tuple[rundir.Claim, dict]:
@@ -371,6 +381,15 @@ def _claim(
         return rundir.claim_new(run_dir, f"{Path(recipe_name).stem}-tune"), {}
     earlier = json.loads((run_dir / TUNE_FILE).read_text("utf-8"))
     for key, value in what.items():
+        if key == "recipe_sha256" and earlier.get(key) != value:
+            why = (
+                "as it read before an edit (the recipe's SHA-256 differs), so its settings "
+                "trained another recipe"
+                if key in earlier
+                else "begun before tune.json recorded the recipe's SHA-256, so an edit since "
+                "cannot be ruled out"
+            )
+            raise ConfigError(f"{run_dir} holds a tune of {recipe_name} {why}; give another --out")
         if earlier.get(key) != value:
             raise ConfigError(
                 f"{run_dir} holds a tune with another {key} ({earlier.get(key)!r}, not "
