@@ -1,5 +1,6 @@
 """archlab claims: the six claims, their recorded verdicts, and steps that can run."""
 
+import json
 import re
 import shlex
 import subprocess
@@ -86,3 +87,100 @@ def test_a_failing_step_stops_the_run_with_its_exit_code(monkeypatch, capsys) ->
     monkeypatch.setattr(claims, "CLAIMS", {"fake": fake})
     assert claims.run_claims("fake", "small") == 2
     assert "script x.py" not in capsys.readouterr().out  # the second step never ran
+
+
+def _write(results, name: str, test: dict, date: str = "2026-12-01") -> None:
+    entry = {"name": name, "kind": "recipe", "date": date, "results": {"test": test}}
+    (results / f"{name}.json").write_text(json.dumps(entry))
+
+
+def _av(acc: float, image_missing: float, audio_missing: float, runs: int = 3) -> dict:
+    missing = {"accuracy_image_missing": image_missing, "accuracy_audio_missing": audio_missing}
+    return {"accuracy": acc, "accuracy_runs": [acc] * runs, **missing}
+
+
+def test_the_fusion_claim_is_judged_from_the_recipes_figures(tmp_path) -> None:
+    fusion = claims.CLAIMS["fusion"]
+    _write(tmp_path, "image-avdigits", _av(0.60, 0.10, 0.60))
+    assert claims.verdict(fusion, tmp_path).startswith("not measured yet (only image-avdigits")
+    _write(tmp_path, "audio-avdigits", _av(0.90, 0.90, 0.10))
+    _write(tmp_path, "early-avdigits", _av(0.952, 0.85, 0.59))  # 5 and 1 points short
+    _write(tmp_path, "central-avdigits", _av(0.95, 0.885, 0.585), "2026-12-02")  # 1.5, 1.5
+    text = claims.verdict(fusion, tmp_path)
+    assert "is met: the best fusion, early-avdigits, reaches 95.20 % (mean of 3 seeds)" in text
+    assert "against 90.00 % for audio-avdigits (mean of 3 seeds): +5.20 points" in text
+    assert "1 of 2 fusions stay within 2 points of the other modality's own model " \
+        "(central-avdigits)" in text  # fmt: skip
+    assert text.endswith(
+        "(image-avdigits.json, audio-avdigits.json, early-avdigits.json, 2026-12-01; "
+        "central-avdigits.json, 2026-12-02)"
+    )
+    short = claims.verdict(fusion, tmp_path, short=True)
+    assert short == (
+        "goal met: early-avdigits (3 seeds) +5.20 points over audio-avdigits (≥ 5 asked); "
+        "within 2 points with a modality missing: central (4 results files, 2026-12-01 to "
+        "2026-12-02)"
+    )
+    _write(tmp_path, "early-avdigits", _av(0.948, 0.89, 0.59))  # 4.80 points; both robust
+    _write(tmp_path, "central-avdigits", _av(0.945, 0.885, 0.585), "2026-12-02")
+    text = claims.verdict(fusion, tmp_path)
+    assert "is not met: the best fusion, early-avdigits, reaches 94.80 %" in text
+    assert ": +4.80 points" in text
+    assert "2 of 2 fusions stay within 2 points" in text
+    assert "(early-avdigits, central-avdigits)" in text
+    short = claims.verdict(fusion, tmp_path, short=True)
+    assert short.startswith("goal not met: early-avdigits (3 seeds) +4.80 points")
+    assert "with a modality missing: early, central (" in short
+    _write(tmp_path, "central-avdigits", _av(0.95, 0.88, 0.58))  # exactly 5 and 2 points
+    assert "is met: the best fusion, central-avdigits, reaches 95.00 %" in claims.verdict(
+        fusion, tmp_path
+    )
+    assert "missing: early, central (" in claims.verdict(fusion, tmp_path, short=True)
+
+
+def _fid(value: float, runs: int = 3) -> dict:
+    return {"fid": value, "fid_std": 2.0, "fid_runs": [value] * runs}
+
+
+def test_the_sagan_claim_compares_test_fid_with_and_without_attention_and_dcgan(
+    tmp_path,
+) -> None:
+    sagan = claims.CLAIMS["sagan"]
+    _write(tmp_path, "sagan-mnist", _fid(150.0))
+    assert claims.verdict(sagan, tmp_path).startswith("not measured yet (only sagan-mnist.json")
+    _write(tmp_path, "sagan-noattn-mnist", _fid(170.0))
+    _write(tmp_path, "dcgan-mnist", _fid(125.0), "2026-11-30")
+    text = claims.verdict(sagan, tmp_path)
+    assert text.startswith("test FID, lower is better; at the recipes' 3,000 steps, partly ")
+    assert "attention helps inside SAGAN (150.0 ± 2.0 with it, 170.0 ± 2.0 without)" in text
+    assert "SAGAN (150.0 ± 2.0) does not beat DCGAN (125.0 ± 2.0) (3 seeds each)" in text
+    assert text.endswith("(dcgan-mnist.json, 2026-11-30; sagan-mnist.json, "
+                         "sagan-noattn-mnist.json, 2026-12-01)")  # fmt: skip
+    assert claims.verdict(sagan, tmp_path, short=True).startswith(
+        "partly supported: attention helps SAGAN (150.0 vs 170.0 without), but SAGAN does not "
+        "beat DCGAN (125.0); FID, lower is better, 3 seeds, 3,000 steps (3 results files"
+    )
+    _write(tmp_path, "sagan-noattn-mnist", _fid(140.0, runs=1))  # attention hurts too
+    text = claims.verdict(sagan, tmp_path)
+    assert "not supported: attention does not help inside SAGAN" in text
+    assert "(1/3 seeds each)" in text
+    # the longer budget: the full verdict gives both, the short one the longer
+    _write(tmp_path, "sagan-mnist-9000steps", _fid(100.0))
+    _write(tmp_path, "dcgan-mnist-9000steps", _fid(110.0))
+    text = claims.verdict(sagan, tmp_path)
+    assert "at the recipes' 3,000 steps, not supported" in text
+    assert "; at 9,000 steps, supported: SAGAN (100.0 ± 2.0) beats DCGAN (110.0 ± 2.0)" in text
+    assert "sagan-mnist-9000steps.json" in text
+    short = claims.verdict(sagan, tmp_path, short=True)
+    assert short.startswith("supported: SAGAN beats DCGAN (110.0); FID, lower is better, "
+                            "3 seeds, 9,000 steps (5 results files")  # fmt: skip
+
+
+def test_the_short_verdicts_of_the_recorded_results_fit_a_readme_line() -> None:
+    for name, claim in claims.CLAIMS.items():
+        parts = claims.judge(claim, claims.ROOT / "results", short=True)
+        assert sum(len(text) for text, _ in parts) <= claims.SHORT, name
+        full = claims.verdict(claim, claims.ROOT / "results")
+        assert "judged in the results book" not in full
+        if parts:  # every measured claim names its files and their dates
+            assert re.search(r"\.json, \d{4}-\d\d-\d\d\)$", full), full

@@ -63,6 +63,63 @@ def test_readme_has_one_short_results_row_per_recipe() -> None:
         assert max(len(cell) for cell in cells) <= 120, row
 
 
+def test_readme_gives_each_claim_its_short_verdict_and_a_link_that_exists() -> None:
+    from archlab import claims
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- generated:claim-verdicts -->\n", 1)[1].split("<!-- generated:end", 1)
+    lines = block[0].strip().splitlines()
+    assert len(lines) == len(claims.CLAIMS)
+    anchors = _results_script().anchors((ROOT / "docs/results.md").read_text(encoding="utf-8"))
+    for line, (name, claim) in zip(lines, claims.CLAIMS.items(), strict=True):
+        link = re.match(rf"{claim.number}\. \[{name}\]\(docs/results\.md#([\w-]+)\)", line)
+        assert link and link[1] in anchors, line
+        short = claims.verdict(claim, ROOT / "results", short=True)
+        assert line.endswith(f" — {short}."), line
+        assert "judged in the results book" not in line
+    assert "claim-gat-vs-gcn" in anchors and "audio-visual-digits-fusion" in anchors
+
+
+def test_a_stale_claims_block_or_a_missing_section_fails_the_build(tmp_path, monkeypatch) -> None:
+    for part in ("scripts", "results", "docs", "src/archlab/recipes"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("*.png"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    mark = "<!-- generated:claim-verdicts -->\n"
+    stale = readme.replace(mark, mark + "4. [fusion](docs/results.md#claims) — not measured yet.\n")
+    (tmp_path / "README.md").write_text(stale, encoding="utf-8")
+    proc = check(tmp_path)
+    assert proc.returncode != 0 and "README.md disagree" in proc.stderr
+    results = _results_script()
+    monkeypatch.setattr(results, "RESULTS", ROOT / "results")
+    book = (ROOT / "docs/results.md").read_text(encoding="utf-8")
+    assert "#image-generation-mnist)" in results.render_claims_block(book)
+    with pytest.raises(SystemExit, match="no section #image-generation-mnist for the claim sagan"):
+        results.render_claims_block(book.replace("## Image generation (MNIST)", "## GANs"))
+
+
+def test_readme_lists_every_command_with_options_the_command_line_has() -> None:
+    """The README's command block names every subcommand of `archlab`, and every option a
+    line gives is one its subcommand takes (details live in docs/cli.md)."""
+    import argparse
+
+    from archlab.cli import build_parser
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Command line", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listed = set()
+    for line in block.splitlines():
+        words = line.split("#", 1)[0].split()
+        assert words[0] == "archlab" and words[1] in sub.choices, line
+        listed.add(words[1])
+        options = sub.choices[words[1]]._option_string_actions
+        for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", " ".join(words)):
+            assert option in options, f"{line}: archlab {words[1]} has no {option}"
+    assert listed == set(sub.choices)
+    assert (ROOT / "docs/cli.md").is_file() and "(docs/cli.md)" in text
+    assert "(docs/serve.md)" in text
+
+
 def test_pictures_named_in_the_docs_exist() -> None:
     for doc in (ROOT / "README.md", ROOT / "docs/results.md"):
         for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc.read_text(encoding="utf-8")):

@@ -8,6 +8,11 @@ figures, recording the runs and rebuilding the results book -- and stops at the 
 step that fails.  ``--dry-run`` prints the steps.  The claim scripts resume where they
 stopped, so a second call continues an interrupted one.
 
+A claim script writes its verdict into its results file; the claims judged from recipe
+figures (fusion, SAGAN) are judged here (``judge_fusion``, ``judge_sagan``), and the
+results book renders the fusion figures from the same ``fusion_figures``.  Each verdict
+has a short form (at most SHORT characters), the README's line for the claim.
+
 Budgets: ``small`` is meant to finish all six in about two hours on 2 cores (the
 minutes below are estimates from the recorded runs' times on this machine); ``full``
 is each experiment as the results book describes it.  The claim scripts live in the
@@ -19,13 +24,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +56,11 @@ class Claim:
     results: tuple[str, ...]  # the results files that hold its verdict
     steps: dict[str, tuple[str, ...]]  # budget -> shell-like command lines
     minutes: dict[str, int]  # budget -> estimated minutes here
+    section: str = ""  # the anchor of the results book's section that holds it
+    # for claims judged from recipe figures: (results dir, short) -> (verdict, files read)
+    judge: Callable[[Path, bool], tuple[str, list[Path]]] | None = field(default=None)
+    short_last: bool = False  # its files are one experiment at growing budgets: the
+    # short verdict gives the last one found
 
 
 def _record(recipe: str, variant: str = "", sets: str = "") -> str:
@@ -62,6 +73,184 @@ def _record(recipe: str, variant: str = "", sets: str = "") -> str:
         f"script results.py record {RUNS}/{recipe}-{variant} --name {recipe}-{variant} "
         f"--recipe {recipe} --variant '{variant}' --command '{command}'"
     )
+
+
+# ----- claims judged from recipe figures: the numbers (the results book renders them too)
+
+AVDIGITS = ("image-avdigits", "audio-avdigits", "early-avdigits", "late-avdigits",
+            "gmu-avdigits", "xattn-avdigits", "central-avdigits")  # fmt: skip
+FUSION_GOAL = 5.0  # points of clean test accuracy over the best single modality
+ROBUST_WITHIN = 2.0  # points below the other modality's own model, one modality missing
+GANS = ("dcgan-mnist", "sagan-mnist", "sagan-noattn-mnist")
+GAN_BUDGETS = (("", "the recipes' 3,000 steps"), ("-9000steps", "9,000 steps"))
+
+
+def seeds(test: dict, metric: str) -> int:
+    """How many runs a test figure is the mean of."""
+    return len(test.get(f"{metric}_runs", [None]))
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f} %"
+
+
+def runs_text(n: int) -> str:
+    return "1 run" if n == 1 else f"mean of {n} seeds"
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The fusion claim measured: accuracies as fractions, gains and gaps in points."""
+
+    singles: dict[str, dict]  # "image", "audio" -> the test figures of its own model
+    fusions: dict[str, dict]  # fusion recipe -> its test figures
+    best_single: str  # "image" or "audio"
+    best: str  # the fusion with the best clean test accuracy
+    gain: float  # its points over the best single modality
+    seeded: str | None  # when ``best`` is one run: the best fusion measured over seeds
+    seeded_gain: float | None
+    # fusion -> (image missing vs audio-avdigits, audio missing vs image-avdigits)
+    gaps: dict[str, tuple[float, float]]
+
+    @property
+    def single(self) -> float:
+        return self.singles[self.best_single]["accuracy"]
+
+    @property
+    def met(self) -> bool:  # judged on the points as written (+5.00 meets 5)
+        return round(self.gain, 2) >= FUSION_GOAL
+
+    @property
+    def seeded_met(self) -> bool:
+        return self.seeded_gain is not None and round(self.seeded_gain, 2) >= FUSION_GOAL
+
+    def robust(self, name: str) -> bool:
+        return round(min(self.gaps[name]), 2) >= -ROBUST_WITHIN
+
+
+def fusion_figures(tests: dict[str, dict]) -> Fusion | None:
+    """The fusion claim from the av-digits recipes' test figures (name -> results.json's
+    test split), or None without both single-modality models and a fusion."""
+    singles = {m: tests.get(f"{m}-avdigits") for m in ("image", "audio")}
+    fusions = {n: t for n, t in tests.items() if n.split("-")[0] not in singles}
+    if None in singles.values() or not fusions:
+        return None
+    best_single = max(singles, key=lambda m: singles[m]["accuracy"])
+    single = singles[best_single]["accuracy"]
+    best = max(fusions, key=lambda n: fusions[n]["accuracy"])
+    seeded = {n: t for n, t in fusions.items() if seeds(t, "accuracy") > 1}
+    other = max(seeded, key=lambda n: seeded[n]["accuracy"]) if seeded else None
+    if best in seeded:
+        other = None  # the verdict already rests on seeds
+    gaps = {
+        n: (
+            100 * (t["accuracy_image_missing"] - singles["audio"]["accuracy"]),
+            100 * (t["accuracy_audio_missing"] - singles["image"]["accuracy"]),
+        )
+        for n, t in fusions.items()
+    }
+    return Fusion(
+        singles, fusions, best_single, best, 100 * (fusions[best]["accuracy"] - single),
+        other, None if other is None else 100 * (fusions[other]["accuracy"] - single), gaps,
+    )  # fmt: skip
+
+
+def _recipe_tests(results: Path, names: Iterable[str]) -> tuple[dict[str, dict], list[Path]]:
+    """The test figures of the results files ``NAME.json`` that exist, in order."""
+    tests, paths = {}, []
+    for name in names:
+        path = results / f"{name}.json"
+        if path.is_file():
+            tests[name] = json.loads(path.read_text("utf-8"))["results"]["test"]
+            paths.append(path)
+    return tests, paths
+
+
+def judge_fusion(results: Path, short: bool = False) -> tuple[str, list[Path]]:
+    tests, paths = _recipe_tests(results, AVDIGITS)
+    f = fusion_figures(tests)
+    if f is None:
+        return "", paths
+    robust = [n for n in f.fusions if f.robust(n)]
+    n = seeds(f.fusions[f.best], "accuracy")
+    if short:
+        names = ", ".join(r.removesuffix("-avdigits") for r in robust) or "none"
+        runs = "1 run" if n == 1 else f"{n} seeds"
+        return (
+            f"goal {'met' if f.met else 'not met'}: {f.best} ({runs}) "
+            f"{f.gain:+.2f} points over {f.best_single}-avdigits (≥ {FUSION_GOAL:g} asked); "
+            f"within {ROBUST_WITHIN:g} points with a modality missing: {names}",
+            paths,
+        )
+    text = (
+        f"the goal of ≥ {FUSION_GOAL:g} points over the best single modality is "
+        f"{'met' if f.met else 'not met'}: the best fusion, {f.best}, reaches "
+        f"{_pct(f.fusions[f.best]['accuracy'])} ({runs_text(n)}) against {_pct(f.single)} for "
+        f"{f.best_single}-avdigits ({runs_text(seeds(f.singles[f.best_single], 'accuracy'))}): "
+        f"{f.gain:+.2f} points"
+    )
+    if f.seeded is not None:
+        text += (
+            f" (one run; the best over seeds, {f.seeded}, {f.seeded_gain:+.2f} points, "
+            f"{'also meets it' if f.seeded_met else 'does not'})"
+        )
+    text += (
+        f"; with one modality missing, {len(robust)} of {len(f.fusions)} fusions stay within "
+        f"{ROBUST_WITHIN:g} points of the other modality's own model"
+        + (f" ({', '.join(robust)})" if robust else "")
+    )
+    return text, paths
+
+
+def _fid(test: dict) -> str:
+    std = f" ± {test['fid_std']:.1f}" if "fid_std" in test else ""
+    return f"{test['fid']:.1f}{std}"
+
+
+def judge_sagan(results: Path, short: bool = False) -> tuple[str, list[Path]]:
+    """Test FID (lower is better) of sagan-mnist against sagan-noattn-mnist (attention inside
+    SAGAN) and against dcgan-mnist, at each budget recorded; the short verdict: the longest."""
+    sentences, paths = [], []
+    for suffix, budget in GAN_BUDGETS:
+        tests, found = _recipe_tests(results, (g + suffix for g in GANS))
+        paths += found
+        fid = {name.removesuffix(suffix): t for name, t in tests.items()}
+        sagan, noattn = fid.get("sagan-mnist"), fid.get("sagan-noattn-mnist")
+        dcgan = fid.get("dcgan-mnist")
+        if sagan is None or (noattn is None and dcgan is None):
+            continue
+        words, parts = [], []
+        if noattn is not None:
+            words.append(sagan["fid"] < noattn["fid"])
+            helps = "helps" if words[-1] else "does not help"
+            parts.append(
+                f"attention {helps} SAGAN ({sagan['fid']:.1f} vs {noattn['fid']:.1f} without)"
+                if short
+                else f"attention {helps} inside SAGAN ({_fid(sagan)} with it, "
+                f"{_fid(noattn)} without)"
+            )
+        if dcgan is not None:
+            words.append(sagan["fid"] < dcgan["fid"])
+            beats = "beats" if words[-1] else "does not beat"
+            parts.append(
+                f"SAGAN {beats} DCGAN ({dcgan['fid']:.1f})"
+                if short
+                else f"SAGAN ({_fid(sagan)}) {beats} DCGAN ({_fid(dcgan)})"
+            )
+        word = "supported" if all(words) else "partly supported" if any(words) else "not supported"
+        counts = sorted({seeds(t, "fid") for t in fid.values()})
+        runs = "/".join(map(str, counts)) + (" seeds" if counts[-1] > 1 else " run")
+        if short:
+            steps = budget.removeprefix("the recipes' ")
+            sentences.append(f"{word}: {', but '.join(parts)}; FID, lower is better, {runs}, "
+                             f"{steps}")  # fmt: skip
+        else:
+            sentences.append(f"at {budget}, {word}: {', but '.join(parts)} ({runs} each)")
+    if not sentences:
+        return "", paths
+    if short:
+        return sentences[-1], paths
+    return "test FID, lower is better; " + "; ".join(sentences), paths
 
 
 CLAIMS = {
@@ -85,6 +274,7 @@ CLAIMS = {
             ),
         },  # fmt: skip
         {"small": 30, "full": 90},
+        section="claim-long-range",
     ),
     "gat-vs-gcn": Claim(
         2,
@@ -95,13 +285,14 @@ CLAIMS = {
             "full": ("script gat_vs_gcn.py run", "script gat_vs_gcn.py collect"),
         },
         {"small": 6, "full": 35},
+        section="claim-gat-vs-gcn",
     ),
     "capsnet-vs-cnn": Claim(
         3,
         "CapsNets understand spatial relationships better than CNNs (affine-transformed test)",
         (
-            "claim-capsnet-vs-cnn.json",
             "claim-capsnet-vs-cnn-3epochs.json",
+            "claim-capsnet-vs-cnn.json",  # 15 epochs
             "claim-capsnet-vs-cnn-canvas40.json",
         ),  # fmt: skip
         {
@@ -121,16 +312,13 @@ CLAIMS = {
             ),
         },
         {"small": 25, "full": 420},
+        section="claim-capsnet-vs-cnn",
+        short_last=True,
     ),
     "fusion": Claim(
         4,
         "Cross-modal fusion generalises better than one modality",
-        (
-            "image-avdigits.json",
-            "audio-avdigits.json",
-            "gmu-avdigits.json",
-            "central-avdigits.json",
-        ),  # fmt: skip
+        tuple(f"{name}.json" for name in AVDIGITS),
         {
             budget: tuple(
                 step
@@ -149,16 +337,13 @@ CLAIMS = {
             for budget in BUDGETS
         },
         {"small": 10, "full": 10},
+        section="audio-visual-digits-fusion",
+        judge=judge_fusion,
     ),
     "sagan": Claim(
         5,
         "Self-attention inside a GAN improves the generated images (SAGAN)",
-        (
-            "dcgan-mnist.json",
-            "sagan-mnist.json",
-            "dcgan-mnist-9000steps.json",
-            "sagan-mnist-9000steps.json",
-        ),  # fmt: skip
+        tuple(f"{name}{suffix}.json" for suffix, _ in GAN_BUDGETS for name in GANS),
         {
             "small": tuple(
                 step
@@ -180,6 +365,8 @@ CLAIMS = {
             + ("script results.py build",),
         },
         {"small": 37, "full": 110},
+        section="image-generation-mnist",
+        judge=judge_sagan,
     ),
     "bert-vs-gpt": Claim(
         6,
@@ -196,25 +383,101 @@ CLAIMS = {
             "full": ("script bert_vs_gpt.py run", "script bert_vs_gpt.py collect"),
         },
         {"small": 22, "full": 500},
+        section="claim-bert-vs-gpt",
     ),
 }
 
 
-def verdict(claim: Claim, results: Path) -> str:
-    """The verdict its results files record, or why there is none."""
-    found = [results / name for name in claim.results if (results / name).is_file()]
-    if not found:
-        return "not measured yet"
-    sentences = []
-    for path in found:
+NOT_MEASURED = "not measured yet"
+SHORT = 150  # characters of a short verdict (the README's), its sources aside
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 4].rsplit(" ", 1)[0] + " ..."
+
+
+def _short_claim(body: dict) -> str:
+    """A claim script's verdict in at most SHORT characters."""
+    if "p_value" in body:  # scripts/paired.py: run b is the one the claim favours
+        split, a, b = re.match(r"(\w+) set: (\S+) \S+, (\S+) ", body["summary"]).groups()
+        better = body["accuracy_b"] > body["accuracy_a"]
+        p = body["p_value"]
+        word = ("supported" if p < 0.05 else "the claim's direction, not significant") if better \
+            else "not supported"  # fmt: skip
+        return _clip(
+            f"{word}: {b} {_pct(body['accuracy_b'])} vs {a} {_pct(body['accuracy_a'])} on the "
+            f"{split} set (McNemar p = {p:.2f})",
+            SHORT,
+        )
+    if "verdicts" in body:  # scripts/long_range.py: the Transformer against each rival
+        found: dict[str, list[str]] = {}
+        for rival, sentence in body["verdicts"].items():
+            for task, outcome in re.findall(OUTCOME, sentence):
+                found.setdefault(outcome, []).append(f"{task} vs {rival}")
+        speeds = [float(x) for x in re.findall(r"([\d.]+)x its tokens/s", str(body["verdicts"]))]
+        parts = []
+        for outcome, where in found.items():
+            tasks = list(dict.fromkeys(w.split(" vs ")[0] for w in where))
+            rivals = list(dict.fromkeys(w.split(" vs ")[1] for w in where))
+            if len(where) == len(tasks) * len(rivals):  # every task against every rival
+                where = [f"{', '.join(tasks)} vs {', '.join(rivals)}"]
+            parts.append(f"{outcome} ({', '.join(where)})")
+        text = "; ".join(parts)
+        if speeds:
+            text += f"; Transformer {min(speeds):.2f}-{max(speeds):.2f}x their tokens/s"
+        return _clip(text, SHORT)
+    results = body.get("results")
+    if isinstance(results, dict) and all("val_loss" in r for r in results.values()):
+        ranked = sorted(results, key=lambda m: results[m]["val_loss"])  # scripts/char_lm.py
+        return "char LM val loss: " + ", ".join(f"{m} {results[m]['val_loss']:.3f}" for m in ranked)
+    if "verdict" in body:
+        first = body["verdict"].split("; ", 1)[0]
+        return first if len(first) <= SHORT else _clip(body["verdict"].split(": ", 1)[0], SHORT)
+    return _clip(body["summary"], SHORT)
+
+
+OUTCOME = r"(\w+): (holds|does not hold|not supported at this budget) \("
+
+
+def judge(claim: Claim, results: Path, short: bool = False) -> list[tuple[str, list[Path]]]:
+    """The claim's verdict as (sentence, the results files it rests on) parts; none when
+    nothing is recorded.  ``short``: at most SHORT characters in all."""
+    if claim.judge is not None:
+        text, paths = claim.judge(results, short)
+        return [(text, paths)] if text else []
+    parts = []
+    for name in claim.results:
+        path = results / name
+        if not path.is_file():
+            continue
         entry = json.loads(path.read_text("utf-8"))
         if entry.get("kind") == "claim":
             body = next(iter(entry["benchmarks"].values()))
-            sentences.append(f"{body['summary']} ({path.name}, {entry['date']})")
-    if not sentences:
-        return "judged in the results book from " + ", ".join(p.name for p in found)
-    text = "; ".join(sentences)
-    return text if len(text) <= 400 else text[:400].rsplit(" ", 1)[0] + " ..."
+            text = _short_claim(body) if short else _clip(body["summary"], 400)
+            parts.append((text, [path]))
+    return parts[-1:] if short and claim.short_last else parts
+
+
+def _sources(paths: list[Path], short: bool = False) -> str:
+    """'a.json, b.json, 2026-12-03' (the files by date); short: '7 results files, DATE'."""
+    dates: dict[str, list[str]] = {}
+    for path in paths:
+        date = json.loads(path.read_text("utf-8")).get("date", "undated")
+        dates.setdefault(date, []).append(path.name)
+    if short and len(paths) > 2:
+        span = " to ".join(sorted({min(dates), max(dates)}))
+        return f"{len(paths)} results files, {span}"
+    return "; ".join(f"{', '.join(names)}, {date}" for date, names in dates.items())
+
+
+def verdict(claim: Claim, results: Path, short: bool = False) -> str:
+    """The verdict its results files record, with the files and their dates, or why there
+    is none."""
+    parts = judge(claim, results, short)
+    if not parts:
+        found = [name for name in claim.results if (results / name).is_file()]
+        return NOT_MEASURED + (f" (only {', '.join(found)} recorded)" if found else "")
+    return "; ".join(f"{text} ({_sources(paths, short)})" for text, paths in parts)
 
 
 def command_of(step: str) -> list[str]:
