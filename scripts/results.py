@@ -291,12 +291,13 @@ def _metrics(results: dict) -> str:
 
 
 def _number(metric: str, value: float, mean: float | None = None) -> str:
-    """``value`` at the metric's decimals, or in two significant digits where the figure
-    (``mean``, for a std) is too small for them: an MSE of 5.8e-5 is not '0.000'."""
+    """``value`` at the metric's decimals, or in three significant digits where the figure
+    (``mean``, for a std) is too small for them: an MSE of 5.8e-5 is not '0.000', and one
+    of 1.03e-4 (above a goal of 1e-4) is not '0.0001'."""
     scale, digits, _, _ = METRICS.get(metric, DEFAULT_METRIC)
     figure = value if mean is None else mean
     if figure and abs(figure * scale) < 10**-digits:
-        return f"{value * scale:.2g}"
+        return f"{value * scale:.3g}"
     return f"{value * scale:.{digits}f}"
 
 

@@ -330,6 +330,7 @@ def test_a_recipe_recorded_without_a_headline_takes_its_listed_task_and_referenc
 def test_a_figure_too_small_for_its_decimals_is_written_in_significant_digits() -> None:
     results = _results_script()
     assert results._number("mse", 5.8e-5) == "5.8e-05"
+    assert results._number("mse", 1.03e-4) == "0.000103"  # not '0.0001', under a 1e-4 goal
     assert results._number("mse", 0.159) == "0.159"
     assert results._number("mse", 0.0) == "0.000"
     assert results._number("accuracy", 1.7e-17, 0.098) == "0.00"  # a std keeps the figure's
