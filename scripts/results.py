@@ -605,14 +605,11 @@ def render_avdigits_table(entries: list[dict], names) -> list[str]:
 def _avdigits_claims(tests: dict[str, dict]) -> list[str]:
     """The fusion claim and the robustness goal, measured, from the recorded test figures:
     the numbers are archlab.claims.fusion_figures', which `archlab claims` judges from."""
-    from archlab.claims import FUSION_GOAL, ROBUST_WITHIN, fusion_figures, runs_text, seeds
+    from archlab.claims import FUSION_GOAL, ROBUST_WITHIN, fusion_figures, pct, runs_text, seeds
 
     f = fusion_figures(tests)
     if f is None:
         return []
-
-    def pct(value: float) -> str:
-        return f"{100 * value:.2f} %"
 
     def runs(test: dict) -> str:
         return runs_text(seeds(test, "accuracy"))

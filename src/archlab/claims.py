@@ -43,10 +43,10 @@ from archlab.registry import unknown_name_message
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout
 BUDGETS = ("small", "full")
 RUNS = "runs/claims"
-LONGER = " --set trainer.max_steps=9000"
+LONGER = " --set trainer.max_steps=9000"  # the GANs' full budget: 3x the recipes' 3,000 steps
 SMALL_PRETRAIN = (  # claim 6 at the small budget: 750 pretraining steps, runs of their own
     "--set-pretrain trainer.max_steps=750 --runs runs/claims/bert-vs-gpt-small"
-)  # the GANs' full budget: 3x the recipes' 3,000 steps
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def seeds(test: dict, metric: str) -> int:
     return len(test.get(f"{metric}_runs", [None]))
 
 
-def _pct(fraction: float) -> str:
+def pct(fraction: float) -> str:
     return f"{100 * fraction:.2f} %"
 
 
@@ -185,7 +185,7 @@ def judge_fusion(results: Path, short: bool = False) -> tuple[str, list[Path]]:
     text = (
         f"the goal of ≥ {FUSION_GOAL:g} points over the best single modality is "
         f"{'met' if f.met else 'not met'}: the best fusion, {f.best}, reaches "
-        f"{_pct(f.fusions[f.best]['accuracy'])} ({runs_text(n)}) against {_pct(f.single)} for "
+        f"{pct(f.fusions[f.best]['accuracy'])} ({runs_text(n)}) against {pct(f.single)} for "
         f"{f.best_single}-avdigits ({runs_text(seeds(f.singles[f.best_single], 'accuracy'))}): "
         f"{f.gain:+.2f} points"
     )
@@ -405,7 +405,7 @@ def _short_claim(body: dict) -> str:
         word = ("supported" if p < 0.05 else "the claim's direction, not significant") if better \
             else "not supported"  # fmt: skip
         return _clip(
-            f"{word}: {b} {_pct(body['accuracy_b'])} vs {a} {_pct(body['accuracy_a'])} on the "
+            f"{word}: {b} {pct(body['accuracy_b'])} vs {a} {pct(body['accuracy_a'])} on the "
             f"{split} set (McNemar p = {p:.2f})",
             SHORT,
         )

@@ -232,15 +232,14 @@ def tune(
     with the settings finished so far.
     """
     check_settings(recipe_name, overrides, grid, repeats)
-    metric = get_task(
-        str(apply_overrides(read_recipe(recipe_name), overrides)["task"]["name"])
-    ).metric
+    raw = read_recipe(recipe_name)
+    metric = get_task(str(apply_overrides(raw, overrides)["task"]["name"])).metric
     better = "higher" if metric in HIGHER_IS_BETTER else "lower"
     what = {
         "recipe": recipe_name,
         "set": list(overrides),
         "repeats": {"key": repeats.key, "values": repeats.values},
-        "recipe_sha256": recipe_digest(recipe_name),  # last: the other keys are named first
+        "recipe_sha256": recipe_digest(raw),
     }
     claim, earlier = _claim(Path(out) if out else None, recipe_name, what, grid)
     run_dir = claim.run_dir
@@ -360,9 +359,9 @@ def _mean_std(setting: dict, metric: str) -> str:
     return f"{val[metric]:.4f}{spread}"
 
 
-def recipe_digest(recipe_name: str) -> str:
-    """SHA-256 of the recipe as read (its keys sorted), so that an edit is noticed."""
-    text = json.dumps(read_recipe(recipe_name), sort_keys=True, default=str)
+def recipe_digest(recipe: dict) -> str:
+    """SHA-256 of a recipe as read (its keys sorted), so that an edit is noticed."""
+    text = json.dumps(recipe, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -381,20 +380,20 @@ def _claim(
         return rundir.claim_new(run_dir, f"{Path(recipe_name).stem}-tune"), {}
     earlier = json.loads((run_dir / TUNE_FILE).read_text("utf-8"))
     for key, value in what.items():
-        if key == "recipe_sha256" and earlier.get(key) != value:
-            why = (
-                "as it read before an edit (the recipe's SHA-256 differs), so its settings "
-                "trained another recipe"
-                if key in earlier
-                else "begun before tune.json recorded the recipe's SHA-256, so an edit since "
-                "cannot be ruled out"
-            )
-            raise ConfigError(f"{run_dir} holds a tune of {recipe_name} {why}; give another --out")
-        if earlier.get(key) != value:
+        if key != "recipe_sha256" and earlier.get(key) != value:
             raise ConfigError(
                 f"{run_dir} holds a tune with another {key} ({earlier.get(key)!r}, not "
                 f"{value!r}); give another --out, or the same recipe, --set and folds or seeds"
             )
+    if earlier.get("recipe_sha256") != what["recipe_sha256"]:
+        why = (
+            "as it read before an edit (the recipe's SHA-256 differs), so its settings trained "
+            "another recipe"
+            if "recipe_sha256" in earlier
+            else "begun before tune.json recorded the recipe's SHA-256, so an edit since cannot "
+            "be ruled out"
+        )
+        raise ConfigError(f"{run_dir} holds a tune of {recipe_name} {why}; give another --out")
     for key, values in grid.items():
         for value in values:
             for before in earlier.get("grid", {}).get(key, []):
