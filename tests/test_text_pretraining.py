@@ -46,6 +46,19 @@ def tiny_gpt(vocab: int):
     ).eval()
 
 
+def test_a_trained_wordpiece_vocabulary_numbers_its_pieces_in_sorted_order() -> None:
+    """The trainer numbers pieces in Rust hash-map order, seeded per process, so the same
+    pieces got other ids (and a model other initial embeddings) in every process."""
+    tokenizer = WordPieceTokenizer.train(TEXT, 60)
+    vocab = tokenizer.tokenizer.get_vocab()
+    by_id = sorted(vocab, key=vocab.get)
+    specials = [*WordPieceTokenizer.SPECIALS, "[MASK]"]
+    assert by_id[:5] == specials
+    assert by_id[5:] == sorted(by_id[5:]) and len(by_id) == 60
+    assert tokenizer.encode("the film is charming .")[0] == tokenizer.cls_id == 2
+    assert "##ing" in tokenizer.tokenizer.encode("charming").tokens  # pieces still longest-match
+
+
 def test_mlm_chooses_words_only_and_corrupts_80_10_10() -> None:
     task = task_with("mlm", mask_prob=0.15)
     tok = task.tokenizer
@@ -163,14 +176,14 @@ def test_pretraining_learns_and_a_classifier_starts_from_the_run(
     assert results["val"]["loss"] < math.log(vocab) - 0.5  # well below a uniform guess
     key = "pseudo_perplexity" if pretrain.startswith("bert") else "perplexity"
     assert 1 < results["val"][key] < 600
-    fine = [f"model.init_from={run_dir}", "trainer.max_epochs=1", "trainer.warmup_steps=5"]
-    fine += ["trainer.lr=3e-3"]  # the recipe's 3e-4 left a 1-layer model near chance in 1 epoch
+    fine = [f"model.init_from={run_dir}", "trainer.max_epochs=3", "trainer.warmup_steps=5"]
+    fine += ["trainer.lr=3e-3"]  # 1 epoch left 3 of 4 seeds of the 1-layer BERT at chance
     fine_dir, fine_results = train(finetune, fine, out=str(tmp_path / "fine"), progress=False)
     config = yaml.safe_load((fine_dir / "config.yaml").read_text())
     assert config["model"]["init_from"] == str(run_dir)
     assert len(config["model"]["init_sha256"]) == 64
     assert config["model"]["vocab_size"] == vocab
-    assert fine_results["test"]["accuracy"] > 0.56  # fine-tuned, it beats chance (0.5) clearly
+    assert fine_results["test"]["accuracy"] > 0.60  # chance is 0.5; seeds 0-3 gave 0.65-0.66
     other = "gpt-mr" if finetune == "bert-mr" else "bert-mr"
     with pytest.raises(ConfigError, match="cannot start a (gpt|bert)_classifier"):
         train(other, [f"model.init_from={run_dir}"], out=str(tmp_path / "x"), progress=False)

@@ -106,16 +106,28 @@ class WordPieceTokenizer:
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> WordPieceTokenizer:
         """A lower-case WordPiece vocabulary of at most ``vocab_size`` learnt from ``texts``
-        (pieces seen at least twice), with BERT's special tokens and [MASK]."""
+        (pieces seen at least twice), with BERT's special tokens and [MASK].
+
+        The ids are the special tokens, then the pieces in sorted order.  The library's
+        trainer numbers its alphabet in hash-map order, which changes from process to
+        process, and a model's initial embedding of a piece depends on its id: sorted,
+        the same texts give the same ids in every process.  (Pieces tied in count at
+        the vocabulary limit can still be chosen differently by the trainer; WordPiece
+        encodes by longest match, so the order of the ids does not change the pieces.)
+        """
         from tokenizers import processors
         from tokenizers.implementations import BertWordPieceTokenizer
 
-        tokenizer = BertWordPieceTokenizer(lowercase=True)
+        trained = BertWordPieceTokenizer(lowercase=True)
         specials = [*cls.SPECIALS, "[MASK]"]
-        tokenizer.train_from_iterator(
+        trained.train_from_iterator(
             texts, vocab_size=vocab_size, min_frequency=2, special_tokens=specials,
             show_progress=False,
         )  # fmt: skip
+        pieces = sorted(set(trained.get_vocab()) - set(specials))
+        tokenizer = BertWordPieceTokenizer(
+            {token: i for i, token in enumerate([*specials, *pieces])}, lowercase=True
+        )
         cls_, sep = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]"))
         tokenizer.post_processor = processors.BertProcessing(("[SEP]", sep), ("[CLS]", cls_))
         return cls(tokenizer)
