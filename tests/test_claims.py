@@ -19,7 +19,7 @@ def test_every_claim_of_the_mission_is_wired_at_both_budgets() -> None:
     assert sorted(c.number for c in claims.CLAIMS.values()) == [1, 2, 3, 4, 5, 6]
     for claim in claims.CLAIMS.values():
         assert set(claim.steps) == set(claims.BUDGETS) and all(claim.steps.values())
-    assert sum(c.minutes["small"] for c in claims.CLAIMS.values()) <= 130
+    assert sum(c.minutes["small"] for c in claims.CLAIMS.values()) <= 135  # "about 2 hours"
 
 
 @pytest.mark.parametrize("budget", claims.BUDGETS)
