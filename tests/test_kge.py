@@ -3,6 +3,7 @@ functions, the rank-based evaluator (ties included), training, and ``archlab pre
 
 import math
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -605,6 +606,21 @@ def test_kge_reference_refuses_to_drop_the_runs_its_out_file_holds() -> None:
         options = {"dataset": "nations", "models": "transe", "epochs": 2, "seeds": 1, **kwargs}
         with pytest.raises(ConfigError, match=re.escape(message)):
             kge_reference.run(previous=previous, **options)
+
+
+def test_kge_reference_summary_says_when_a_model_has_fewer_seeds_than_asked() -> None:
+    """Stopped during a model's seeds, the file's summary does not call its mean one of all."""
+    from archlab.bench import kge_reference
+
+    def model(mrrs):
+        return {"mrr": statistics.fmean(mrrs), "mrr_std": 0.01, "seeds": [{}] * len(mrrs)}
+
+    results = {"transe": model([0.3, 0.32, 0.31]), "complex": model([0.5])}
+    summary = kge_reference._report("kinship", "1.x", 300, 3, results)["summary"]
+    assert summary.endswith("TransE 0.310 ± 0.010, ComplEx 0.500 (1 of 3 seeds)")
+    results["complex"] = model([0.5, 0.5, 0.5])
+    summary = kge_reference._report("kinship", "1.x", 300, 3, results)["summary"]
+    assert "mean of 3 seeds): TransE 0.310 ± 0.010, ComplEx 0.500 ± 0.010" in summary
 
 
 def test_bench_out_that_is_a_directory_is_refused_before_anything_runs(tmp_path, capsys):

@@ -217,7 +217,9 @@ def _keeps_all(
 
 def _report(dataset: str, version: str, epochs: int, seeds: int, results: dict) -> dict:
     summary = ", ".join(
-        f"{PYKEEN_MODEL[m]} {r['mrr']:.3f}" + (f" ± {r['mrr_std']:.3f}" if seeds > 1 else "")
+        f"{PYKEEN_MODEL[m]} {r['mrr']:.3f}"
+        + (f" ± {r['mrr_std']:.3f}" if len(r["seeds"]) > 1 else "")
+        + ("" if len(r["seeds"]) == seeds else f" ({len(r['seeds'])} of {seeds} seeds)")
         for m, r in results.items()
     )
     return {
