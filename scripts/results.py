@@ -354,8 +354,8 @@ def headline_of_todo(todo: dict) -> dict:
     value, _, source = todo["reference"].partition(" — ")
     try:
         published = {"value": float(value), "source": source}
-    except ValueError:  # no figure: 'no published figure for this protocol'
-        published = {}
+    except ValueError:  # no figure: 'no published figure for this protocol', said as it is
+        published = {"source": todo["reference"]}
     return {"task": todo["task"], "split": split, "metric": metric.lower(), "published": published}
 
 
