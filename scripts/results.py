@@ -109,8 +109,8 @@ NOT_RUN = {
         "why": "not recorded yet",
     },
     "tcn-copy": {
-        "task": "copy memory, T = 1000",
-        "metric": "test CE",
+        "task": "copy memory, T = 1000 (loss: cross-entropy)",
+        "metric": "test loss",
         "reference": "3.5e-5 — Bai et al. (2018), table 1",
         "why": "not recorded yet",
     },
