@@ -1328,6 +1328,8 @@ def record(args: argparse.Namespace) -> None:
         for key in ("recipe", "kind", "variant", "headline"):
             if key in old:
                 entry[key] = old[key]
+        if not args.reference:
+            entry["reference"] = old.get("reference", "")
     recipe = args.recipe or entry.get("recipe") or _owner(args.name, recipe_names())
     if recipe:
         entry["recipe"] = recipe

@@ -286,6 +286,23 @@ def test_record_keeps_a_tune_and_a_run_apart(tmp_path: Path) -> None:
     assert after == before
 
 
+def test_a_re_recorded_run_keeps_its_reference_unless_given_another(tmp_path: Path) -> None:
+    for part in ("scripts", "results", "src/archlab/recipes"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("*.png"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps({"test": {"mase": 0.9}}))
+    path = tmp_path / "results/tcn-sunspots.json"
+    held = json.loads(path.read_text())["reference"]
+    assert held.startswith("seasonal naive")
+    script = [sys.executable, str(tmp_path / "scripts/results.py"), "record", str(run_dir),
+              "--name", "tcn-sunspots", "--command", "archlab train tcn-sunspots"]  # fmt: skip
+    subprocess.run(script, capture_output=True, text=True, check=True)
+    assert json.loads(path.read_text())["reference"] == held
+    subprocess.run([*script, "--reference", "x"], capture_output=True, text=True, check=True)
+    assert json.loads(path.read_text())["reference"] == "x"
+
+
 def test_kinships_reference_is_read_from_bench_kge_reference(tmp_path, monkeypatch) -> None:
     """The README's Kinship references: PyKEEN's MRR from bench kge-reference's file when it
     holds the model's every seed at issue 16's protocol; none without; a file of another
@@ -324,7 +341,8 @@ def test_a_recipe_recorded_without_a_headline_takes_its_listed_task_and_referenc
     assert (head["split"], head["metric"]) == ("test", "mrr")
     assert head["published"] == {"value": 0.897, "source": "PyKEEN, same protocol (issue 16)"}
     todo = {"task": "T", "metric": "test MRR", "reference": "no published figure for this"}
-    assert results.headline_of_todo(todo)["published"] == {}
+    assert results.headline_of_todo(todo)["published"] == {"source": todo["reference"]}
+    assert results.published_text("mrr", {"source": todo["reference"]}) == todo["reference"]
 
 
 def test_a_figure_too_small_for_its_decimals_is_written_in_significant_digits() -> None:
