@@ -15,6 +15,7 @@ from archlab.errors import ConfigError
 from archlab.models.kge import RotatE
 from archlab.tasks.link_prediction import (
     CompletionIndex,
+    expected_norm,
     filtered_ranks,
     normalised_norms,
     rank_metrics,
@@ -161,6 +162,19 @@ def test_regulariser_norm_is_pykeens() -> None:
     for x in (torch.randn(9, 16), torch.randn(9, 16, dtype=torch.cfloat)):
         theirs = LpRegularizer(p=2.0, normalize=True)(x)
         torch.testing.assert_close(normalised_norms(x, 2.0).mean(), theirs)
+
+
+def test_regulariser_gradient_is_finite_where_a_complex_coordinate_underflows() -> None:
+    """abs() of a complex float whose square underflows has a NaN gradient; the moduli here
+    do not (a NaN stopped ComplEx on Kinship with such relation floats)."""
+    re = torch.tensor([[1e-42, 1.0, 0.5], [0.0, 0.2, 0.1]])
+    im = torch.tensor([[1e-42, 0.3, 0.0], [0.0, 0.0, 0.4]])
+    x = torch.complex(re, im).requires_grad_()
+    norms = normalised_norms(x, 2.0)
+    norms.sum().backward()
+    assert torch.isfinite(torch.view_as_real(x.grad)).all()
+    expected = torch.linalg.vector_norm(torch.cat([re, im], dim=1), dim=1) / expected_norm(2.0, 3)
+    torch.testing.assert_close(norms, expected)
 
 
 # ----- evaluation -----
