@@ -63,12 +63,16 @@ class Claim:
     # short verdict gives the last one found
 
 
-def _record(name: str, recipe: str = "", variant: str = "", sets: str = "") -> str:
-    """The step that records ``RUNS/name`` (3 seeds) in results/: as the recipe's own
-    figures, or, given the ``recipe`` it changes, as a variant saying what differs."""
+def _train_and_record(
+    name: str, recipe: str = "", variant: str = "", sets: str = ""
+) -> tuple[str, str]:
+    """The steps that train ``name`` with 3 seeds into ``RUNS/name`` and record it in
+    results/: as the recipe's own figures, or, given the ``recipe`` it changes, as a
+    variant saying what differs."""
     command = f"archlab train {recipe or name} --seeds 3{sets}"
     step = f"script results.py record {RUNS}/{name} --name {name} --command '{command}'"
-    return f"{step} --recipe {recipe} --variant '{variant}'" if recipe else step
+    record = f"{step} --recipe {recipe} --variant '{variant}'" if recipe else step
+    return f"{command} --out {RUNS}/{name}", record
 
 
 # ----- claims judged from recipe figures: the numbers (the results book renders them too)
@@ -92,8 +96,7 @@ def _gan_steps(name: str, recipe: str, variant: str, sets: str, longer: bool) ->
     if longer:
         name, recipe = f"{name}-9000steps", recipe or name
         variant, sets = ", ".join(filter(None, (variant, "9,000 steps"))), sets + LONGER
-    train = f"archlab train {recipe or name} --seeds 3{sets} --out {RUNS}/{name}"
-    return train, _record(name, recipe, variant, sets)
+    return _train_and_record(name, recipe, variant, sets)
 
 
 def seeds(test: dict, metric: str) -> int:
@@ -339,10 +342,7 @@ CLAIMS = {
                     "gmu-avdigits",
                     "central-avdigits",
                 )  # fmt: skip
-                for step in (
-                    f"archlab train {recipe} --seeds 3 --out {RUNS}/{recipe}",
-                    _record(recipe),
-                )  # fmt: skip
+                for step in _train_and_record(recipe)
             )
             + ("script results.py build",)
             for budget in BUDGETS
