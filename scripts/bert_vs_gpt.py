@@ -171,6 +171,14 @@ def collect(args) -> tuple[dict, list[int]]:
     return table, folds
 
 
+def test_words(folds: int, p: float) -> str:
+    """The folds and the paired test in words: below 6 pairs a two-sided signed-rank test
+    cannot reach p < 0.05 (its smallest p is 2 / 2^n), so it is named as not made."""
+    if folds < 6:
+        return f"{folds} fold{'s' if folds > 1 else ''}, too few for a paired test"
+    return f"{folds} folds, paired Wilcoxon p = {p:.3f}"
+
+
 def verdict(table: dict) -> str:
     acc = table["accuracy"]
     bert, gpt = acc["bert-mlm"], acc["gpt-clm"]
@@ -184,7 +192,7 @@ def verdict(table: dict) -> str:
     return (
         f"{word}: pretrained alike, BERT (masked LM) fine-tunes to {100 * bert['mean']:.2f} % "
         f"on MR and GPT (causal LM) to {100 * gpt['mean']:.2f} % ({gap:+.2f} points, "
-        f"{folds} folds, paired Wilcoxon p = {p:.3f}); from scratch "
+        f"{test_words(folds, p)}); from scratch "
         f"{100 * acc['bert-scratch']['mean']:.2f} % and {100 * acc['gpt-scratch']['mean']:.2f} %"
     )
 

@@ -30,6 +30,9 @@ def test_verdict_reads_the_paired_folds() -> None:
     assert bg.verdict(table).startswith("inconclusive at this budget")
     table["accuracy"]["gpt-clm"] = arm(0.85, [b + 0.05 for b in bert])
     assert bg.verdict(table).startswith("not supported")
+    few = {name: arm(a["mean"], a["runs"][:1]) for name, a in accuracy.items()}
+    one = bg.verdict({"accuracy": few})
+    assert one.startswith("inconclusive at this budget") and "1 fold, too few for a paired" in one
 
 
 def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
