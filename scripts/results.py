@@ -270,6 +270,10 @@ def ordered_recipes() -> list[tuple[str, list[str], str | None]]:
 
 
 def _fmt(value: float) -> str:
+    """A figure of the 'All metrics' line: four decimals, or three significant digits when
+    those would round it to (nearly) nothing -- an MSE of 1.6e-5 is not '0.0000'."""
+    if value and abs(value) < 0.001:
+        return f"{value:.3g}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:,.2f}"
 
 

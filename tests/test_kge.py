@@ -622,6 +622,61 @@ def test_kge_reference_refuses_to_drop_the_runs_its_out_file_holds() -> None:
             kge_reference.run(previous=previous, **options)
 
 
+def test_kge_reference_stopped_during_one_model_keeps_the_runs_of_the_others(
+    monkeypatch,
+) -> None:
+    """Resumed, the file saved after each seed still holds the runs taken up of models not
+    reached yet (a stop during one model once lost another's), in a fixed model order."""
+    pytest.importorskip("pykeen")
+    from archlab.bench import kge_reference
+
+    version = kge_reference.pykeen_version()
+
+    def held(seed, mrr):
+        return {"seed": seed, "mrr": mrr, "hits_at_1": 0.1, "hits_at_3": 0.2,
+                "hits_at_10": 0.3, "mr": 5.0, "wall_seconds": 1.0}  # fmt: skip
+
+    previous = {
+        "dataset": "nations",
+        "pykeen": version,
+        "protocol": {"epochs": 2, "num_negs_per_pos": 64},
+        "models": {
+            "transe": {"seeds": [held(0, 0.2)], "settings": {"model": "TransE"}},
+            "rotate": {"seeds": [held(0, 0.7)], "settings": {"model": "RotatE"}},
+        },
+    }
+    trained, saved = [], []
+
+    def train_and_test(splits, model, epochs, seed):
+        trained.append((model, seed))
+        figures = {key: 0.4 for key in kge_reference.METRICS}
+        return figures, {"wall_seconds": 2.0}, {"model": model}
+
+    def save(report):
+        saved.append(report)
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # Ctrl-C just after TransE seed 1 is saved
+
+    monkeypatch.setattr(kge_reference, "factories", lambda dataset: None)
+    monkeypatch.setattr(kge_reference, "train_and_test", train_and_test)
+    options = {"dataset": "nations", "models": "rotate,transe", "epochs": 2, "seeds": 2}
+    with pytest.raises(KeyboardInterrupt):
+        kge_reference.run(previous=previous, save=save, **options)
+    assert trained == [("rotate", 1), ("transe", 1)]
+    models = saved[-1]["models"]
+    assert list(models) == ["transe", "rotate"]
+    assert [r["seed"] for r in models["transe"]["seeds"]] == [0, 1]
+    assert models["transe"]["mrr"] == pytest.approx(0.3)
+    assert models["rotate"]["seeds"][0] == held(0, 0.7)
+    assert models["rotate"]["settings"] == {"model": "rotate"}
+    assert saved[0]["models"]["transe"]["seeds"] == [held(0, 0.2)]  # before TransE was reached
+    # resumed from what was saved: only the runs missing are trained
+    report = kge_reference.run(previous=saved[-1], **{**options, "seeds": 3})
+    assert trained[2:] == [("rotate", 2), ("transe", 2)]
+    assert list(report["models"]) == ["transe", "rotate"]
+    assert [r["mrr"] for r in report["models"]["rotate"]["seeds"]] == [0.7, 0.4, 0.4]
+
+
 def test_kge_reference_summary_says_when_a_model_has_fewer_seeds_than_asked() -> None:
     """Stopped during a model's seeds, the file's summary does not call its mean one of all."""
     from archlab.bench import kge_reference

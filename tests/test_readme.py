@@ -355,3 +355,8 @@ def test_a_figure_too_small_for_its_decimals_is_written_in_significant_digits() 
     assert results._number("mse", 0.159) == "0.159"
     assert results._number("mse", 0.0) == "0.000"
     assert results._number("accuracy", 1.7e-17, 0.098) == "0.00"  # a std keeps the figure's
+    # the book's 'All metrics' line too
+    assert results._metrics({"test": {"mse": 1.6259e-05, "loss": 0.0}}) == (
+        "test mse 1.63e-05, test loss 0.0000"
+    )
+    assert results._fmt(0.8317) == "0.8317" and results._fmt(1234.5) == "1,234.50"

@@ -156,6 +156,17 @@ def _aggregate(runs: list[dict]) -> dict:
     return out
 
 
+def _entry(runs: dict[int, dict], settings: dict) -> dict:
+    """One model's part of the report: its seeds' runs (by seed), their mean and spread."""
+    ordered = [runs[seed] for seed in sorted(runs)]
+    return {
+        **_aggregate(ordered),
+        "wall_seconds": sum(r["wall_seconds"] for r in ordered),
+        "settings": settings,
+        "seeds": ordered,
+    }
+
+
 def _choices(models: str | list[str] | None, quick: bool) -> list[str]:
     if models is None:
         return [MODELS[0]] if quick else list(MODELS)
@@ -280,27 +291,26 @@ def run(
         + (f"; {len(done)} run(s) taken up from the output file" if done else ""),
         flush=True,
     )
-    results: dict[str, dict] = {}
+    # every report saved holds the runs taken up, also those of models not reached yet,
+    # so that a stop during one model loses none of another's
+    runs = {m: {s: done[m, s][0] for s in range(seeds) if (m, s) in done} for m in names}
+    settings = {m: resolved for (m, _), (_, resolved) in done.items() if m in runs}
+    results = {m: _entry(runs[m], settings[m]) for m in names if runs[m]}
     for i, model in enumerate(names, 1):
-        runs: list[dict] = []
         for seed in range(seeds):
             if (model, seed) in done:
-                run, resolved = done[model, seed]
+                run = done[model, seed][0]
                 figures = {key: run[key] for key in METRICS}
                 times = {"wall_seconds": run["wall_seconds"]}
                 taken = " (taken up)"
             else:
-                figures, times, resolved = train_and_test(splits, model, epochs, seed)
+                figures, times, settings[model] = train_and_test(splits, model, epochs, seed)
                 run, taken = {"seed": seed, **figures, **times}, ""
             if not all(math.isfinite(v) for v in figures.values()):
                 raise ConfigError(f"kge-reference: {model} seed {seed} gave {figures}")
-            runs.append(run)
-            results[model] = {
-                **_aggregate(runs),
-                "wall_seconds": sum(r["wall_seconds"] for r in runs),
-                "settings": resolved,
-                "seeds": runs,
-            }
+            runs[model][seed] = run
+            results[model] = _entry(runs[model], settings[model])
+            results = {m: results[m] for m in MODELS if m in results}  # in a fixed order
             print(
                 f"  [{i}/{len(names)}] {model} seed {seed}: test MRR {figures['mrr']:.3f}, "
                 f"H@10 {figures['hits_at_10']:.3f}, MR {figures['mr']:.2f} "
