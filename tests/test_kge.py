@@ -554,6 +554,55 @@ def test_bench_gives_pykeen_the_recipes_model_with_the_same_weights(model) -> No
     assert 1 <= batch <= 256 and batch * task.graph.num_entities * width <= 2**27
 
 
+def test_bench_kge_measures_the_cases_asked_and_keeps_those_its_out_file_holds(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """`archlab bench kge --cases rotate-wn18rr --out FILE` measures that case only, takes
+    up the cases FILE holds (a long case can be run on its own), and writes them all."""
+    pytest.importorskip("pykeen")
+    import json
+
+    from archlab.bench import kge
+    from archlab.cli import main
+
+    measured = []
+
+    def seconds(dataset, model, n):
+        measured.append(f"{model}-{dataset}")
+        return {"archlab": 1.0, "pykeen": 4.0}
+
+    monkeypatch.setattr(kge, "_train_seconds", seconds)
+    monkeypatch.setattr(kge, "_eval_seconds", lambda dataset, model, n: {"archlab": 1, "pykeen": 2})
+    monkeypatch.setattr(kge, "_peak_memory", lambda impl, dataset, model: 10.0)
+    out = tmp_path / "kge.json"
+    held = {"epoch_seconds": {"archlab": 0.1, "pykeen": 0.5}, "epoch_ratio": 0.2,
+            "eval_seconds": {"archlab": 0.01, "pykeen": 0.1}, "eval_ratio": 0.1,
+            "peak_mb": {"archlab": 1.0, "pykeen": 3.0}, "memory_ratio": 1 / 3}  # fmt: skip
+    out.write_text(json.dumps({"benchmarks": {"kge": {"cases": {"transe-umls": held}}}}))
+    assert main(["bench", "kge", "--cases", "rotate-wn18rr,transe-umls", "--out", str(out)]) == 0
+    assert measured == ["rotate-wn18rr"]
+    assert "transe-umls: taken up from the output file" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["command"] == "archlab bench kge --cases rotate-wn18rr,transe-umls"
+    cases = report["benchmarks"]["kge"]["cases"]
+    assert list(cases) == ["transe-umls", "rotate-wn18rr"] and cases["transe-umls"] == held
+    assert cases["rotate-wn18rr"]["epoch_ratio"] == 0.25 and cases["rotate-wn18rr"]["threads"] >= 1
+    # a quick run neither takes up nor overwrites the full figures
+    assert main(["bench", "kge", "--quick", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "archlab: error: bench kge: the --out file holds full figures (transe-umls, "
+        "rotate-wn18rr), which this call would overwrite; give another --out"
+    )
+    assert measured == ["rotate-wn18rr"] and json.loads(out.read_text()) == report
+    assert main(["bench", "kge", "--cases", "transe-fb15k237"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "archlab: error: bench kge: unknown case 'transe-fb15k237'; choose from transe-umls, "
+        "rotate-umls, complex-umls, transe-wn18rr, rotate-wn18rr"
+    )
+    assert main(["bench", "gpt", "--cases", "transe-umls"]) == 2
+    assert capsys.readouterr().err.strip() == "archlab: error: bench gpt takes no --cases"
+
+
 # ----- archlab bench kge-reference -----
 
 

@@ -496,7 +496,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from archlab.bench import run_benchmarks
 
     names = list(BENCHMARKS) if not args.names or args.names == ["all"] else args.names
-    options = {k: getattr(args, k) for k in ("dataset", "models", "epochs", "seeds")}
+    options = {k: getattr(args, k) for k in ("dataset", "models", "cases", "epochs", "seeds")}
     run_benchmarks(names, quick=args.quick, out=args.out, options=options)
     return 0
 
@@ -831,6 +831,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         metavar="LIST",
         help="kge-reference: comma-separated, of transe,distmult,complex,rotate (default: all)",
+    )
+    p.add_argument(
+        "--cases",
+        metavar="LIST",
+        help="kge: comma-separated, of transe-umls,rotate-umls,complex-umls,transe-wn18rr,"
+        "rotate-wn18rr (default: all)",
     )
     p.add_argument("--epochs", type=int, metavar="N", help="kge-reference: default 300")
     p.add_argument("--seeds", type=int, metavar="N", help="kge-reference: seeds 0..N-1 (default 5)")

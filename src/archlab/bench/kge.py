@@ -28,6 +28,8 @@ import shutil
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -35,6 +37,8 @@ import torch
 from archlab.bench import in_fresh_process, interleaved_medians, step_peak_mb
 from archlab.errors import ConfigError
 
+RESUMES = True  # with --out: the file is written after each case, and taken up when rerun
+OPTIONS = ("cases",)  # what `archlab bench` passes on
 BATCH, NEGATIVES = 256, 64
 SUBSET = 25_600  # WN18RR training triples timed (100 batches)
 CASES = (
@@ -233,23 +237,61 @@ def _peak_memory(impl: str, dataset: str, model: str) -> float:
     )
 
 
-def run(quick: bool = False) -> dict:
+def _cases(cases: str | list[str] | None, quick: bool) -> list[str]:
+    """The asked cases as ``model-dataset`` names, in the benchmark's order."""
+    known = [f"{model}-{dataset}" for dataset, model in CASES]
+    if cases is None:
+        return [f"{model}-{dataset}" for dataset, model in (QUICK_CASES if quick else CASES)]
+    names = cases.split(",") if isinstance(cases, str) else list(cases)
+    unknown = [c for c in names if c not in known]
+    if unknown:
+        raise ConfigError(f"bench kge: unknown case {unknown[0]!r}; choose from {', '.join(known)}")
+    return [c for c in known if c in names]
+
+
+def run(
+    quick: bool = False,
+    cases: str | list[str] | None = None,
+    previous: dict | None = None,
+    save: Callable[[dict], None] | None = None,
+) -> dict:
+    """Every case asked (``cases``, default all).  ``save`` gets the report after each case;
+    the cases ``previous`` (the --out file's report, made in the same mode) holds are
+    taken up, not measured again, and kept in the report when not asked for."""
     repeats = 1 if quick else 3
-    results: dict[str, dict] = {}
-    for dataset, model in QUICK_CASES if quick else CASES:
+    names = _cases(cases, quick)
+    order = [f"{model}-{dataset}" for dataset, model in CASES]
+    held = {k: v for k, v in (previous or {}).get("cases", {}).items() if k in order}
+    if held and bool(previous.get("quick", False)) != quick:  # would be overwritten
+        mode = "--quick" if previous.get("quick") else "full"
+        raise ConfigError(
+            f"bench kge: the --out file holds {mode} figures ({', '.join(held)}), which this "
+            "call would overwrite; give another --out"
+        )
+    results = dict(held)
+    for key in names:
+        if key in held:
+            print(f"  {key}: taken up from the output file (another --out measures it again)")
+            continue
+        model, dataset = key.split("-")
         n = 1 if dataset == "wn18rr" else repeats
         train = _train_seconds(dataset, model, n)
         evaluation = _eval_seconds(dataset, model, n)
         memory = {impl: _peak_memory(impl, dataset, model) for impl in ("archlab", "pykeen")}
-        results[f"{model}-{dataset}"] = {
+        results[key] = {
             "epoch_seconds": train,
             "epoch_ratio": train["archlab"] / train["pykeen"],
             "eval_seconds": evaluation,
             "eval_ratio": evaluation["archlab"] / evaluation["pykeen"],
             "peak_mb": memory,
             "memory_ratio": memory["archlab"] / max(memory["pykeen"], 1e-9),
+            "threads": torch.get_num_threads(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         }
-        print(f"  {model}-{dataset}: {results[f'{model}-{dataset}']}", flush=True)
+        results = {k: results[k] for k in order if k in results}
+        print(f"  {key}: {results[key]}", flush=True)
+        if save is not None:
+            save(_report(results, quick))
     print(f"kge  (archlab vs PyKEEN; {torch.get_num_threads()} threads)")
     columns = ("epoch s", "PyKEEN", "ratio", "eval s", "PyKEEN", "ratio", "mem")
     print(
@@ -263,6 +305,10 @@ def run(quick: bool = False) -> dict:
             f"{v['archlab']:>8.2f}{v['pykeen']:>8.2f}{r['eval_ratio']:>6.2f}x{r['memory_ratio']:>6.2f}x"
         )
     print("  (ratios are archlab / PyKEEN: below 1 means archlab is faster or smaller)")
+    return _report(results, quick)
+
+
+def _report(results: dict, quick: bool) -> dict:
     summary = ", ".join(
         f"{key} epoch {r['epoch_seconds']['archlab']:.2f} s ({r['epoch_ratio']:.2f}x PyKEEN's), "
         f"eval {r['eval_seconds']['archlab']:.1f} s ({r['eval_ratio']:.2f}x)"
@@ -270,6 +316,7 @@ def run(quick: bool = False) -> dict:
     )
     return {
         "cases": results,
+        "quick": quick,
         "reference": "PyKEEN 1.11 (sLCWA, RankBasedEvaluator)",
         "summary": summary,
     }
