@@ -45,9 +45,9 @@ class SequenceInput(nn.Module):
 
     def step(self, x_t: Tensor) -> Tensor:
         """Features (batch, in_dim) of one step's inputs (batch[, in_dim])."""
-        if self.embed is None:  # the common case of step-by-step inference, kept lean
-            self._check_features(x_t, 2)
-            return self.dropout(x_t)
+        if self.embed is None:  # the common case of step-by-step inference, kept lean:
+            self._check_features(x_t, 2)  # no call of the dropout, a no-op, in eval mode
+            return self.dropout(x_t) if self.training else x_t
         return self(x_t.unsqueeze(1)).squeeze(1)
 
     def _check_features(self, x: Tensor, dims: int) -> None:
