@@ -84,6 +84,15 @@ def test_a_gan_without_classifier_trains_archlabs_own_once_and_reuses_it(
         train("dcgan-mnist", TINY_GAN, out=str(tmp_path / "third"), progress=False)
 
 
+def test_archlabs_own_classifier_trains_in_fp32_on_every_machine() -> None:
+    """The FID's features must not depend on the precision a machine measures fastest."""
+    from archlab.config import apply_overrides, read_recipe
+    from archlab.run import resolve
+
+    recipe = apply_overrides(read_recipe(gan.FID_RECIPE), list(gan.FID_RECIPE_OVERRIDES))
+    assert resolve(recipe).trainer.precision == "fp32"
+
+
 def test_the_cache_key_follows_the_data_and_the_recipe(monkeypatch) -> None:
     key = gan.fid_classifier_key(TINY_CNN)
     assert key == gan.fid_classifier_key(list(TINY_CNN)) and len(key) == 64
