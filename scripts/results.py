@@ -360,6 +360,8 @@ def headline_of_todo(todo: dict) -> dict:
     value, _, source = todo["reference"].partition(" — ")
     try:
         published = {"value": float(value), "source": source}
+        # as written, with its trailing zeros: PyKEEN's .250 is not '0.25'
+        published["text"] = f"0{value}" if value.startswith(".") else value
     except ValueError:  # no figure: 'no published figure for this protocol', said as it is
         published = {"source": todo["reference"]}
     return {"task": todo["task"], "split": split, "metric": metric.lower(), "published": published}
@@ -386,7 +388,8 @@ def published_text(metric: str, published: dict) -> str:
     unit = METRICS.get(metric, DEFAULT_METRIC)[2]
     bound = {">=": "≥ ", "<=": "≤ "}.get(published.get("bound", ""), "")
     std = f" ± {published['std']}" if published.get("std") is not None else ""
-    return f"{bound}{published['value']}{std}{unit} — {published.get('source', '')}"
+    value = published.get("text", published["value"])
+    return f"{bound}{value}{std}{unit} — {published.get('source', '')}"
 
 
 def _cell(text: str) -> str:
