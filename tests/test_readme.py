@@ -342,7 +342,11 @@ def test_a_recipe_recorded_without_a_headline_takes_its_listed_task_and_referenc
     head = results.headline(entry)
     assert head["task"] == "UMLS, link prediction (filtered, both sides)"
     assert (head["split"], head["metric"]) == ("test", "mrr")
-    assert head["published"] == {"value": 0.897, "source": "PyKEEN, same protocol (issue 16)"}
+    source = "PyKEEN, same protocol (issue 16)"
+    assert head["published"] == {"value": 0.897, "text": "0.897", "source": source}
+    todo = {"task": "T", "metric": "test MRR", "reference": ".250 — PyKEEN 1.11.1, 3 seeds"}
+    published = results.headline_of_todo(todo)["published"]
+    assert results.published_text("mrr", published) == "0.250 — PyKEEN 1.11.1, 3 seeds"
     todo = {"task": "T", "metric": "test MRR", "reference": "no published figure for this"}
     assert results.headline_of_todo(todo)["published"] == {"source": todo["reference"]}
     assert results.published_text("mrr", {"source": todo["reference"]}) == todo["reference"]
