@@ -7,10 +7,9 @@ Machines are noisy, so each figure is a median over interleaved repeats.
 
 ``kge-reference`` is not a speed benchmark and not part of ``all``: it trains PyKEEN to
 the end for the reference figures issue 16 lacks; its ``run`` also takes the options
-``dataset``, ``models``, ``epochs`` and ``seeds`` (its module's ``OPTIONS``; ``kge`` takes
-``cases``).  A module
-with ``RESUMES`` writes ``--out`` after each step and, run again with the same ``--out``,
-takes up the steps that file already holds.
+``dataset``, ``models``, ``epochs`` and ``seeds`` (its module's ``OPTIONS``; ``kge``'s is
+``cases``).  A module with ``RESUMES`` writes ``--out`` after each step and, run again
+with the same ``--out``, takes up the steps that file already holds.
 """
 
 from __future__ import annotations

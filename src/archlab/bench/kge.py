@@ -49,6 +49,7 @@ CASES = (
     ("wn18rr", "rotate"),
 )
 QUICK_CASES = (("umls", "transe"), ("umls", "rotate"))
+NAMES = tuple(f"{model}-{dataset}" for dataset, model in CASES)  # a case's name: rotate-umls
 PYKEEN_MODEL = {"transe": "TransE", "rotate": "RotatE", "complex": "ComplEx"}
 
 
@@ -239,14 +240,13 @@ def _peak_memory(impl: str, dataset: str, model: str) -> float:
 
 def _cases(cases: str | list[str] | None, quick: bool) -> list[str]:
     """The asked cases as ``model-dataset`` names, in the benchmark's order."""
-    known = [f"{model}-{dataset}" for dataset, model in CASES]
     if cases is None:
         return [f"{model}-{dataset}" for dataset, model in (QUICK_CASES if quick else CASES)]
     names = cases.split(",") if isinstance(cases, str) else list(cases)
-    unknown = [c for c in names if c not in known]
+    unknown = [c for c in names if c not in NAMES]
     if unknown:
-        raise ConfigError(f"bench kge: unknown case {unknown[0]!r}; choose from {', '.join(known)}")
-    return [c for c in known if c in names]
+        raise ConfigError(f"bench kge: unknown case {unknown[0]!r}; choose from {', '.join(NAMES)}")
+    return [c for c in NAMES if c in names]
 
 
 def run(
@@ -260,8 +260,7 @@ def run(
     taken up, not measured again, and kept in the report when not asked for."""
     repeats = 1 if quick else 3
     names = _cases(cases, quick)
-    order = [f"{model}-{dataset}" for dataset, model in CASES]
-    held = {k: v for k, v in (previous or {}).get("cases", {}).items() if k in order}
+    held = {k: v for k, v in (previous or {}).get("cases", {}).items() if k in NAMES}
     if held and bool(previous.get("quick", False)) != quick:  # would be overwritten
         mode = "--quick" if previous.get("quick") else "full"
         raise ConfigError(
@@ -288,27 +287,28 @@ def run(
             "threads": torch.get_num_threads(),
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         }
-        results = {k: results[k] for k in order if k in results}
         print(f"  {key}: {results[key]}", flush=True)
         if save is not None:
             save(_report(results, quick))
+    report = _report(results, quick)
     print(f"kge  (archlab vs PyKEEN; {torch.get_num_threads()} threads)")
     columns = ("epoch s", "PyKEEN", "ratio", "eval s", "PyKEEN", "ratio", "mem")
     print(
         f"  {'':<16}"
         + "".join(f"{c:>{w}}" for c, w in zip(columns, (9, 8, 7, 8, 8, 7, 7), strict=True))
     )
-    for key, r in results.items():
+    for key, r in report["cases"].items():
         e, v = r["epoch_seconds"], r["eval_seconds"]
         print(
             f"  {key:<16}{e['archlab']:>9.2f}{e['pykeen']:>8.2f}{r['epoch_ratio']:>6.2f}x"
             f"{v['archlab']:>8.2f}{v['pykeen']:>8.2f}{r['eval_ratio']:>6.2f}x{r['memory_ratio']:>6.2f}x"
         )
     print("  (ratios are archlab / PyKEEN: below 1 means archlab is faster or smaller)")
-    return _report(results, quick)
+    return report
 
 
 def _report(results: dict, quick: bool) -> dict:
+    results = {k: results[k] for k in NAMES if k in results}  # in the benchmark's order
     summary = (
         "archlab's time and peak memory as a share of PyKEEN's (goal <= 0.5x time, <= 1x memory): "
         + "; ".join(

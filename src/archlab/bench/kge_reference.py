@@ -294,8 +294,11 @@ def run(
     # every report saved holds the runs taken up, also those of models not reached yet,
     # so that a stop during one model loses none of another's
     runs = {m: {s: done[m, s][0] for s in range(seeds) if (m, s) in done} for m in names}
-    settings = {m: resolved for (m, _), (_, resolved) in done.items() if m in runs}
-    results = {m: _entry(runs[m], settings[m]) for m in names if runs[m]}
+    settings = {m: done[m, s][1] for m, s in done if m in runs}
+
+    def results() -> dict:  # in a fixed model order
+        return {m: _entry(runs[m], settings[m]) for m in MODELS if runs.get(m)}
+
     for i, model in enumerate(names, 1):
         for seed in range(seeds):
             if (model, seed) in done:
@@ -309,8 +312,6 @@ def run(
             if not all(math.isfinite(v) for v in figures.values()):
                 raise ConfigError(f"kge-reference: {model} seed {seed} gave {figures}")
             runs[model][seed] = run
-            results[model] = _entry(runs[model], settings[model])
-            results = {m: results[m] for m in MODELS if m in results}  # in a fixed order
             print(
                 f"  [{i}/{len(names)}] {model} seed {seed}: test MRR {figures['mrr']:.3f}, "
                 f"H@10 {figures['hits_at_10']:.3f}, MR {figures['mr']:.2f} "
@@ -318,11 +319,11 @@ def run(
                 flush=True,
             )
             if save is not None:
-                save(_report(dataset, version, epochs, seeds, results))
-        r = results[model]
+                save(_report(dataset, version, epochs, seeds, results()))
+        r = _entry(runs[model], settings[model])
         print(
             f"  {model}: test MRR {r['mrr']:.3f} ± {r['mrr_std']:.3f} over {seeds} seed(s) "
             f"in {r['wall_seconds']:.0f} s",
             flush=True,
         )
-    return _report(dataset, version, epochs, seeds, results)
+    return _report(dataset, version, epochs, seeds, results())
