@@ -269,12 +269,14 @@ def ordered_recipes() -> list[tuple[str, list[str], str | None]]:
 # ---------------------------------------------------------------- numbers as text
 
 
-def _fmt(value: float) -> str:
-    """A figure of the 'All metrics' line: four decimals, or three significant digits when
-    those would round it to (nearly) nothing -- an MSE of 1.6e-5 is not '0.0000'."""
-    if value and abs(value) < 0.001:
+def _fmt(value: float, like: float | None = None) -> str:
+    """A figure of the 'All metrics' line: four decimals (two from 10 on), or three
+    significant digits when those would round it to (nearly) nothing -- an MSE of 1.6e-5
+    is not '0.0000'.  A spread is written ``like`` its mean: FID 91.34 ± 1.36."""
+    like = value if like is None else like
+    if like and abs(like) < 0.001:
         return f"{value:.3g}"
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:,.2f}"
+    return f"{value:.4f}" if abs(like) < 10 else f"{value:,.2f}"
 
 
 def _metrics(results: dict) -> str:
@@ -285,7 +287,7 @@ def _metrics(results: dict) -> str:
         for key, value in metrics.items():
             if key.endswith(("_std", "_runs")) or not isinstance(value, int | float):
                 continue
-            spread = f" ± {_fmt(metrics[key + '_std'])}" if key + "_std" in metrics else ""
+            spread = f" ± {_fmt(metrics[key + '_std'], value)}" if key + "_std" in metrics else ""
             parts.append(f"{split} {key} {_fmt(value)}{spread}")
     train = results.get("train", {})
     if "steps" in train:

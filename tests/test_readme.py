@@ -364,3 +364,5 @@ def test_a_figure_too_small_for_its_decimals_is_written_in_significant_digits() 
         "test mse 1.63e-05, test loss 0.0000"
     )
     assert results._fmt(0.8317) == "0.8317" and results._fmt(1234.5) == "1,234.50"
+    # a spread is written as its mean is: not 'FID 91.34 ± 1.3624'
+    assert results._metrics({"val": {"fid": 91.344, "fid_std": 1.3624}}) == "val fid 91.34 ± 1.36"
