@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is
 
 import numpy as np  # noqa: E402
 
-from archlab.claims import done, train_missing, wilcoxon_p, write_claim  # noqa: E402
+from archlab.claims import ALPHA, done, train_missing, wilcoxon_p, write_claim  # noqa: E402
 
 OUT = ROOT / "results" / "claim-bert-vs-gpt.json"
 IMG = ROOT / "docs" / "img"
@@ -52,7 +52,6 @@ ARMS = {
     "gpt-scratch": ("gpt-mr", None, HEAD["gpt"]),
 }
 CLASSIFIERS = ("bert-mlm", "gpt-clm", "bert-scratch", "gpt-scratch")
-ALPHA = 0.05
 
 
 def run_dir(runs: Path, fold: int, arm: str) -> Path:

@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import archlab  # noqa: E402
-from archlab.claims import done, train_missing, wilcoxon_p, write_claim  # noqa: E402
+from archlab.claims import ALPHA, done, train_missing, wilcoxon_p, write_claim  # noqa: E402
 from archlab.data.graphs import perturb_edges  # noqa: E402
 
 OUT = ROOT / "results" / "claim-gat-vs-gcn.json"
@@ -49,7 +49,6 @@ MODELS = ("gcn", "gat")
 LEVELS = (0.1, 0.2, 0.4)
 NOISE = {"drop": "edge_drop", "add": "edge_add"}  # kind of noise -> its data key
 BUCKETS = 4  # degree quantiles
-ALPHA = 0.05
 
 
 def settings(noisy_training: bool) -> list[tuple[str, float]]:

@@ -1099,12 +1099,27 @@ def plot_molecules(plt, entries):
 
 
 def plot_gans(plt, entries):
-    names = ("dcgan-mnist", "cgan-mnist", "sagan-mnist", "sagan-noattn-mnist")
+    """One panel per budget: FIDs from two classifiers do not share a scale."""
     by_name = {e["name"]: e for e in entries}
-    rows = [_row(n, by_name[n]["results"], "test", "fid") for n in names if n in by_name]
-    fig, ax = plt.subplots(figsize=(7, 1.9))
-    _strip(ax, rows, "fid")
-    ax.set_xlabel("test FID on cnn-mnist's features, one dot per seed (lower is better)")
+    panels = [
+        ("3,000 steps (the recipes): test FID on runs/cnn-mnist's features", "",
+         ("dcgan-mnist", "cgan-mnist", "sagan-mnist", "sagan-noattn-mnist")),
+        ("9,000 steps: test FID on archlab's cached fp32 classifier", "-9000steps",
+         ("dcgan-mnist", "sagan-mnist", "sagan-noattn-mnist")),
+    ]  # fmt: skip
+    panels = [
+        (title, [_row(n, by_name[n + suffix]["results"], "test", "fid") for n in names
+                 if n + suffix in by_name])
+        for title, suffix, names in panels
+    ]  # fmt: skip
+    panels = [(title, rows) for title, rows in panels if rows]
+    heights = [len(rows) + 1 for _, rows in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 0.32 * sum(heights) + 0.9),
+                             height_ratios=heights, squeeze=False)  # fmt: skip
+    for ax, (title, rows) in zip(axes[:, 0], panels, strict=True):
+        _strip(ax, rows, "fid")
+        ax.set_title(title, loc="left", fontsize=9)
+    axes[-1, 0].set_xlabel("test FID, one dot per seed, mean ± std (lower is better)")
     fig.tight_layout()
     _save(fig, "gans")
 

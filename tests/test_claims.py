@@ -139,10 +139,24 @@ def test_the_fusion_claim_is_judged_from_the_recipes_figures(tmp_path) -> None:
 
 
 def _fid(value: float, runs: int = 3) -> dict:
-    return {"fid": value, "fid_std": 2.0, "fid_runs": [value] * runs}
+    spread = [value - 2.0, value, value + 2.0] if runs == 3 else [value] * runs
+    return {"fid": value, "fid_std": 2.0, "fid_runs": spread}
 
 
-def test_the_sagan_claim_compares_test_fid_with_and_without_attention_and_dcgan(
+def test_welch_p_is_the_two_sided_welch_t_test_and_needs_two_runs_a_side() -> None:
+    from scipy.stats import t as student
+
+    a, b = [151.3, 153.6, 161.1], [167.5, 179.6, 167.7, 170.0]
+    va, vb = (sum((x - sum(s) / len(s)) ** 2 for x in s) / (len(s) - 1) for s in (a, b))
+    se2 = va / len(a) + vb / len(b)
+    df = se2**2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
+    stat = (sum(a) / len(a) - sum(b) / len(b)) / se2**0.5
+    assert claims.welch_p(a, b) == pytest.approx(2 * student.sf(abs(stat), df), rel=1e-9)
+    assert claims.welch_p(a, [170.0]) is None  # one run: nothing to test with
+    assert claims.welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0
+
+
+def test_the_sagan_claim_tests_fid_with_and_without_attention_and_against_dcgan(
     tmp_path,
 ) -> None:
     sagan = claims.CLAIMS["sagan"]
@@ -151,29 +165,39 @@ def test_the_sagan_claim_compares_test_fid_with_and_without_attention_and_dcgan(
     _write(tmp_path, "sagan-noattn-mnist", _fid(170.0))
     _write(tmp_path, "dcgan-mnist", _fid(125.0), "2026-11-30")
     text = claims.verdict(sagan, tmp_path)
-    assert text.startswith("test FID, lower is better; at the recipes' 3,000 steps, partly ")
-    assert "attention helps inside SAGAN (150.0 ± 2.0 with it, 170.0 ± 2.0 without)" in text
-    assert "SAGAN (150.0 ± 2.0) does not beat DCGAN (125.0 ± 2.0) (3 seeds each)" in text
+    assert text.startswith(
+        "test FID, lower is better, differences by Welch's t-test over the seeds (p < 0.05); "
+        "at the recipes' 3,000 steps, partly supported: "
+    )
+    assert "attention helps (150.0 ± 2.0 with it, 170.0 ± 2.0 without; p < 0.001)" in text
+    assert "SAGAN (150.0 ± 2.0) trails DCGAN (125.0 ± 2.0; p < 0.001) (3 seeds each)" in text
     assert text.endswith("(dcgan-mnist.json, 2026-11-30; sagan-mnist.json, "
                          "sagan-noattn-mnist.json, 2026-12-01)")  # fmt: skip
     assert claims.verdict(sagan, tmp_path, short=True).startswith(
-        "partly supported: attention helps SAGAN (150.0 vs 170.0 without), but SAGAN does not "
-        "beat DCGAN (125.0); FID, lower is better, 3 seeds, 3,000 steps (3 results files"
+        "partly supported: attention helps (150.0 with it, 170.0 without; p < 0.001), SAGAN "
+        "trails DCGAN (125.0; p < 0.001); FID, 3 seeds, 3,000 steps (3 results files"
     )
-    _write(tmp_path, "sagan-noattn-mnist", _fid(140.0, runs=1))  # attention hurts too
+    _write(tmp_path, "sagan-noattn-mnist", _fid(140.0, runs=1))  # lower, but one run
     text = claims.verdict(sagan, tmp_path)
-    assert "not supported: attention does not help inside SAGAN" in text
+    assert "not supported: with attention 150.0 ± 2.0, without 140.0 ± 2.0 (1 run, no test)" in text
     assert "(1/3 seeds each)" in text
+    _write(tmp_path, "sagan-noattn-mnist", _fid(152.0))  # within the seeds' spread
+    _write(tmp_path, "dcgan-mnist", _fid(151.0))
+    text = claims.verdict(sagan, tmp_path)
+    assert (
+        "inconclusive at this budget: with attention 150.0 ± 2.0, without 152.0 ± 2.0 (p = " in text
+    )
+    assert "SAGAN (150.0 ± 2.0) against DCGAN (151.0 ± 2.0; p = 0.573)" in text
     # the longer budget: the full verdict gives both, the short one the longer
     _write(tmp_path, "sagan-mnist-9000steps", _fid(100.0))
     _write(tmp_path, "dcgan-mnist-9000steps", _fid(110.0))
     text = claims.verdict(sagan, tmp_path)
-    assert "at the recipes' 3,000 steps, not supported" in text
-    assert "; at 9,000 steps, supported: SAGAN (100.0 ± 2.0) beats DCGAN (110.0 ± 2.0)" in text
+    assert "at the recipes' 3,000 steps, inconclusive at this budget" in text
+    assert "; at 9,000 steps, supported: SAGAN (100.0 ± 2.0) beats DCGAN (110.0 ± 2.0; p = " in text
     assert "sagan-mnist-9000steps.json" in text
     short = claims.verdict(sagan, tmp_path, short=True)
-    assert short.startswith("supported: SAGAN beats DCGAN (110.0); FID, lower is better, "
-                            "3 seeds, 9,000 steps (5 results files")  # fmt: skip
+    assert short.startswith("supported: SAGAN beats DCGAN (110.0; p = 0.00")
+    assert "FID, 3 seeds, 9,000 steps (5 results files" in short
 
 
 def test_the_short_verdicts_of_the_recorded_results_fit_a_readme_line() -> None:

@@ -77,6 +77,8 @@ def _train_and_record(
 
 # ----- claims judged from recipe figures: the numbers (the results book renders them too)
 
+ALPHA = 0.05  # the significance level of every claim's test
+
 AVDIGITS = ("image-avdigits", "audio-avdigits", "early-avdigits", "late-avdigits",
             "gmu-avdigits", "xattn-avdigits", "central-avdigits")  # fmt: skip
 FUSION_GOAL = 5.0  # points of clean test accuracy over the best single modality
@@ -221,9 +223,23 @@ def _fid(test: dict) -> str:
     return f"{test['fid']:.1f}{std}"
 
 
+def _p(p: float | None) -> str:
+    return "1 run, no test" if p is None else "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _fid_outcome(a: dict, b: dict) -> tuple[str, float | None]:
+    """Whether ``a``'s test FID is lower ("better"), higher ("worse") or not told apart
+    ("unclear") from ``b``'s: Welch's t-test on their seeds' FIDs, p < ALPHA."""
+    p = welch_p(a.get("fid_runs", []), b.get("fid_runs", []))
+    if p is None or p >= ALPHA:
+        return "unclear", p
+    return ("better" if a["fid"] < b["fid"] else "worse"), p
+
+
 def judge_sagan(results: Path, short: bool = False) -> tuple[str, list[Path]]:
     """Test FID (lower is better) of sagan-mnist against sagan-noattn-mnist (attention inside
-    SAGAN) and against dcgan-mnist, at each budget recorded; the short verdict: the longest."""
+    SAGAN) and against dcgan-mnist, at each budget recorded, each difference by Welch's
+    t-test over the seeds; the short verdict: the longest budget."""
     sentences, paths = [], []
     for suffix, budget in GAN_BUDGETS:
         tests, found = _recipe_tests(results, (g + suffix for g in GANS))
@@ -233,38 +249,48 @@ def judge_sagan(results: Path, short: bool = False) -> tuple[str, list[Path]]:
         dcgan = fid.get("dcgan-mnist")
         if sagan is None or (noattn is None and dcgan is None):
             continue
-        words, parts = [], []
+        outcomes, parts = [], []
         if noattn is not None:
-            words.append(sagan["fid"] < noattn["fid"])
-            helps = "helps" if words[-1] else "does not help"
-            parts.append(
-                f"attention {helps} SAGAN ({sagan['fid']:.1f} vs {noattn['fid']:.1f} without)"
-                if short
-                else f"attention {helps} inside SAGAN ({_fid(sagan)} with it, "
-                f"{_fid(noattn)} without)"
-            )
+            outcome, p = _fid_outcome(sagan, noattn)
+            outcomes.append(outcome)
+            a, b = (f"{sagan['fid']:.1f}", f"{noattn['fid']:.1f}") if short else (
+                _fid(sagan), _fid(noattn))  # fmt: skip
+            parts.append({
+                "better": f"attention helps ({a} with it, {b} without; {_p(p)})",
+                "worse": f"attention hurts ({a} with it, {b} without; {_p(p)})",
+                "unclear": f"with attention {a}, without {b} ({_p(p)})",
+            }[outcome])  # fmt: skip
         if dcgan is not None:
-            words.append(sagan["fid"] < dcgan["fid"])
-            beats = "beats" if words[-1] else "does not beat"
-            parts.append(
-                f"SAGAN {beats} DCGAN ({dcgan['fid']:.1f})"
-                if short
-                else f"SAGAN ({_fid(sagan)}) {beats} DCGAN ({_fid(dcgan)})"
-            )
-        word = "supported" if all(words) else "partly supported" if any(words) else "not supported"
+            outcome, p = _fid_outcome(sagan, dcgan)
+            outcomes.append(outcome)
+            g, d = ("SAGAN", f"{dcgan['fid']:.1f}") if short else (
+                f"SAGAN ({_fid(sagan)})", _fid(dcgan))  # fmt: skip
+            verb = {"better": "beats", "worse": "trails", "unclear": "against"}[outcome]
+            parts.append(f"{g} {verb} DCGAN ({d}; {_p(p)})")
+        if all(o == "better" for o in outcomes):
+            word = "supported"
+        elif "better" in outcomes:
+            word = "partly supported"
+        elif "worse" in outcomes:
+            word = "not supported"
+        else:
+            word = "inconclusive at this budget"
         counts = sorted({seeds(t, "fid") for t in fid.values()})
         runs = "/".join(map(str, counts)) + (" seeds" if counts[-1] > 1 else " run")
         if short:
             steps = budget.removeprefix("the recipes' ")
-            sentences.append(f"{word}: {', but '.join(parts)}; FID, lower is better, {runs}, "
-                             f"{steps}")  # fmt: skip
+            sentences.append(f"{word}: {', '.join(parts)}; FID, {runs}, {steps}")
         else:
-            sentences.append(f"at {budget}, {word}: {', but '.join(parts)} ({runs} each)")
+            sentences.append(f"at {budget}, {word}: {', '.join(parts)} ({runs} each)")
     if not sentences:
         return "", paths
     if short:
         return sentences[-1], paths
-    return "test FID, lower is better; " + "; ".join(sentences), paths
+    return (
+        "test FID, lower is better, differences by Welch's t-test over the seeds "
+        f"(p < {ALPHA:g}); " + "; ".join(sentences),
+        paths,
+    )
 
 
 CLAIMS = {
@@ -401,7 +427,7 @@ def _short_claim(body: dict) -> str:
         split, a, b = re.match(r"(\w+) set: (\S+) \S+, (\S+) ", body["summary"]).groups()
         better = body["accuracy_b"] > body["accuracy_a"]
         p = body["p_value"]
-        word = ("supported" if p < 0.05 else "the claim's direction, not significant") if better \
+        word = ("supported" if p < ALPHA else "the claim's direction, not significant") if better \
             else "not supported"  # fmt: skip
         return _clip(
             f"{word}: {b} {pct(body['accuracy_b'])} vs {a} {pct(body['accuracy_a'])} on the "
@@ -563,6 +589,18 @@ def train_missing(
         shutil.rmtree(run_dir, ignore_errors=True)
         print(label, flush=True)
         train(recipe, overrides, out=str(run_dir), progress=False)
+
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Welch's t-test of two independent samples (two-sided): its p; None with fewer than
+    two figures on a side, and 1.0 when neither side varies (nothing to tell apart by)."""
+    from scipy.stats import ttest_ind
+
+    if min(len(a), len(b)) < 2:
+        return None
+    if len(set(a)) == 1 and len(set(b)) == 1:
+        return 1.0
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def wilcoxon_p(a: list[float], b: list[float]) -> float:
