@@ -206,12 +206,21 @@ def plot(table: dict, img: Path) -> list[str]:
     names = [
         n for n in ("bert-scratch", "gpt-scratch", "bert-mlm", "gpt-clm", "minilm") if n in acc
     ]
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, (ax, gap) = plt.subplots(1, 2, figsize=(8, 3), width_ratios=(3, 1))
     colours = ["tab:blue" if n.startswith(("bert", "minilm")) else "tab:orange" for n in names]
-    ax.bar(range(len(names)), [100 * acc[n]["mean"] for n in names],
-           yerr=[100 * acc[n]["std"] for n in names], color=colours)  # fmt: skip
+    for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
+        ax.errorbar(i, 100 * acc[name]["mean"], yerr=100 * acc[name]["std"], fmt="o",
+                    color=colour, capsize=4)  # fmt: skip
+        runs = acc[name].get("runs", [])  # one dot per fold
+        ax.plot([i + 0.15] * len(runs), [100 * r for r in runs], ".", color="grey", ms=3)
     ax.set(xticks=range(len(names)), xticklabels=names, ylabel="MR test accuracy (%)",
-           ylim=(45, 100), title="Bidirectional vs left-to-right pretraining")  # fmt: skip
+           ylim=(60, 90), title="mean ± std over folds, and each fold")  # fmt: skip
+    diffs = [100 * (a - b) for a, b in zip(acc["bert-mlm"]["runs"], acc["gpt-clm"]["runs"],
+                                           strict=True)]  # fmt: skip
+    gap.axhline(0, color="grey", lw=0.8)
+    gap.plot([0] * len(diffs), diffs, "k.", ms=4)
+    gap.set(xticks=[0], xticklabels=["per fold"], xlim=(-1, 1),
+            ylabel="bert-mlm - gpt-clm (points)", title="paired by fold")  # fmt: skip
     fig.tight_layout()
     img.mkdir(parents=True, exist_ok=True)
     name = "claim-bert-vs-gpt.png"

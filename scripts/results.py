@@ -880,7 +880,41 @@ def _table_gat_vs_gcn(bench: dict) -> list[str]:
     return [*out, ""]
 
 
-CLAIM_TABLES = {"claim-gat-vs-gcn": _table_gat_vs_gcn}
+def _table_bert_vs_gpt(bench: dict) -> list[str]:
+    """Claim 6's tables: MR test accuracy by pretraining objective, and the pretraining
+    runs themselves (throughput, held-out loss and the perplexity each objective has)."""
+    acc, pre = bench["results"]["accuracy"], bench["results"]["pretraining"]
+    rows = (("bert-mlm", "BERT", "masked LM (bert-mlm-mr)"),
+            ("gpt-clm", "GPT", "causal LM (gpt-clm-mr)"),
+            ("bert-scratch", "BERT", "none"), ("gpt-scratch", "GPT", "none"),
+            ("minilm", "all-MiniLM-L6-v2", "distilled, tuned on sentence pairs"))  # fmt: skip
+    out = ["| classifier | model | pretraining | MR test accuracy | folds |",
+           "|---|---|---|---|---|"]  # fmt: skip
+    for arm, model, objective in rows:
+        if arm in acc:
+            a = acc[arm]
+            out.append(f"| {arm} | {model} | {objective} | {100 * a['mean']:.2f} ± "
+                       f"{100 * a['std']:.2f} % | {a['folds']} |")  # fmt: skip
+    out += ["", "| pretraining | objective | parameters | tokens/s | held-out loss | "
+            "held-out perplexity |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for model, r in pre.items():
+        ppl = r.get("held_out_perplexity", r.get("held_out_pseudo_perplexity"))
+        kind = "pseudo-perplexity" if "held_out_pseudo_perplexity" in r else "perplexity"
+        out.append(f"| {model.upper()} | {r['objective']} | {r['parameters'] / 1e6:.2f}M | "
+                   f"{r['tokens_per_s']:,.0f} | {r['held_out_loss']:.3f} | "
+                   f"{ppl:.1f} ({kind}) |")  # fmt: skip
+    out += ["", "GPT's perplexity is exp of the mean next-token loss: by the chain rule, the "
+            "held-out text's probability under the model, per token. BERT's pseudo-perplexity "
+            "(Salazar et al. 2020) masks one token at a time and scores it from both sides; it "
+            "is not a probability of the text, and is not comparable with GPT's figure as a "
+            "measure of how well each generates: only GPT's factorisation lets it sample text "
+            "left to right. Tokens/s are the pretraining runs' median training throughput; "
+            "BERT's loss is over the 15 % of pieces it chose to mask, GPT's over every next "
+            "piece.", ""]  # fmt: skip
+    return out
+
+
+CLAIM_TABLES = {"claim-gat-vs-gcn": _table_gat_vs_gcn, "claim-bert-vs-gpt": _table_bert_vs_gpt}
 
 
 def _benchmark_items(entries: list[dict], kind: str) -> str:

@@ -366,3 +366,24 @@ def test_a_figure_too_small_for_its_decimals_is_written_in_significant_digits() 
     assert results._fmt(0.8317) == "0.8317" and results._fmt(1234.5) == "1,234.50"
     # a spread is written as its mean is: not 'FID 91.34 ± 1.3624'
     assert results._metrics({"val": {"fid": 91.344, "fid_std": 1.3624}}) == "val fid 91.34 ± 1.36"
+
+
+def test_claim_6s_section_tables_accuracy_by_objective_and_the_pretraining_runs() -> None:
+    results = _results_script()
+    run = {"mean": 0.75, "std": 0.01, "folds": 3, "runs": [0.74, 0.75, 0.76]}
+    bench = {"results": {
+        "accuracy": {"bert-mlm": run, "gpt-clm": {**run, "mean": 0.7612}},
+        "pretraining": {
+            "bert": {"objective": "masked LM", "tokens_per_s": 2767.0, "held_out_loss": 4.43,
+                     "held_out_pseudo_perplexity": 96.22, "parameters": 5298752},
+            "gpt": {"objective": "causal LM", "tokens_per_s": 1880.1, "held_out_loss": 3.81,
+                    "held_out_perplexity": 58.87, "parameters": 5223936},
+        },
+    }}  # fmt: skip
+    lines = results._table_bert_vs_gpt(bench)
+    assert "| bert-mlm | BERT | masked LM (bert-mlm-mr) | 75.00 ± 1.00 % | 3 |" in lines
+    assert "| gpt-clm | GPT | causal LM (gpt-clm-mr) | 76.12 ± 1.00 % | 3 |" in lines
+    assert not any(line.startswith("| bert-scratch") for line in lines)  # not in the file
+    assert "| BERT | masked LM | 5.30M | 2,767 | 4.430 | 96.2 (pseudo-perplexity) |" in lines
+    assert "| GPT | causal LM | 5.22M | 1,880 | 3.810 | 58.9 (perplexity) |" in lines
+    assert any("chain rule" in line for line in lines)  # what each perplexity measures
