@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -35,7 +34,14 @@ sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is
 
 import numpy as np  # noqa: E402
 
-from archlab.claims import ALPHA, done, train_missing, wilcoxon_p, write_claim  # noqa: E402
+from archlab.claims import (  # noqa: E402
+    ALPHA,
+    done,
+    script_command,
+    train_missing,
+    wilcoxon_p,
+    write_claim,
+)
 
 OUT = ROOT / "results" / "claim-bert-vs-gpt.json"
 IMG = ROOT / "docs" / "img"
@@ -250,9 +256,7 @@ def cmd_collect(args) -> None:
         "missing": missing,
         "images": [f"docs/img/{name}" for name in images],
     }
-    options = shlex.join(args.argv[1:])  # the options collect was given
-    command = " && ".join(f"python scripts/bert_vs_gpt.py {verb} {options}".strip()
-                          for verb in ("run", "collect"))  # fmt: skip
+    command = script_command("bert_vs_gpt.py", args.argv)
     write_claim(args.out, "claim-bert-vs-gpt", command, body)
     print(f"wrote {args.out} and {', '.join(images)}")
     print(sentence)

@@ -38,7 +38,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import archlab  # noqa: E402
-from archlab.claims import ALPHA, done, train_missing, wilcoxon_p, write_claim  # noqa: E402
+from archlab.claims import (  # noqa: E402
+    ALPHA,
+    done,
+    script_command,
+    train_missing,
+    wilcoxon_p,
+    write_claim,
+)
 from archlab.data.graphs import perturb_edges  # noqa: E402
 
 OUT = ROOT / "results" / "claim-gat-vs-gcn.json"
@@ -310,6 +317,7 @@ def cmd_collect(args) -> None:
         if not done(run_dir(args.runs, *cell))
     ]
     sentence = verdict(table)
+    trained_noisy = any(found["train_and_test_noise"] for found in table.values())
     body = {
         "summary": sentence,
         "reference": "the articles: GAT handles varying graph structure better than GCN; the "
@@ -318,8 +326,8 @@ def cmd_collect(args) -> None:
         "edges dropped or added ("
         + (
             "at test time; in training and test"
-            if not args.clean_only
-            else "at test time only: the trainings on noisy graphs have not run (--clean-only)"
+            if trained_noisy
+            else "at test time only: the trainings on noisy graphs have not run"
         )
         + "); paired Wilcoxon signed-rank test; robustness: each model's accuracy change "
         "from its clean figure, paired over seeds",
@@ -328,8 +336,7 @@ def cmd_collect(args) -> None:
         "missing": missing,
         "images": [f"docs/img/{name}" for name in images],
     }
-    command = "python scripts/gat_vs_gcn.py run && python scripts/gat_vs_gcn.py collect"
-    write_claim(args.out, "claim-gat-vs-gcn", command, body)
+    write_claim(args.out, "claim-gat-vs-gcn", script_command("gat_vs_gcn.py", args.argv), body)
     print(f"wrote {args.out} and {', '.join(images)}")
     print(sentence)
     if missing:
@@ -357,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", type=Path, default=OUT)
         p.add_argument("--img", type=Path, default=IMG)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.seeds < 2:
         parser.error("--seeds must be at least 2 for a paired test")
     args.func(args)

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is
 import torch  # noqa: E402
 
 import archlab  # noqa: E402
-from archlab.claims import done, train_missing, write_claim  # noqa: E402
+from archlab.claims import done, script_command, train_missing, write_claim  # noqa: E402
 
 OUT = ROOT / "results" / "claim-long-range.json"
 IMG = ROOT / "docs" / "img"
@@ -338,7 +338,10 @@ def cmd_collect(args) -> None:
         "missing": missing,
         "images": [f"docs/img/{name}" for name in images],
     }
-    command = "python scripts/long_range.py run && python scripts/long_range.py collect"
+    run_only = []  # the runs' steps, where they were not the tasks' and collect was not told
+    if not args.steps and len(steps) == 1 and any(TASKS[t]["steps"] != steps[0] for t in table):
+        run_only = ["--steps", str(steps[0])]
+    command = script_command("long_range.py", args.argv, run_only)
     write_claim(args.out, "claim-long-range", command, body)
     print(f"wrote {args.out} and {', '.join(images)}")
     for sentence in verdicts.values():
@@ -368,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", type=Path, default=OUT)
         p.add_argument("--img", type=Path, default=IMG)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.func(args)
 
 

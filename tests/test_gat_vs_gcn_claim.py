@@ -51,4 +51,8 @@ def test_a_tiny_comparison_runs_and_collects(planetoid, tmp_path, monkeypatch) -
         assert row["seeds"] == 2 and 0 <= row["gcn"] <= 1 and 0 <= row["gat"] <= 1
     assert set(cora["robustness"]) == {"test noise, drop 20%", "train and test noise, drop 20%"}
     assert claim["missing"] == [] and claim["verdict"] == claim["summary"]
+    assert "in training and test" in claim["reference"]
+    command = json.loads(out.read_text())["command"]  # the options collect was given
+    assert command.startswith("python scripts/gat_vs_gcn.py run --datasets cora --seeds 2 ")
+    assert command.count("--set trainer.max_epochs=3") == 2
     assert (img / "claim-gat-vs-gcn.png").is_file()

@@ -50,3 +50,11 @@ def test_a_tiny_sweep_runs_resumes_and_collects_verdicts(tmp_path, capsys) -> No
     assert any(w in sentence for w in ("holds", "does not hold", "not supported"))
     assert claim["verdicts"]["gru"] == "gru: no cells recorded"
     assert (img / "long-range-copy.png").is_file()
+    # the results file names the command that made it: collect told the steps here ...
+    assert entry["command"].startswith("python scripts/long_range.py run --tasks copy --T 4 8 ")
+    assert entry["command"].count("--steps 2") == 2
+    # ... and where it is not, run's steps are read from the runs
+    lr.main(["collect", "--tasks", "copy", "--T", "4", "8", *runs, "--out", str(out),
+             "--img", str(img)])  # fmt: skip
+    command = json.loads(out.read_text())["command"]
+    assert " run --tasks copy --T 4 8 --runs " in command and command.count("--steps 2") == 1

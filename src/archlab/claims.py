@@ -321,7 +321,10 @@ CLAIMS = {
         "GAT handles graphs of varying structure better than GCN",
         ("claim-gat-vs-gcn.json",),
         {
-            "small": ("script gat_vs_gcn.py run --clean-only", "script gat_vs_gcn.py collect"),
+            "small": (
+                "script gat_vs_gcn.py run --clean-only",
+                "script gat_vs_gcn.py collect --clean-only",
+            ),
             "full": ("script gat_vs_gcn.py run", "script gat_vs_gcn.py collect"),
         },
         {"small": 6, "full": 35},
@@ -552,6 +555,17 @@ def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
 
 
 # ----- what the claim scripts share
+
+
+def script_command(script: str, argv: list[str], run_only: Iterable[str] = ()) -> str:
+    """The command lines that made a claim script's results file: ``run`` and ``collect``
+    with the options ``collect`` was given (``argv``, its verb first), which the two verbs
+    share, and ``run`` with ``run_only`` too (what collect read from the runs)."""
+    options = argv[1:]
+    return " && ".join(
+        f"python scripts/{script} {shlex.join(opts)}".strip()
+        for opts in (["run", *options, *run_only], ["collect", *options])
+    )
 
 
 def write_claim(path: str | Path, name: str, command: str, body: dict) -> None:
