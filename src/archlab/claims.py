@@ -327,7 +327,7 @@ CLAIMS = {
             ),
             "full": ("script gat_vs_gcn.py run", "script gat_vs_gcn.py collect"),
         },
-        {"small": 6, "full": 35},
+        {"small": 6, "full": 60},  # full: 59 min on one core, 1 thread (2026-12-04)
         section="claim-gat-vs-gcn",
     ),
     "capsnet-vs-cnn": Claim(
