@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from archlab.claims import (  # noqa: E402
     ALPHA,
     done,
+    parse_script_args,
     script_command,
     train_missing,
     wilcoxon_p,
@@ -278,8 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--max-seconds", type=float, default=math.inf)
         p.add_argument("--out", type=Path, default=OUT)
         p.add_argument("--img", type=Path, default=IMG)
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_script_args(parser, argv)
     if any(not 0 <= f < 10 for f in args.folds) or not args.folds:
         parser.error("--folds takes fold numbers from 0 to 9")
     args.func(args)

@@ -41,6 +41,7 @@ import archlab  # noqa: E402
 from archlab.claims import (  # noqa: E402
     ALPHA,
     done,
+    parse_script_args,
     script_command,
     train_missing,
     wilcoxon_p,
@@ -363,8 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--max-seconds", type=float, default=math.inf)
         p.add_argument("--out", type=Path, default=OUT)
         p.add_argument("--img", type=Path, default=IMG)
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_script_args(parser, argv)
     if args.seeds < 2:
         parser.error("--seeds must be at least 2 for a paired test")
     args.func(args)

@@ -43,7 +43,13 @@ sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is
 import torch  # noqa: E402
 
 import archlab  # noqa: E402
-from archlab.claims import done, script_command, train_missing, write_claim  # noqa: E402
+from archlab.claims import (  # noqa: E402
+    done,
+    parse_script_args,
+    script_command,
+    train_missing,
+    write_claim,
+)
 
 OUT = ROOT / "results" / "claim-long-range.json"
 IMG = ROOT / "docs" / "img"
@@ -370,8 +376,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--max-seconds", type=float, default=math.inf)
         p.add_argument("--out", type=Path, default=OUT)
         p.add_argument("--img", type=Path, default=IMG)
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_script_args(parser, argv)
     args.func(args)
 
 

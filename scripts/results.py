@@ -1133,27 +1133,25 @@ def plot_molecules(plt, entries):
 
 
 def plot_gans(plt, entries):
-    """One panel per budget: FIDs from two classifiers do not share a scale."""
+    """One panel per budget of the SAGAN claim (archlab.claims.GAN_BUDGETS), with cgan-mnist
+    beside: the budgets' FIDs read different classifiers and do not share a scale."""
+    from archlab.claims import GAN_BUDGETS, GANS
+
     by_name = {e["name"]: e for e in entries}
     panels = [
-        ("3,000 steps (the recipes): test FID on runs/cnn-mnist's features", "",
-         ("dcgan-mnist", "cgan-mnist", "sagan-mnist", "sagan-noattn-mnist")),
-        ("9,000 steps: test FID on archlab's cached fp32 classifier", "-9000steps",
-         ("dcgan-mnist", "sagan-mnist", "sagan-noattn-mnist")),
+        (budget, [_row(n, by_name[n + suffix]["results"], "test", "fid")
+                  for n in ("cgan-mnist", *GANS) if n + suffix in by_name])
+        for suffix, budget in GAN_BUDGETS
     ]  # fmt: skip
-    panels = [
-        (title, [_row(n, by_name[n + suffix]["results"], "test", "fid") for n in names
-                 if n + suffix in by_name])
-        for title, suffix, names in panels
-    ]  # fmt: skip
-    panels = [(title, rows) for title, rows in panels if rows]
+    panels = [(budget, rows) for budget, rows in panels if rows]
     heights = [len(rows) + 1 for _, rows in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 0.32 * sum(heights) + 0.9),
                              height_ratios=heights, squeeze=False)  # fmt: skip
-    for ax, (title, rows) in zip(axes[:, 0], panels, strict=True):
+    for ax, (budget, rows) in zip(axes[:, 0], panels, strict=True):
         _strip(ax, rows, "fid")
-        ax.set_title(title, loc="left", fontsize=9)
-    axes[-1, 0].set_xlabel("test FID, one dot per seed, mean ± std (lower is better)")
+        ax.set_title(budget, loc="left", fontsize=9)
+    axes[-1, 0].set_xlabel("test FID per seed, mean ± std (lower is better; compare within a "
+                           "panel only)")  # fmt: skip
     fig.tight_layout()
     _save(fig, "gans")
 

@@ -557,6 +557,14 @@ def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
 # ----- what the claim scripts share
 
 
+def parse_script_args(parser, argv: list[str] | None = None):
+    """A claim script's options, with the words they were given as ``argv`` (for
+    script_command)."""
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
 def script_command(script: str, argv: list[str], run_only: Iterable[str] = ()) -> str:
     """The command lines that made a claim script's results file: ``run`` and ``collect``
     with the options ``collect`` was given (``argv``, its verb first), which the two verbs
