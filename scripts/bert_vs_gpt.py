@@ -27,6 +27,7 @@ import json
 import math
 import statistics
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,45 +137,77 @@ def summary(values: list[float]) -> dict:
     }
 
 
-def collect(args) -> tuple[dict, list[int]]:
-    accuracy = {arm: [] for arm in CLASSIFIERS}
-    pretraining = {arm: [] for arm in ("bert-pretrain", "gpt-pretrain")}
-    folds = []
+def settings(args) -> dict:
+    """The overrides that make a budget: folds collected under other ones do not pool."""
+    return {k: getattr(args, k) for k in ("set", "set_bert", "set_gpt", "set_pretrain")}
+
+
+def fold_rows(args) -> dict[int, dict]:
+    """Per fold whose six runs are all in --runs: the classifiers' MR test accuracy, the
+    pretraining runs' figures, and the day its last run finished."""
+    rows = {}
     for fold in args.folds:
         paths = {arm: run_dir(args.runs, fold, arm) for arm in ARMS}
         if not all(done(p) for p in paths.values()):
             continue
-        folds.append(fold)
-        for arm in CLASSIFIERS:
-            accuracy[arm].append(results_of(paths[arm])["test"]["accuracy"])
-        for arm in pretraining:
+        pretraining = {}
+        for arm in ("bert-pretrain", "gpt-pretrain"):
             val = results_of(paths[arm])["val"]
-            pretraining[arm].append({
+            pretraining[arm.split("-")[0]] = {
                 "tokens_per_s": tokens_per_s(paths[arm]),
                 "loss": val["loss"],
                 "perplexity": val.get("perplexity", val.get("pseudo_perplexity")),
                 "parameters": parameters(paths[arm]),
-            })  # fmt: skip
-    table = {"accuracy": {arm: summary(v) for arm, v in accuracy.items() if v}}
-    table["pretraining"] = {
-        arm.split("-")[0]: {
-            "objective": "masked LM" if arm.startswith("bert") else "causal LM",
-            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
-            "held_out_loss": float(np.mean([r["loss"] for r in rows])),
-            "held_out_" + ("pseudo_perplexity" if arm.startswith("bert") else "perplexity"):
-                float(np.mean([r["perplexity"] for r in rows])),
-            "parameters": rows[0]["parameters"],
+            }  # fmt: skip
+        finished = max((p / "results.json").stat().st_mtime for p in paths.values())
+        rows[fold] = {
+            "accuracy": {arm: results_of(paths[arm])["test"]["accuracy"] for arm in CLASSIFIERS},
+            "pretraining": pretraining,
+            "date": datetime.fromtimestamp(finished, UTC).strftime("%Y-%m-%d"),
         }
-        for arm, rows in pretraining.items()
-        if rows
-    }  # fmt: skip
+    return rows
+
+
+def recorded_rows(args) -> dict[int, dict]:
+    """With --keep-recorded: the folds --out already holds (an earlier collect's, under the
+    same settings), so folds run on another day or machine pool with the ones in --runs."""
+    if not (args.keep_recorded and args.out.exists()):
+        return {}
+    results = json.loads(args.out.read_text("utf-8"))["benchmarks"]["claim-bert-vs-gpt"]
+    results = results["results"]
+    if results.get("settings") != settings(args):
+        sys.exit(f"{args.out} was collected with other settings ({results.get('settings')}), "
+                 "so its folds do not pool with these: collect into another --out")  # fmt: skip
+    return {int(f): row for f, row in results.get("folds", {}).items() if int(f) in args.folds}
+
+
+def aggregate(rows: dict[int, dict]) -> dict:
+    """The folds' table: accuracy per classifier over the folds, and the pretraining runs'
+    figures over the folds that recorded them (tokens/s a median, the rest means)."""
+    table = {"accuracy": {arm: summary([rows[f]["accuracy"][arm] for f in rows])
+                          for arm in CLASSIFIERS}}  # fmt: skip
+    table["pretraining"] = {}
+    for model in ("bert", "gpt"):
+        runs = [rows[f]["pretraining"][model] for f in rows if "pretraining" in rows[f]]
+        if not runs:
+            continue
+        table["pretraining"][model] = {
+            "objective": "masked LM" if model == "bert" else "causal LM",
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+            "held_out_loss": float(np.mean([r["loss"] for r in runs])),
+            "held_out_" + ("pseudo_perplexity" if model == "bert" else "perplexity"):
+                float(np.mean([r["perplexity"] for r in runs])),
+            "parameters": runs[0]["parameters"],
+            "folds": len(runs),
+        }  # fmt: skip
     if MINILM.exists():
         minilm = json.loads(MINILM.read_text("utf-8"))["results"]["test"]
         table["accuracy"]["minilm"] = {"mean": minilm["accuracy"],
                                        "std": minilm.get("accuracy_std", 0.0),
                                        "folds": len(minilm.get("accuracy_runs", [])) or 1,
                                        "from": "results/minilm-mr.json"}  # fmt: skip
-    return table, folds
+    table["folds"] = {str(f): rows[f] for f in sorted(rows)}
+    return table
 
 
 def test_words(folds: int, p: float) -> str:
@@ -237,12 +270,15 @@ def plot(table: dict, img: Path) -> list[str]:
 
 
 def cmd_collect(args) -> None:
-    table, folds = collect(args)
-    if not folds:
+    rows = recorded_rows(args) | fold_rows(args)  # a fold in --runs is read afresh
+    if not rows:
         sys.exit("no fold has all its runs yet: run `python scripts/bert_vs_gpt.py run`")
+    folds = sorted(rows)
+    table = aggregate({f: rows[f] for f in folds}) | {"settings": settings(args)}
     images = plot(table, args.img)
     sentence = verdict(table)
-    missing = [run_dir(args.runs, *c).name for c in cells(args) if not done(run_dir(args.runs, *c))]
+    missing = [run_dir(args.runs, fold, arm).name for fold, arm in cells(args)
+               if fold not in rows and not done(run_dir(args.runs, fold, arm))]  # fmt: skip
     body = {
         "summary": sentence,
         "reference": "the articles: BERT's bidirectional context beats GPT's left-to-right "
@@ -257,8 +293,9 @@ def cmd_collect(args) -> None:
         "missing": missing,
         "images": [f"docs/img/{name}" for name in images],
     }
-    command = script_command("bert_vs_gpt.py", args.argv)
-    write_claim(args.out, "claim-bert-vs-gpt", command, body)
+    # what would make the file from nothing: every fold's runs, then one collect
+    argv = [word for word in args.argv if word != "--keep-recorded"]
+    write_claim(args.out, "claim-bert-vs-gpt", script_command("bert_vs_gpt.py", argv), body)
     print(f"wrote {args.out} and {', '.join(images)}")
     print(sentence)
 
@@ -279,6 +316,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--max-seconds", type=float, default=math.inf)
         p.add_argument("--out", type=Path, default=OUT)
         p.add_argument("--img", type=Path, default=IMG)
+    sub.choices["collect"].add_argument(
+        "--keep-recorded", action="store_true",
+        help="keep the folds --out already holds (collected with the same settings) that "
+        "--runs does not",
+    )  # fmt: skip
     args = parse_script_args(parser, argv)
     if any(not 0 <= f < 10 for f in args.folds) or not args.folds:
         parser.error("--folds takes fold numbers from 0 to 9")

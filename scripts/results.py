@@ -896,13 +896,13 @@ def _table_bert_vs_gpt(bench: dict) -> list[str]:
             out.append(f"| {arm} | {model} | {objective} | {100 * a['mean']:.2f} ± "
                        f"{100 * a['std']:.2f} % | {a['folds']} |")  # fmt: skip
     out += ["", "| pretraining | objective | parameters | tokens/s | held-out loss | "
-            "held-out perplexity |", "|---|---|---|---|---|---|"]  # fmt: skip
+            "held-out perplexity | folds |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for model, r in pre.items():
         ppl = r.get("held_out_perplexity", r.get("held_out_pseudo_perplexity"))
         kind = "pseudo-perplexity" if "held_out_pseudo_perplexity" in r else "perplexity"
         out.append(f"| {model.upper()} | {r['objective']} | {r['parameters'] / 1e6:.2f}M | "
                    f"{r['tokens_per_s']:,.0f} | {r['held_out_loss']:.3f} | "
-                   f"{ppl:.1f} ({kind}) |")  # fmt: skip
+                   f"{ppl:.1f} ({kind}) | {r['folds']} |")  # fmt: skip
     out += ["", "GPT's perplexity is exp of the mean next-token loss: by the chain rule, the "
             "held-out text's probability under the model, per token. BERT's pseudo-perplexity "
             "(Salazar et al. 2020) masks one token at a time and scores it from both sides; it "

@@ -2,7 +2,10 @@
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,3 +65,21 @@ def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
     assert str(tmp_path / "runs/fold3-gpt-pretrain") in config
     assert claim["missing"] == [] and "folds 3" in claim["reference"]
     assert (img / "claim-bert-vs-gpt.png").is_file()
+
+    # with --keep-recorded, the folds the file holds pool with the runs on disk (none here)
+    fold = table["folds"]["3"]
+    assert fold["accuracy"]["gpt-clm"] == table["accuracy"]["gpt-clm"]["runs"][0]
+    assert set(fold["pretraining"]) == {"bert", "gpt"} and fold["date"] <= entry["date"]
+    shutil.rmtree(tmp_path / "runs")
+    with pytest.raises(SystemExit, match="no fold has all its runs"):
+        bg.main(["collect", *common, "--out", str(tmp_path / "other.json"), "--img", str(img)])
+    bg.main(["collect", *common, "--out", str(out), "--img", str(img), "--keep-recorded"])
+    kept = json.loads(out.read_text())
+    assert kept["benchmarks"]["claim-bert-vs-gpt"]["results"]["folds"] == table["folds"]
+    assert kept["benchmarks"]["claim-bert-vs-gpt"]["results"]["accuracy"] == table["accuracy"]
+    assert kept["benchmarks"]["claim-bert-vs-gpt"]["missing"] == []
+    assert "--keep-recorded" not in kept["command"]
+    # folds recorded under other overrides are another budget: they do not pool
+    with pytest.raises(SystemExit, match="other settings"):
+        bg.main(["collect", *common, "--set", "trainer.lr=0.001", "--out", str(out),
+                 "--img", str(img), "--keep-recorded"])  # fmt: skip
