@@ -276,10 +276,11 @@ def plot(table: dict, img: Path) -> list[str]:
         for j, model in enumerate(MODELS):
             means = [parts["by_degree"][b][model] for b in buckets]
             stds = [parts["by_degree"][b][f"{model}_std"] for b in buckets]
-            row[0].bar(x + (j - 0.5) * 0.4, means, 0.4, yerr=stds, label=model.upper(),
-                       color=colours[model])  # fmt: skip
-        row[0].set(xticks=x, xticklabels=buckets, xlabel="degree", ylabel="test accuracy",
-                   title=f"{dataset}: by node degree")  # fmt: skip
+            # points, not bars: a bar's length would mislead on an axis that starts above 0
+            row[0].errorbar(x + (j - 0.5) * 0.2, means, yerr=stds, fmt="o", capsize=3,
+                            label=model.upper(), color=colours[model])  # fmt: skip
+        row[0].set(xticks=x, xticklabels=buckets, xlabel="degree", ylabel="test accuracy "
+                   "(mean ± std)", title=f"{dataset}: by node degree")  # fmt: skip
         lowest = min(parts["by_degree"][b][m] for b in buckets for m in MODELS)
         row[0].set_ylim(max(0.0, lowest - 0.15), 1.0)
         panels = [(row[1], "test_noise", "noise at test time")]
