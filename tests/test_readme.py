@@ -375,15 +375,15 @@ def test_claim_6s_section_tables_accuracy_by_objective_and_the_pretraining_runs(
         "accuracy": {"bert-mlm": run, "gpt-clm": {**run, "mean": 0.7612}},
         "pretraining": {
             "bert": {"objective": "masked LM", "tokens_per_s": 2767.0, "held_out_loss": 4.43,
-                     "held_out_pseudo_perplexity": 96.22, "parameters": 5298752},
+                     "held_out_pseudo_perplexity": 96.22, "parameters": 5298752, "folds": 3},
             "gpt": {"objective": "causal LM", "tokens_per_s": 1880.1, "held_out_loss": 3.81,
-                    "held_out_perplexity": 58.87, "parameters": 5223936},
+                    "held_out_perplexity": 58.87, "parameters": 5223936, "folds": 2},
         },
     }}  # fmt: skip
     lines = results._table_bert_vs_gpt(bench)
     assert "| bert-mlm | BERT | masked LM (bert-mlm-mr) | 75.00 ± 1.00 % | 3 |" in lines
     assert "| gpt-clm | GPT | causal LM (gpt-clm-mr) | 76.12 ± 1.00 % | 3 |" in lines
     assert not any(line.startswith("| bert-scratch") for line in lines)  # not in the file
-    assert "| BERT | masked LM | 5.30M | 2,767 | 4.430 | 96.2 (pseudo-perplexity) |" in lines
-    assert "| GPT | causal LM | 5.22M | 1,880 | 3.810 | 58.9 (perplexity) |" in lines
+    assert "| BERT | masked LM | 5.30M | 2,767 | 4.430 | 96.2 (pseudo-perplexity) | 3 |" in lines
+    assert "| GPT | causal LM | 5.22M | 1,880 | 3.810 | 58.9 (perplexity) | 2 |" in lines
     assert any("chain rule" in line for line in lines)  # what each perplexity measures
