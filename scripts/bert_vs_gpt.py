@@ -17,7 +17,10 @@ validation sentences), from the pretraining runs' results.json.
 
     python scripts/bert_vs_gpt.py plan [--folds 0 1 2]
     python scripts/bert_vs_gpt.py run [--folds 0 1 2] [--max-seconds 480]
-    python scripts/bert_vs_gpt.py collect [--folds 0 1 2]
+    python scripts/bert_vs_gpt.py collect [--folds 0 1 2] [--keep-recorded]
+
+``collect --keep-recorded`` keeps the folds the results file already holds (collected
+with the same settings, all among --folds) beside the ones the runs on disk give.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ ARMS = {
     "gpt-scratch": ("gpt-mr", None, HEAD["gpt"]),
 }
 CLASSIFIERS = ("bert-mlm", "gpt-clm", "bert-scratch", "gpt-scratch")
+# pretrained model -> (its objective, the held-out figure its pretraining run reports)
+OBJECTIVES = {"bert": ("masked LM", "pseudo_perplexity"), "gpt": ("causal LM", "perplexity")}
 
 
 def run_dir(runs: Path, fold: int, arm: str) -> Path:
@@ -144,21 +149,20 @@ def settings(args) -> dict:
 
 def fold_rows(args) -> dict[int, dict]:
     """Per fold whose six runs are all in --runs: the classifiers' MR test accuracy, the
-    pretraining runs' figures, and the day its last run finished."""
+    pretraining runs' figures, and the day its last run finished (the results.json files'
+    modification time: runs record no date of their own)."""
     rows = {}
     for fold in args.folds:
         paths = {arm: run_dir(args.runs, fold, arm) for arm in ARMS}
         if not all(done(p) for p in paths.values()):
             continue
         pretraining = {}
-        for arm in ("bert-pretrain", "gpt-pretrain"):
-            val = results_of(paths[arm])["val"]
-            pretraining[arm.split("-")[0]] = {
-                "tokens_per_s": tokens_per_s(paths[arm]),
-                "loss": val["loss"],
-                "perplexity": val.get("perplexity", val.get("pseudo_perplexity")),
-                "parameters": parameters(paths[arm]),
-            }  # fmt: skip
+        for model, (_, held_out) in OBJECTIVES.items():
+            path = paths[f"{model}-pretrain"]
+            val = results_of(path)["val"]
+            pretraining[model] = {"tokens_per_s": tokens_per_s(path), "loss": val["loss"],
+                                  held_out: val[held_out],
+                                  "parameters": parameters(path)}  # fmt: skip
         finished = max((p / "results.json").stat().st_mtime for p in paths.values())
         rows[fold] = {
             "accuracy": {arm: results_of(paths[arm])["test"]["accuracy"] for arm in CLASSIFIERS},
@@ -168,45 +172,60 @@ def fold_rows(args) -> dict[int, dict]:
     return rows
 
 
-def recorded_rows(args) -> dict[int, dict]:
+def recorded(args) -> tuple[dict[int, dict], str]:
     """With --keep-recorded: the folds --out already holds (an earlier collect's, under the
-    same settings), so folds run on another day or machine pool with the ones in --runs."""
-    if not (args.keep_recorded and args.out.exists()):
-        return {}
-    results = json.loads(args.out.read_text("utf-8"))["benchmarks"]["claim-bert-vs-gpt"]
-    results = results["results"]
-    if results.get("settings") != settings(args):
-        sys.exit(f"{args.out} was collected with other settings ({results.get('settings')}), "
-                 "so its folds do not pool with these: collect into another --out")  # fmt: skip
-    return {int(f): row for f, row in results.get("folds", {}).items() if int(f) in args.folds}
+    same settings), so folds run on another day or machine pool with the ones in --runs;
+    and the file's note.  Every fold it holds must be among --folds."""
+    if not args.keep_recorded:
+        return {}, ""
+    if not args.out.is_file():
+        print(f"--keep-recorded: {args.out} does not exist yet, so no fold is recorded")
+        return {}, ""
+    try:
+        body = json.loads(args.out.read_text("utf-8"))["benchmarks"]["claim-bert-vs-gpt"]
+        results = body["results"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"{args.out} is not a results file of this claim ({type(e).__name__}: {e})")
+    if "settings" not in results:
+        sys.exit(f"{args.out} holds no per-fold figures (an older collect wrote it): "
+                 "collect into another --out")  # fmt: skip
+    if results["settings"] != settings(args):
+        sys.exit(f"{args.out} was collected with other settings ({results['settings']}), so "
+                 "its folds do not pool with these: collect into another --out")  # fmt: skip
+    rows = {int(f): row for f, row in results["folds"].items()}
+    if left_out := sorted(set(rows) - set(args.folds)):
+        sys.exit(f"{args.out} holds folds {', '.join(map(str, left_out))}, which --folds "
+                 "leaves out: add them, or collect into another --out")  # fmt: skip
+    return rows, body.get("note", "")
 
 
 def aggregate(rows: dict[int, dict]) -> dict:
-    """The folds' table: accuracy per classifier over the folds, and the pretraining runs'
-    figures over the folds that recorded them (tokens/s a median, the rest means)."""
-    table = {"accuracy": {arm: summary([rows[f]["accuracy"][arm] for f in rows])
+    """The folds' table: accuracy per classifier over the folds; the pretraining runs'
+    figures over the folds that recorded them (tokens/s a median, held-out loss and
+    perplexity means, and the parameters, the same in every fold); MiniLM's row from its
+    results file; and the folds' own rows."""
+    folds = sorted(rows)
+    table = {"accuracy": {arm: summary([rows[f]["accuracy"][arm] for f in folds])
                           for arm in CLASSIFIERS}}  # fmt: skip
     table["pretraining"] = {}
-    for model in ("bert", "gpt"):
-        runs = [rows[f]["pretraining"][model] for f in rows if "pretraining" in rows[f]]
-        if not runs:
-            continue
-        table["pretraining"][model] = {
-            "objective": "masked LM" if model == "bert" else "causal LM",
-            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-            "held_out_loss": float(np.mean([r["loss"] for r in runs])),
-            "held_out_" + ("pseudo_perplexity" if model == "bert" else "perplexity"):
-                float(np.mean([r["perplexity"] for r in runs])),
-            "parameters": runs[0]["parameters"],
-            "folds": len(runs),
-        }  # fmt: skip
+    for model, (objective, held_out) in OBJECTIVES.items():
+        runs = [rows[f]["pretraining"][model] for f in folds if "pretraining" in rows[f]]
+        if runs:
+            table["pretraining"][model] = {
+                "objective": objective,
+                "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+                "held_out_loss": float(np.mean([r["loss"] for r in runs])),
+                f"held_out_{held_out}": float(np.mean([r[held_out] for r in runs])),
+                "parameters": runs[0]["parameters"],
+                "folds": len(runs),
+            }  # fmt: skip
     if MINILM.exists():
         minilm = json.loads(MINILM.read_text("utf-8"))["results"]["test"]
         table["accuracy"]["minilm"] = {"mean": minilm["accuracy"],
                                        "std": minilm.get("accuracy_std", 0.0),
                                        "folds": len(minilm.get("accuracy_runs", [])) or 1,
                                        "from": "results/minilm-mr.json"}  # fmt: skip
-    table["folds"] = {str(f): rows[f] for f in sorted(rows)}
+    table["folds"] = {str(f): rows[f] for f in folds}
     return table
 
 
@@ -270,11 +289,18 @@ def plot(table: dict, img: Path) -> list[str]:
 
 
 def cmd_collect(args) -> None:
-    rows = recorded_rows(args) | fold_rows(args)  # a fold in --runs is read afresh
+    kept, note = recorded(args)
+    read = fold_rows(args)
+    for fold in sorted(set(kept) & set(read)):
+        print(f"fold {fold}: read from {args.runs}, in place of the one {args.out} records")
+    rows = kept | read
     if not rows:
         sys.exit("no fold has all its runs yet: run `python scripts/bert_vs_gpt.py run`")
     folds = sorted(rows)
-    table = aggregate({f: rows[f] for f in folds}) | {"settings": settings(args)}
+    table = aggregate(rows) | {"settings": settings(args)}
+    if without := [f for f in folds if "pretraining" not in rows[f]]:
+        print(f"the pretraining figures leave out folds {', '.join(map(str, without))}, "
+              "recorded without them")  # fmt: skip
     images = plot(table, args.img)
     sentence = verdict(table)
     missing = [run_dir(args.runs, fold, arm).name for fold, arm in cells(args)
@@ -292,9 +318,9 @@ def cmd_collect(args) -> None:
         "results": table,
         "missing": missing,
         "images": [f"docs/img/{name}" for name in images],
-    }
+    } | ({"note": note} if note else {})  # the recorded folds' conditions
     # what would make the file from nothing: every fold's runs, then one collect
-    argv = [word for word in args.argv if word != "--keep-recorded"]
+    argv = [word for word in args.argv if word != "--keep-recorded"]  # no abbreviations
     write_claim(args.out, "claim-bert-vs-gpt", script_command("bert_vs_gpt.py", argv), body)
     print(f"wrote {args.out} and {', '.join(images)}")
     print(sentence)
@@ -304,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in (("plan", cmd_plan), ("run", cmd_run), ("collect", cmd_collect)):
-        p = sub.add_parser(name, help=fn.__doc__)
+        p = sub.add_parser(name, help=fn.__doc__, allow_abbrev=False)
         p.set_defaults(func=fn)
         p.add_argument("--folds", nargs="*", type=int, default=list(range(10)))
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -318,8 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--img", type=Path, default=IMG)
     sub.choices["collect"].add_argument(
         "--keep-recorded", action="store_true",
-        help="keep the folds --out already holds (collected with the same settings) that "
-        "--runs does not",
+        help="keep the folds --out already holds (collected with the same settings; each "
+        "must be among --folds) beside those --runs gives",
     )  # fmt: skip
     args = parse_script_args(parser, argv)
     if any(not 0 <= f < 10 for f in args.folds) or not args.folds:

@@ -895,6 +895,8 @@ def _table_bert_vs_gpt(bench: dict) -> list[str]:
             a = acc[arm]
             out.append(f"| {arm} | {model} | {objective} | {100 * a['mean']:.2f} ± "
                        f"{100 * a['std']:.2f} % | {a['folds']} |")  # fmt: skip
+    if not pre:  # its folds were recorded without their pretraining runs' figures
+        return out + [""]
     out += ["", "| pretraining | objective | parameters | tokens/s | held-out loss | "
             "held-out perplexity | folds |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for model, r in pre.items():

@@ -1,5 +1,6 @@
 """scripts/bert_vs_gpt.py: BERT and GPT pretrained alike, then fine-tuned on MR, tiny."""
 
+import argparse
 import importlib.util
 import json
 import shutil
@@ -83,3 +84,45 @@ def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
     with pytest.raises(SystemExit, match="other settings"):
         bg.main(["collect", *common, "--set", "trainer.lr=0.001", "--out", str(out),
                  "--img", str(img), "--keep-recorded"])  # fmt: skip
+
+
+def test_recorded_folds_pool_only_when_they_belong(tmp_path, capsys) -> None:
+    bg = bert_vs_gpt()
+    out = tmp_path / "claim.json"
+
+    def args(folds: list[int], pretrain: str = "trainer.max_steps=750") -> argparse.Namespace:
+        return argparse.Namespace(folds=folds, keep_recorded=True, out=out, set=[],
+                                  set_bert=[], set_gpt=[], set_pretrain=[pretrain])  # fmt: skip
+
+    def row(acc: float) -> dict:
+        return {"accuracy": dict.fromkeys(bg.CLASSIFIERS, acc), "date": "2026-12-04"}
+
+    figures = {"tokens_per_s": 2000.0, "loss": 4.5, "parameters": 5}
+    pretraining = {"bert": figures | {"pseudo_perplexity": 100.0},
+                   "gpt": figures | {"perplexity": 50.0}}  # fmt: skip
+    rows = {0: row(0.75), 2: row(0.77), 5: row(0.76) | {"pretraining": pretraining}}
+    table = bg.aggregate({5: rows[5], 0: rows[0], 2: rows[2]})  # in any order: by fold
+    assert table["accuracy"]["gpt-clm"]["runs"] == [0.75, 0.77, 0.76]
+    assert list(table["folds"]) == ["0", "2", "5"]
+    bert = table["pretraining"]["bert"]  # over the one fold that recorded it
+    assert bert["folds"] == 1 and bert["held_out_pseudo_perplexity"] == 100.0
+    assert table["pretraining"]["gpt"]["held_out_perplexity"] == 50.0
+
+    assert bg.recorded(args([0])) == ({}, "")  # no file yet: nothing to keep, and it says so
+    assert "does not exist yet" in capsys.readouterr().out
+    out.write_text("{not json")
+    with pytest.raises(SystemExit, match="not a results file of this claim"):
+        bg.recorded(args([0]))
+    older = {"benchmarks": {"claim-bert-vs-gpt": {"results": {"accuracy": {}}}}}
+    out.write_text(json.dumps(older))
+    with pytest.raises(SystemExit, match="holds no per-fold figures"):
+        bg.recorded(args([0]))
+    body = {"results": table | {"settings": bg.settings(args([]))}, "note": "fold 5 elsewhere"}
+    out.write_text(json.dumps({"benchmarks": {"claim-bert-vs-gpt": body}}))
+    assert bg.recorded(args([0, 2, 5, 7])) == (rows, "fold 5 elsewhere")
+    with pytest.raises(SystemExit, match="other settings"):
+        bg.recorded(args([0, 2, 5], pretrain="trainer.max_steps=3000"))
+    with pytest.raises(SystemExit, match="holds folds 5, which --folds leaves out"):
+        bg.recorded(args([0, 2]))
+    with pytest.raises(SystemExit):  # no abbreviation, which the recorded command would keep
+        bg.main(["collect", "--keep", "--out", str(out)])

@@ -77,8 +77,8 @@ def test_command_line_lists_plans_and_refuses_unknown_claims() -> None:
     assert done.returncode == 0
     assert "about" in done.stdout and "[bert-vs-gpt] script bert_vs_gpt.py run" in done.stdout
     # it warns that the repository's figures get rewritten, and how to restore them
-    assert "rewrites the results files it measures, among claim-long-range.json" in done.stdout
-    assert "git checkout results/" in done.stdout
+    assert "may rewrite the repository's results files claim-long-range.json" in done.stdout
+    assert "`git checkout -- results/FILE` restores one" in done.stdout
     bad = cli("claims", "gat")
     assert bad.returncode == 2 and "unknown claim 'gat'" in bad.stderr
     assert "Traceback" not in bad.stderr

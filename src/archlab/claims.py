@@ -544,9 +544,9 @@ def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
     print(f"{', '.join(names)} at the {budget} budget: about {minutes} minutes here", flush=True)
     recorded = [f for n in names for f in CLAIMS[n].results if (ROOT / "results" / f).exists()]
     if recorded:  # the repository's own figures, perhaps from a larger budget
-        print(f"it rewrites the results files it measures, among {', '.join(recorded)} "
-              "(`git diff results/` shows what changed; `git checkout results/` restores "
-              "them)", flush=True)  # fmt: skip
+        print(f"it may rewrite the repository's results files {', '.join(recorded)} with its "
+              "own measurements; `git checkout -- results/FILE` restores one",
+              flush=True)  # fmt: skip
     for n in names:
         for step in CLAIMS[n].steps[budget]:
             print(f"[{n}] {step}", flush=True)
