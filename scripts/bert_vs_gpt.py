@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 from archlab.claims import (  # noqa: E402
     ALPHA,
     done,
+    p_text,
     parse_script_args,
     script_command,
     train_missing,
@@ -234,7 +235,7 @@ def test_words(folds: int, p: float) -> str:
     cannot reach p < 0.05 (its smallest p is 2 / 2^n), so it is named as not made."""
     if folds < 6:
         return f"{folds} fold{'s' if folds > 1 else ''}, too few for a paired test"
-    return f"{folds} folds, paired Wilcoxon p = {p:.3f}"
+    return f"{folds} folds, paired Wilcoxon {p_text(p)}"
 
 
 def verdict(table: dict) -> str:

@@ -17,7 +17,7 @@ import torch
 from scipy.stats import binomtest
 
 import archlab
-from archlab.claims import write_claim
+from archlab.claims import p_text, write_claim
 from archlab.tasks.image_classification import as_input
 
 
@@ -54,7 +54,7 @@ def main() -> None:
     summary = (
         f"{args.split} set: {name_a} {a.float().mean():.2%}, {name_b} {b.float().mean():.2%}; "
         f"only {name_a} right on {only_a} images, only {name_b} on {only_b} "
-        f"(exact McNemar p = {p:.3f})"
+        f"(exact McNemar {p_text(p)})"
     )
     print(summary)
     if args.out:

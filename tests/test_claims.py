@@ -211,3 +211,17 @@ def test_the_short_verdicts_of_the_recorded_results_fit_a_readme_line() -> None:
         assert "judged in the results book" not in full
         if parts:  # every measured claim names its files and their dates
             assert re.search(r"\.json, \d{4}-\d\d-\d\d\)$", full), full
+
+
+def test_a_paired_comparison_reads_as_its_outcome() -> None:
+    """scripts/paired.py's file: run b is the one the claim favours, McNemar's p decides."""
+    summary = "affine set: cnn-x 64.39%, caps-x 67.41%; only cnn-x right on 747 images, ..."
+    body = {"summary": summary, "accuracy_a": 0.6439, "accuracy_b": 0.6741, "p_value": 1e-12}
+    assert claims._short_claim(body) == (
+        "supported: caps-x 67.41 % vs cnn-x 64.39 % on the affine set (McNemar p < 0.001)"
+    )
+    body["p_value"] = 0.104
+    assert claims._short_claim(body).startswith("the claim's direction, not significant")
+    assert claims._short_claim(body).endswith("(McNemar p = 0.104)")
+    body["accuracy_b"] = 0.60
+    assert claims._short_claim(body).startswith("not supported: caps-x 60.00 %")
