@@ -179,7 +179,7 @@ def recorded(args) -> tuple[dict[int, dict], str]:
     and the file's note.  Every fold it holds must be among --folds."""
     if not args.keep_recorded:
         return {}, ""
-    if not args.out.is_file():
+    if not args.out.exists():
         print(f"--keep-recorded: {args.out} does not exist yet, so no fold is recorded")
         return {}, ""
     try:
@@ -191,8 +191,10 @@ def recorded(args) -> tuple[dict[int, dict], str]:
         sys.exit(f"{args.out} holds no per-fold figures (an older collect wrote it): "
                  "collect into another --out")  # fmt: skip
     if results["settings"] != settings(args):
-        sys.exit(f"{args.out} was collected with other settings ({results['settings']}), so "
-                 "its folds do not pool with these: collect into another --out")  # fmt: skip
+        words = " ".join(f"--{k.replace('_', '-')} {v}" for k, vs in results["settings"].items()
+                         for v in vs)  # fmt: skip
+        sys.exit(f"{args.out} was collected with other settings ({words or 'no overrides'}), "
+                 "so its folds do not pool with these: collect into another --out")  # fmt: skip
     rows = {int(f): row for f, row in results["folds"].items()}
     if left_out := sorted(set(rows) - set(args.folds)):
         sys.exit(f"{args.out} holds folds {', '.join(map(str, left_out))}, which --folds "

@@ -120,8 +120,10 @@ def test_recorded_folds_pool_only_when_they_belong(tmp_path, capsys) -> None:
     body = {"results": table | {"settings": bg.settings(args([]))}, "note": "fold 5 elsewhere"}
     out.write_text(json.dumps({"benchmarks": {"claim-bert-vs-gpt": body}}))
     assert bg.recorded(args([0, 2, 5, 7])) == (rows, "fold 5 elsewhere")
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(SystemExit, match=r"settings \(--set-pretrain trainer.max_steps=750\)"):
         bg.recorded(args([0, 2, 5], pretrain="trainer.max_steps=3000"))
+    with pytest.raises(SystemExit, match="not a results file of this claim"):
+        bg.recorded(argparse.Namespace(**vars(args([0])) | {"out": tmp_path}))  # a directory
     with pytest.raises(SystemExit, match="holds folds 5, which --folds leaves out"):
         bg.recorded(args([0, 2]))
     with pytest.raises(SystemExit):  # no abbreviation, which the recorded command would keep
