@@ -332,7 +332,9 @@ CLAIMS = {
             ),
             "full": ("script gat_vs_gcn.py run", "script gat_vs_gcn.py collect"),
         },
-        {"small": 6, "full": 60},  # full: 59 min on one core, 1 thread (2026-12-04)
+        # small: 7.7 min via `archlab claims gat-vs-gcn --budget small` on 2 idle cores,
+        # full: 59 min on one core, 1 thread (both 2026-12-04)
+        {"small": 8, "full": 60},
         section="claim-gat-vs-gcn",
     ),
     "capsnet-vs-cnn": Claim(
