@@ -17,10 +17,14 @@ validation sentences), from the pretraining runs' results.json.
 
     python scripts/bert_vs_gpt.py plan [--folds 0 1 2]
     python scripts/bert_vs_gpt.py run [--folds 0 1 2] [--max-seconds 480]
-    python scripts/bert_vs_gpt.py collect [--folds 0 1 2] [--keep-recorded]
+    python scripts/bert_vs_gpt.py collect [--folds 0 1 2] [--keep-recorded] [--out FILE]
 
 ``collect --keep-recorded`` keeps the folds the results file already holds (collected
-with the same settings, all among --folds) beside the ones the runs on disk give.
+with the same settings, all among --folds) beside the ones the runs on disk give, so a
+budget too long for one sitting is built a few folds at a time.  Each budget has a file
+of its own (``archlab claims``: the small budget's 750 pretraining steps in
+results/claim-bert-vs-gpt.json, the recipes' 3,000 in claim-bert-vs-gpt-full.json); the
+file's name names its claim entry and its plot.
 """
 
 from __future__ import annotations
@@ -143,6 +147,24 @@ def summary(values: list[float]) -> dict:
     }
 
 
+def pretraining_steps(sets: dict) -> str:
+    """The pretraining steps the settings give each model: its recipe's trainer.max_steps,
+    or the last override of it (in the order ``overrides`` applies them), in words."""
+    from archlab.config import parse_override, read_recipe
+
+    steps = {}
+    for model in OBJECTIVES:
+        value = read_recipe(ARMS[f"{model}-pretrain"][0])["trainer"]["max_steps"]
+        for text in (*sets["set"], *sets[f"set_{model}"], *sets["set_pretrain"]):
+            section, key, given = parse_override(text)
+            if (section, key) == ("trainer", "max_steps"):
+                value = given
+        steps[model] = f"{int(value):,}" if str(value).isdigit() else str(value)
+    if steps["bert"] == steps["gpt"]:
+        return f"{steps['bert']} pretraining steps"
+    return f"pretraining steps: BERT {steps['bert']}, GPT {steps['gpt']}"
+
+
 def settings(args) -> dict:
     """The overrides that make a budget: folds collected under other ones do not pool."""
     return {k: getattr(args, k) for k in ("set", "set_bert", "set_gpt", "set_pretrain")}
@@ -183,9 +205,9 @@ def recorded(args) -> tuple[dict[int, dict], str]:
         print(f"--keep-recorded: {args.out} does not exist yet, so no fold is recorded")
         return {}, ""
     try:
-        body = json.loads(args.out.read_text("utf-8"))["benchmarks"]["claim-bert-vs-gpt"]
+        (body,) = json.loads(args.out.read_text("utf-8"))["benchmarks"].values()
         results = body["results"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         sys.exit(f"{args.out} is not a results file of this claim ({type(e).__name__}: {e})")
     if "settings" not in results:
         sys.exit(f"{args.out} holds no per-fold figures (an older collect wrote it): "
@@ -241,6 +263,7 @@ def test_words(folds: int, p: float) -> str:
 
 
 def verdict(table: dict) -> str:
+    """The verdict from the table (aggregate's, with its settings), led by the budget."""
     acc = table["accuracy"]
     bert, gpt = acc["bert-mlm"], acc["gpt-clm"]
     p = wilcoxon_p(bert["runs"], gpt["runs"])
@@ -251,14 +274,14 @@ def verdict(table: dict) -> str:
     else:
         word = "inconclusive at this budget"
     return (
-        f"{word}: pretrained alike, BERT (masked LM) fine-tunes to {100 * bert['mean']:.2f} % "
-        f"on MR and GPT (causal LM) to {100 * gpt['mean']:.2f} % ({gap:+.2f} points, "
-        f"{test_words(folds, p)}); from scratch "
+        f"{word} ({pretraining_steps(table['settings'])}, {test_words(folds, p)}): pretrained "
+        f"alike, BERT (masked LM) fine-tunes to {100 * bert['mean']:.2f} % on MR and GPT "
+        f"(causal LM) to {100 * gpt['mean']:.2f} % ({gap:+.2f} points); from scratch "
         f"{100 * acc['bert-scratch']['mean']:.2f} % and {100 * acc['gpt-scratch']['mean']:.2f} %"
     )
 
 
-def plot(table: dict, img: Path) -> list[str]:
+def plot(table: dict, img: Path, stem: str) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,9 +306,10 @@ def plot(table: dict, img: Path) -> list[str]:
     gap.plot([0] * len(diffs), diffs, "k.", ms=4)
     gap.set(xticks=[0], xticklabels=["per fold"], xlim=(-1, 1),
             ylabel="bert-mlm - gpt-clm (points)", title="paired by fold")  # fmt: skip
+    fig.suptitle(f"BERT against GPT on MR, {pretraining_steps(table['settings'])}", fontsize=10)
     fig.tight_layout()
     img.mkdir(parents=True, exist_ok=True)
-    name = "claim-bert-vs-gpt.png"
+    name = f"{stem}.png"
     fig.savefig(img / name, dpi=120)
     plt.close(fig)
     return [name]
@@ -304,7 +328,8 @@ def cmd_collect(args) -> None:
     if without := [f for f in folds if "pretraining" not in rows[f]]:
         print(f"the pretraining figures leave out folds {', '.join(map(str, without))}, "
               "recorded without them")  # fmt: skip
-    images = plot(table, args.img)
+    name = args.out.stem  # claim-bert-vs-gpt, or the budget's own file
+    images = plot(table, args.img, name)
     sentence = verdict(table)
     missing = [run_dir(args.runs, fold, arm).name for fold, arm in cells(args)
                if fold not in rows and not done(run_dir(args.runs, fold, arm))]  # fmt: skip
@@ -324,7 +349,7 @@ def cmd_collect(args) -> None:
     } | ({"note": note} if note else {})  # the recorded folds' conditions
     # what would make the file from nothing: every fold's runs, then one collect
     argv = [word for word in args.argv if word != "--keep-recorded"]  # no abbreviations
-    write_claim(args.out, "claim-bert-vs-gpt", script_command("bert_vs_gpt.py", argv), body)
+    write_claim(args.out, name, script_command("bert_vs_gpt.py", argv), body)
     print(f"wrote {args.out} and {', '.join(images)}")
     print(sentence)
 

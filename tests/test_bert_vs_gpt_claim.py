@@ -28,15 +28,30 @@ def test_verdict_reads_the_paired_folds() -> None:
     gpt = [0.75, 0.77, 0.74, 0.76, 0.75, 0.78]
     accuracy = {"bert-mlm": arm(0.805, bert), "gpt-clm": arm(0.758, gpt)}
     accuracy |= {"bert-scratch": arm(0.7, bert), "gpt-scratch": arm(0.7, gpt)}
-    table = {"accuracy": accuracy}
-    assert bg.verdict(table).startswith("supported: pretrained alike, BERT")
+    sets = {"set": [], "set_bert": [], "set_gpt": [], "set_pretrain": []}
+    table = {"accuracy": accuracy, "settings": sets}
+    # led by the budget: the recipes' 3,000 pretraining steps, no override given
+    assert bg.verdict(table).startswith("supported (3,000 pretraining steps, 6 folds, paired")
+    assert "pretrained alike, BERT (masked LM) fine-tunes to 80.50 %" in bg.verdict(table)
     table["accuracy"]["gpt-clm"] = arm(0.805, bert)
-    assert bg.verdict(table).startswith("inconclusive at this budget")
+    assert bg.verdict(table).startswith("inconclusive at this budget (3,000 pretraining")
     table["accuracy"]["gpt-clm"] = arm(0.85, [b + 0.05 for b in bert])
     assert bg.verdict(table).startswith("not supported")
     few = {name: arm(a["mean"], a["runs"][:1]) for name, a in accuracy.items()}
-    one = bg.verdict({"accuracy": few})
+    one = bg.verdict({"accuracy": few, "settings": sets})
     assert one.startswith("inconclusive at this budget") and "1 fold, too few for a paired" in one
+
+
+def test_the_budget_is_the_overrides_last_word_on_pretraining_steps() -> None:
+    bg = bert_vs_gpt()
+    sets = {"set": [], "set_bert": [], "set_gpt": [], "set_pretrain": []}
+    assert bg.pretraining_steps(sets) == "3,000 pretraining steps"  # the recipes' own
+    small = sets | {"set_pretrain": ["trainer.max_steps=750"]}
+    assert bg.pretraining_steps(small) == "750 pretraining steps"
+    # --set applies first, then --set-bert / --set-gpt, then --set-pretrain
+    mixed = sets | {"set": ["trainer.max_steps=15"], "set_gpt": ["trainer.max_steps=20"]}
+    assert bg.pretraining_steps(mixed) == "pretraining steps: BERT 15, GPT 20"
+    assert bg.pretraining_steps(mixed | small) == "750 pretraining steps"
 
 
 def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
@@ -51,7 +66,8 @@ def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
     entry = json.loads(out.read_text())
     assert entry["command"].startswith(f"python scripts/bert_vs_gpt.py run {common[0]}")
     assert entry["command"].count("--set-bert model.hidden_size=32") == 2  # run and collect
-    claim = entry["benchmarks"]["claim-bert-vs-gpt"]
+    claim = entry["benchmarks"]["claim"]  # named by the file
+    assert claim["summary"].split("(", 1)[1].startswith("15 pretraining steps, 1 fold")
     table = claim["results"]
     assert set(bg.CLASSIFIERS) <= set(table["accuracy"])
     for name in bg.CLASSIFIERS:
@@ -65,7 +81,7 @@ def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
     config = (tmp_path / "runs/fold3-gpt-clm/config.yaml").read_text()
     assert str(tmp_path / "runs/fold3-gpt-pretrain") in config
     assert claim["missing"] == [] and "folds 3" in claim["reference"]
-    assert (img / "claim-bert-vs-gpt.png").is_file()
+    assert (img / "claim.png").is_file() and claim["images"] == ["docs/img/claim.png"]
 
     # with --keep-recorded, the folds the file holds pool with the runs on disk (none here)
     fold = table["folds"]["3"]
@@ -76,9 +92,9 @@ def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
         bg.main(["collect", *common, "--out", str(tmp_path / "other.json"), "--img", str(img)])
     bg.main(["collect", *common, "--out", str(out), "--img", str(img), "--keep-recorded"])
     kept = json.loads(out.read_text())
-    assert kept["benchmarks"]["claim-bert-vs-gpt"]["results"]["folds"] == table["folds"]
-    assert kept["benchmarks"]["claim-bert-vs-gpt"]["results"]["accuracy"] == table["accuracy"]
-    assert kept["benchmarks"]["claim-bert-vs-gpt"]["missing"] == []
+    assert kept["benchmarks"]["claim"]["results"]["folds"] == table["folds"]
+    assert kept["benchmarks"]["claim"]["results"]["accuracy"] == table["accuracy"]
+    assert kept["benchmarks"]["claim"]["missing"] == []
     assert "--keep-recorded" not in kept["command"]
     # folds recorded under other overrides are another budget: they do not pool
     with pytest.raises(SystemExit, match="other settings"):
@@ -116,6 +132,10 @@ def test_recorded_folds_pool_only_when_they_belong(tmp_path, capsys) -> None:
     older = {"benchmarks": {"claim-bert-vs-gpt": {"results": {"accuracy": {}}}}}
     out.write_text(json.dumps(older))
     with pytest.raises(SystemExit, match="holds no per-fold figures"):
+        bg.recorded(args([0]))
+    two = {"benchmarks": {"claim-bert-vs-gpt": {"results": {}}, "other": {"results": {}}}}
+    out.write_text(json.dumps(two))  # a claim file holds one entry
+    with pytest.raises(SystemExit, match="not a results file of this claim"):
         bg.recorded(args([0]))
     body = {"results": table | {"settings": bg.settings(args([]))}, "note": "fold 5 elsewhere"}
     out.write_text(json.dumps({"benchmarks": {"claim-bert-vs-gpt": body}}))

@@ -387,3 +387,10 @@ def test_claim_6s_section_tables_accuracy_by_objective_and_the_pretraining_runs(
     assert "| BERT | masked LM | 5.30M | 2,767 | 4.430 | 96.2 (pseudo-perplexity) | 3 |" in lines
     assert "| GPT | causal LM | 5.22M | 1,880 | 3.810 | 58.9 (perplexity) | 2 |" in lines
     assert any("chain rule" in line for line in lines)  # what each perplexity measures
+    # a budget's own file ("claim-bert-vs-gpt-full") gets the claim's tables in the book
+    machine = {"cpu": "AMD EPYC", "cores": 2, "torch": "2.13.0"}
+    full = bench | {"summary": "inconclusive", "reference": "the articles"}
+    entry = {"kind": "claim", "command": "c", "date": "2026-12-04", "machine": machine,
+             "benchmarks": {"claim-bert-vs-gpt-full": full}}  # fmt: skip
+    book = results._benchmark_items([entry], "claim")
+    assert "### claim-bert-vs-gpt-full" in book and "| bert-mlm | BERT | masked LM" in book
