@@ -76,17 +76,17 @@ NOT_RUN = {
         "task": "MR sentence polarity, 10-fold CV",
         "metric": "test accuracy",
         "reference": "76.1 % — Kim (2014), CNN-rand",
-        "why": "not run yet (added 2026-12-03 for claim 6)",
+        "why": "not recorded alone; claim 6 ran its 10 folds (gpt-scratch)",
     },
     "bert-mlm-mr": {
         "task": "masked-LM pretraining, Multi30k En + MR fold",
-        "metric": "pseudo-perplexity",
+        "metric": "val pseudo_perplexity",
         "reference": "claim 6: against gpt-clm-mr",
         "why": "not run yet (added 2026-12-03 for claim 6)",
     },
     "gpt-clm-mr": {
         "task": "causal-LM pretraining, Multi30k En + MR fold",
-        "metric": "perplexity",
+        "metric": "val perplexity",
         "reference": "claim 6: against bert-mlm-mr",
         "why": "not run yet (added 2026-12-03 for claim 6)",
     },
@@ -201,6 +201,8 @@ METRICS = {
     "mae": (1.0, 3, "", "lower"),
     "fid": (1.0, 1, "", "lower"),
     "mrr": (1.0, 3, "", "higher"),
+    "perplexity": (1.0, 1, "", "lower"),
+    "pseudo_perplexity": (1.0, 1, "", "lower"),
 }
 DEFAULT_METRIC = (1.0, 3, "", "lower")
 REPEATS = {"trainer.seed": "seeds", "data.fold": "folds", "data.split_seed": "splits"}
