@@ -201,6 +201,26 @@ def test_the_sagan_claim_tests_fid_with_and_without_attention_and_against_dcgan(
     short = claims.verdict(sagan, tmp_path, short=True)
     assert short.startswith("supported: SAGAN beats DCGAN (110.0; p = 0.00")
     assert "FID, 3 seeds, 9,000 steps (5 results files" in short
+    # the small budget's 1,500 steps come first in the full verdict
+    _write(tmp_path, "sagan-mnist-1500steps", _fid(160.0))
+    _write(tmp_path, "sagan-noattn-mnist-1500steps", _fid(180.0))
+    text = claims.verdict(sagan, tmp_path)
+    assert text.split("; at ")[1].startswith("1,500 steps, supported: attention helps (160.0")
+    assert "9,000 steps (7 results files" in claims.verdict(sagan, tmp_path, short=True)
+
+
+def test_the_rewrite_warning_names_the_files_a_budget_writes() -> None:
+    rewrites = claims.rewrites
+    sagan, bert = claims.CLAIMS["sagan"], claims.CLAIMS["bert-vs-gpt"]
+    # the recipes' own 3,000-step files are named as the recipe to train, not rewritten
+    assert rewrites(sagan, "small") == [
+        "sagan-mnist-1500steps.json", "sagan-noattn-mnist-1500steps.json"]  # fmt: skip
+    assert rewrites(sagan, "full") == [f"{g}-9000steps.json" for g in claims.GANS]
+    assert rewrites(bert, "small") == ["claim-bert-vs-gpt.json"]
+    assert rewrites(bert, "full") == ["claim-bert-vs-gpt-full.json"]
+    # a script that writes its own files without naming them: all the claim's files
+    assert rewrites(claims.CLAIMS["long-range"], "small") == [
+        "claim-long-range.json", "claim-char-lm.json"]  # fmt: skip
 
 
 def test_the_short_verdicts_of_the_recorded_results_fit_a_readme_line() -> None:

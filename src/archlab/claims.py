@@ -43,7 +43,6 @@ from archlab.registry import unknown_name_message
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout
 BUDGETS = ("small", "full")
 RUNS = "runs/claims"
-LONGER = " --set trainer.max_steps=9000"  # the GANs' full budget: 3x the recipes' 3,000 steps
 SMALL_PRETRAIN = (  # claim 6 at the small budget: 750 pretraining steps, runs of their own
     "--set-pretrain trainer.max_steps=750 --runs runs/claims/bert-vs-gpt-small"
 )
@@ -85,7 +84,10 @@ AVDIGITS = ("image-avdigits", "audio-avdigits", "early-avdigits", "late-avdigits
 FUSION_GOAL = 5.0  # points of clean test accuracy over the best single modality
 ROBUST_WITHIN = 2.0  # points below the other modality's own model, one modality missing
 GANS = ("dcgan-mnist", "sagan-mnist", "sagan-noattn-mnist")
-GAN_BUDGETS = (("", "the recipes' 3,000 steps"), ("-9000steps", "9,000 steps"))
+# the GANs' budgets, shortest first: (results files' suffix, in words)
+GAN_BUDGETS = (("-1500steps", "1,500 steps"), ("", "the recipes' 3,000 steps"),
+               ("-9000steps", "9,000 steps"))  # fmt: skip
+GAN_STEPS = {"small": 1500, "full": 9000}  # half and 3x the recipes' 3,000 steps
 GAN_RUNS = (  # GANS as trained: (name, the recipe it changes, what differs, --set options)
     ("dcgan-mnist", "", "", ""),
     ("sagan-mnist", "", "", ""),
@@ -94,12 +96,12 @@ GAN_RUNS = (  # GANS as trained: (name, the recipe it changes, what differs, --s
 )  # fmt: skip
 
 
-def _gan_steps(name: str, recipe: str, variant: str, sets: str, longer: bool) -> tuple[str, str]:
-    """Train one of GANS with 3 seeds into RUNS (at 9,000 steps if ``longer``), and record it."""
-    if longer:
-        name, recipe = f"{name}-9000steps", recipe or name
-        variant, sets = ", ".join(filter(None, (variant, "9,000 steps"))), sets + LONGER
-    return _train_and_record(name, recipe, variant, sets)
+def _gan_steps(name: str, recipe: str, variant: str, sets: str, steps: int) -> tuple[str, str]:
+    """Train one of GANS with 3 seeds for ``steps`` into RUNS, and record it as a variant
+    (``NAME-{steps}steps``, one of GAN_BUDGETS)."""
+    name, recipe = f"{name}-{steps}steps", recipe or name
+    variant = ", ".join(filter(None, (variant, f"{steps:,} steps")))
+    return _train_and_record(name, recipe, variant, f"{sets} --set trainer.max_steps={steps}")
 
 
 def seeds(test: dict, metric: str) -> int:
@@ -399,16 +401,21 @@ CLAIMS = {
         "Self-attention inside a GAN improves the generated images (SAGAN)",
         tuple(f"{name}{suffix}.json" for suffix, _ in GAN_BUDGETS for name in GANS),
         {
-            # small: the ablation that is the claim (attention inside SAGAN, on and off);
-            # full: DCGAN too, all three at 9,000 steps
-            "small": tuple(step for run in GAN_RUNS[1:] for step in _gan_steps(*run, False))
+            # small: the ablation that is the claim (attention inside SAGAN, on and off) at
+            # 1,500 steps; full: DCGAN too, all three at 9,000 steps; the recipes' own 3,000
+            # steps are their results files (`archlab train NAME --seeds 3`)
+            "small": tuple(
+                step for run in GAN_RUNS[1:] for step in _gan_steps(*run, GAN_STEPS["small"])
+            )
             + ("script results.py build",),
-            "full": tuple(step for run in GAN_RUNS for step in _gan_steps(*run, True))
+            "full": tuple(step for run in GAN_RUNS for step in _gan_steps(*run, GAN_STEPS["full"]))
             + ("script results.py build",),
         },
-        # 3 seeds, 2 threads: sagan 25 min, without attention 13, DCGAN 12; at 9,000 steps on
-        # 1 thread (2026-12-04): 129, 63 and 59 min, 1.7x the 2-thread estimate
-        {"small": 38, "full": 165},
+        # `archlab claims sagan` at the recipes' 3,000 steps on 2 idle cores from a fresh clone
+        # (2026-12-04) took 37 min for sagan's 3 seeds (6 of them training the FID's
+        # classifier, once per machine) and 17 without attention; at 9,000 steps on 1 thread
+        # (2026-12-04): 129, 63 and 59 min with DCGAN, 1.7x the 2-thread time
+        {"small": 30, "full": 165},
         section="image-generation-mnist",
         judge=judge_sagan,
     ),
@@ -425,7 +432,8 @@ CLAIMS = {
             # reuses them, beside the other folds the small budget's file holds
             "small": (
                 f"script bert_vs_gpt.py run --folds 0 {SMALL_PRETRAIN}",
-                f"script bert_vs_gpt.py collect {SMALL_PRETRAIN} --keep-recorded",
+                f"script bert_vs_gpt.py collect {SMALL_PRETRAIN} --keep-recorded "
+                "--out results/claim-bert-vs-gpt.json",
             ),
             "full": (
                 "script bert_vs_gpt.py run",
@@ -552,6 +560,17 @@ def list_claims(results: Path = ROOT / "results") -> None:
         print(f"   {verdict(claim, results)}")
 
 
+def rewrites(claim: Claim, budget: str) -> list[str]:
+    """The claim's results files that its steps at ``budget`` write: those the steps name
+    (``--out results/FILE``, or recorded as ``--name sagan-mnist-1500steps``), or, when
+    they name none (a script writing its own file), all of them."""
+    text = " ".join(claim.steps[budget]) + " "
+    named = [
+        f for f in claim.results if f"/{f} " in text or f"--name {f.removesuffix('.json')} " in text
+    ]
+    return named or list(claim.results)
+
+
 def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
     """Run the steps of ``name`` (or all) at ``budget``; the exit code of the first failure."""
     names = selected(name)
@@ -562,7 +581,8 @@ def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
         )
     minutes = sum(CLAIMS[n].minutes[budget] for n in names)
     print(f"{', '.join(names)} at the {budget} budget: about {minutes} minutes here", flush=True)
-    recorded = [f for n in names for f in CLAIMS[n].results if (ROOT / "results" / f).exists()]
+    recorded = [f for n in names for f in rewrites(CLAIMS[n], budget)
+                if (ROOT / "results" / f).exists()]  # fmt: skip
     if recorded:  # the repository's own figures, perhaps from a larger budget
         print(f"it may rewrite the repository's results files {', '.join(recorded)} with its "
               "own measurements; `git checkout -- results/FILE` restores one",
