@@ -245,3 +245,31 @@ def test_a_paired_comparison_reads_as_its_outcome() -> None:
     assert claims._short_claim(body).endswith("(McNemar p = 0.104)")
     body["accuracy_b"] = 0.60
     assert claims._short_claim(body).startswith("not supported: caps-x 60.00 %")
+
+
+def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(claims, "ROOT", tmp_path)
+    (tmp_path / "scripts").mkdir()
+    single = "archlab train cnn-mnist --set trainer.max_epochs=3 --out runs/claims/cnn-3"
+    seeds = "archlab train sagan-mnist --seeds 3 --out runs/claims/sagan"
+    assert claims.continued(single) == (single, "")  # nothing on disk: as written
+    assert claims.continued("script paired.py a b") == ("script paired.py a b", "")
+    run = tmp_path / "runs/claims/cnn-3"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("task: {}\n")
+    assert claims.continued(single) == (
+        "archlab train --resume runs/claims/cnn-3", "resumes runs/claims/cnn-3")  # fmt: skip
+    group = tmp_path / "runs/claims/sagan"
+    (group / "seed-0").mkdir(parents=True)
+    step, state = claims.continued(seeds, clear=False)  # a dry run removes nothing
+    assert step == seeds and state == "runs/claims/sagan did not finish: starts over"
+    assert group.exists()
+    assert claims.continued(seeds)[0] == seeds and not group.exists()
+    # a finished training is not run again: the whole claim is only its other steps
+    (run / "results.json").write_text("{}")
+    fake = claims.Claim(9, "x", (), {"small": (single,)}, {"small": 1})
+    monkeypatch.setattr(claims, "CLAIMS", {"fake": fake})
+    assert claims.run_claims("fake", "small") == 0
+    assert "(done: runs/claims/cnn-3/results.json)" in capsys.readouterr().out

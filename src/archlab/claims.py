@@ -5,8 +5,10 @@ measured yet"); ``archlab claims NAME|all [--budget small|full]`` runs each clai
 steps in turn -- trainings, the claim's script in ``scripts/`` (``run``, then
 ``collect``, which writes ``results/claim-*.json``), and for claims judged from recipe
 figures, recording the runs and rebuilding the results book -- and stops at the first
-step that fails.  ``--dry-run`` prints the steps.  The claim scripts resume where they
-stopped, so a second call continues an interrupted one.
+step that fails.  ``--dry-run`` prints the steps.  A second call continues an
+interrupted one: the claim scripts skip the runs they find done, and so do the training
+steps (``continued``: an interrupted single run resumes, a ``--seeds`` one starts over);
+removing ``runs/claims/`` measures afresh.
 
 A claim script writes its verdict into its results file; the claims judged from recipe
 figures (fusion, SAGAN) are judged here (``judge_fusion``, ``judge_sagan``), and the
@@ -571,6 +573,26 @@ def rewrites(claim: Claim, budget: str) -> list[str]:
     return named or list(claim.results)
 
 
+def continued(step: str, clear: bool = True) -> tuple[str, str]:
+    """A training step as a second call runs it, and why: done (its --out holds
+    results.json), resumed (a single run that has begun: ``--resume``, bit-identical), or
+    started over (an interrupted ``--seeds`` run, its directory removed when ``clear``);
+    any other step as it is, with ""."""
+    words = shlex.split(step)
+    if words[:2] != ["archlab", "train"] or "--out" not in words:
+        return step, ""
+    out = words[words.index("--out") + 1]
+    if done(ROOT / out):
+        return step, f"done: {out}/results.json"
+    if not (ROOT / out).exists():
+        return step, ""
+    if "--seeds" not in words and (ROOT / out / "config.yaml").is_file():
+        return f"archlab train --resume {out}", f"resumes {out}"
+    if clear:
+        shutil.rmtree(ROOT / out)
+    return step, f"{out} did not finish: starts over"
+
+
 def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
     """Run the steps of ``name`` (or all) at ``budget``; the exit code of the first failure."""
     names = selected(name)
@@ -589,8 +611,9 @@ def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
               flush=True)  # fmt: skip
     for n in names:
         for step in CLAIMS[n].steps[budget]:
-            print(f"[{n}] {step}", flush=True)
-            if dry_run:
+            step, state = continued(step, clear=not dry_run)
+            print(f"[{n}] {step}" + (f"  ({state})" if state else ""), flush=True)
+            if dry_run or state.startswith("done"):
                 continue
             code = subprocess.call(command_of(step), cwd=ROOT)
             if code:
