@@ -1,6 +1,7 @@
 """The command line as a user runs it: help, listing, errors with exit code 2."""
 
 import json
+import sys
 
 import pytest
 
@@ -123,3 +124,22 @@ def test_splits_trains_once_per_split_seed_from_the_recipes(tmp_path, capsys) ->
         assert f"split_seed: {seed}\n" in config
     first, second = results["test"]["rmse_runs"]
     assert first != second  # different test molecules
+
+
+def test_a_reader_that_leaves_stops_the_output_quietly(tmp_path, monkeypatch) -> None:
+    """`archlab claims | head`: the rest of the output has nowhere to go, and no traceback."""
+    sink = open(tmp_path / "out", "w")  # noqa: SIM115 - its descriptor is taken over
+
+    class Closed:  # a pipe whose reader has exited
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            return sink.fileno()
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert main(["claims", "all", "--dry-run"]) == 141
+    sink.close()

@@ -867,6 +867,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("archlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`archlab claims | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # as a shell reports SIGPIPE
 
 
 if __name__ == "__main__":
