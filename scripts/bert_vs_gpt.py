@@ -205,7 +205,9 @@ def recorded(args) -> tuple[dict[int, dict], str]:
         print(f"--keep-recorded: {args.out} does not exist yet, so no fold is recorded")
         return {}, ""
     try:
-        (body,) = json.loads(args.out.read_text("utf-8"))["benchmarks"].values()
+        ((name, body),) = json.loads(args.out.read_text("utf-8"))["benchmarks"].items()
+        if not name.startswith("claim-bert-vs-gpt"):
+            raise KeyError(f"its entry is {name}")
         results = body["results"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         sys.exit(f"{args.out} is not a results file of this claim ({type(e).__name__}: {e})")
@@ -320,6 +322,10 @@ def cmd_collect(args) -> None:
     read = fold_rows(args)
     for fold in sorted(set(kept) & set(read)):
         print(f"fold {fold}: read from {args.runs}, in place of the one {args.out} records")
+    if note and read:  # prose: it cannot follow the folds by itself
+        folds = ", ".join(map(str, sorted(read)))
+        print(f"{args.out}'s note is kept as written: edit it if folds {folds} from "
+              f"{args.runs} change what it says")  # fmt: skip
     rows = kept | read
     if not rows:
         sys.exit("no fold has all its runs yet: run `python scripts/bert_vs_gpt.py run`")

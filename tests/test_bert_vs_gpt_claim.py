@@ -133,6 +133,10 @@ def test_recorded_folds_pool_only_when_they_belong(tmp_path, capsys) -> None:
     out.write_text(json.dumps(older))
     with pytest.raises(SystemExit, match="holds no per-fold figures"):
         bg.recorded(args([0]))
+    other = {"benchmarks": {"claim-gat-vs-gcn": {"results": {"settings": {}}}}}
+    out.write_text(json.dumps(other))  # another claim's file
+    with pytest.raises(SystemExit, match="not a results file of this claim"):
+        bg.recorded(args([0]))
     two = {"benchmarks": {"claim-bert-vs-gpt": {"results": {}}, "other": {"results": {}}}}
     out.write_text(json.dumps(two))  # a claim file holds one entry
     with pytest.raises(SystemExit, match="not a results file of this claim"):

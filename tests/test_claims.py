@@ -1,8 +1,10 @@
 """archlab claims: the six claims, their recorded verdicts, and steps that can run."""
 
 import json
+import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 
@@ -11,6 +13,7 @@ import pytest
 from archlab import claims
 from archlab.cli import build_parser
 from archlab.config import apply_overrides, read_recipe
+from archlab.errors import ArchlabError
 from archlab.run import resolve
 from tests.conftest import cli
 
@@ -259,10 +262,16 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
     run = tmp_path / "runs/claims/cnn-3"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("task: {}\n")
-    assert claims.continued(single) == (
-        "archlab train --resume runs/claims/cnn-3", "resumes runs/claims/cnn-3")  # fmt: skip
+    resume = "archlab train cnn-mnist --resume runs/claims/cnn-3"  # train checks the recipe
+    assert claims.continued(single) == (resume, "resumes runs/claims/cnn-3")
     group = tmp_path / "runs/claims/sagan"
     (group / "seed-0").mkdir(parents=True)
+    # a seed still training (its lock's holder runs: this process) is not removed
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}
+    (group / "seed-0/.lock").write_text(json.dumps(holder))
+    with pytest.raises(ArchlabError, match="seed-0 is in use by process"):
+        claims.continued(seeds)
+    (group / "seed-0/.lock").unlink()
     step, state = claims.continued(seeds, clear=False)  # a dry run removes nothing
     assert step == seeds and state == "runs/claims/sagan did not finish: starts over"
     assert group.exists()
@@ -273,3 +282,18 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
     monkeypatch.setattr(claims, "CLAIMS", {"fake": fake})
     assert claims.run_claims("fake", "small") == 0
     assert "(done: runs/claims/cnn-3/results.json)" in capsys.readouterr().out
+
+
+def test_ctrl_c_lets_the_running_step_save_before_the_claims_stop(tmp_path, monkeypatch) -> None:
+    """The step gets the Ctrl-C too (one process group) and saves before it exits; waiting
+    for it, not killing it as subprocess.call does after 0.25 s, keeps what it saved."""
+    import signal
+    import threading
+
+    monkeypatch.setattr(claims, "ROOT", tmp_path)
+    saved = tmp_path / "saved"
+    step = [sys.executable, "-c", f"import time; time.sleep(1.5); open({str(saved)!r}, 'w')"]
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        claims._call(step)
+    assert saved.exists()

@@ -1,6 +1,7 @@
 """The command line as a user runs it: help, listing, errors with exit code 2."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -126,20 +127,21 @@ def test_splits_trains_once_per_split_seed_from_the_recipes(tmp_path, capsys) ->
     assert first != second  # different test molecules
 
 
-def test_a_reader_that_leaves_stops_the_output_quietly(tmp_path, monkeypatch) -> None:
-    """`archlab claims | head`: the rest of the output has nowhere to go, and no traceback."""
-    sink = open(tmp_path / "out", "w")  # noqa: SIM115 - its descriptor is taken over
-
-    class Closed:  # a pipe whose reader has exited
-        def write(self, text: str) -> int:
-            raise BrokenPipeError(32, "Broken pipe")
-
-        def flush(self) -> None:
-            raise BrokenPipeError(32, "Broken pipe")
-
-        def fileno(self) -> int:
-            return sink.fileno()
-
-    monkeypatch.setattr(sys, "stdout", Closed())
+def test_a_reader_that_leaves_stops_the_output_quietly(monkeypatch) -> None:
+    """`archlab claims | head`: the rest of the output has nowhere to go, and no traceback;
+    a pipe broken elsewhere is still an error."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has exited
+    closed = open(write, "w", buffering=1)  # noqa: SIM115 - main takes its descriptor over
+    monkeypatch.setattr(sys, "stdout", closed)
     assert main(["claims", "all", "--dry-run"]) == 141
-    sink.close()
+    read, write = os.pipe()  # a reader still there: the broken pipe is another one
+    monkeypatch.setattr(sys, "stdout", open(write, "w"))  # noqa: SIM115
+
+    def broken(args) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("archlab.cli.cmd_claims", broken)
+    with pytest.raises(BrokenPipeError):
+        main(["claims"])
+    os.close(read)

@@ -311,10 +311,12 @@ CLAIMS = {
         ("claim-long-range.json", "claim-char-lm.json"),
         {
             "small": (
-                "script long_range.py run --steps 100",
-                "script long_range.py collect",
-                "script char_lm.py run --minutes 3",
-                "script char_lm.py collect",
+                # in runs of their own: the runs' folders do not name steps or minutes, and
+                # the full budget must not collect these
+                f"script long_range.py run --steps 100 --runs {RUNS}/long-range-small",
+                f"script long_range.py collect --runs {RUNS}/long-range-small",
+                f"script char_lm.py run --minutes 3 --runs {RUNS}/char-lm-small",
+                f"script char_lm.py collect --runs {RUNS}/char-lm-small",
             ),
             "full": (
                 "script long_range.py run",
@@ -323,7 +325,9 @@ CLAIMS = {
                 "script char_lm.py collect",
             ),
         },  # fmt: skip
-        {"small": 30, "full": 90},
+        # small: 27.8 min via `archlab claims long-range` from a fresh clone on 2 cores
+        # (2026-12-04; 3 of its minutes beside a test run)
+        {"small": 28, "full": 90},
         section="claim-long-range",
     ),
     "gat-vs-gcn": Claim(
@@ -372,7 +376,8 @@ CLAIMS = {
         # full: capsnet at 40 x 40 trained 1 epoch in 48 min (6.7 s a step, 6.7x the 28 x 28
         # step) plus 6.5 min of evaluation on one thread beside other work (2026-12-04); 2
         # threads on idle cores were 2x faster at 28 x 28
-        {"small": 25, "full": 420},
+        # small: 26.3 min via `archlab claims capsnet-vs-cnn` on 2 idle cores (2026-12-04)
+        {"small": 26, "full": 420},
         section="claim-capsnet-vs-cnn",
         short_last=True,
     ),
@@ -394,7 +399,8 @@ CLAIMS = {
             + ("script results.py build",)
             for budget in BUDGETS
         },
-        {"small": 10, "full": 10},
+        # 10.6 min via `archlab claims fusion` from a fresh clone on 2 idle cores (2026-12-04)
+        {"small": 11, "full": 11},
         section="audio-visual-digits-fusion",
         judge=judge_fusion,
     ),
@@ -442,7 +448,9 @@ CLAIMS = {
                 f"script bert_vs_gpt.py collect --out {FULL_BERT_VS_GPT} --keep-recorded",
             ),
         },
-        {"small": 22, "full": 500},
+        # small: 22.9 min via `archlab claims bert-vs-gpt` from a fresh clone on 2 idle cores
+        # (2026-12-04)
+        {"small": 23, "full": 500},
         section="claim-bert-vs-gpt",
     ),
 }
@@ -573,6 +581,21 @@ def rewrites(claim: Claim, budget: str) -> list[str]:
     return named or list(claim.results)
 
 
+def _call(argv: list[str]) -> int:
+    """Run a step; on Ctrl-C (which reaches the step too) wait while it saves and stops,
+    then stop here as well (a second Ctrl-C kills it)."""
+    child = subprocess.Popen(argv, cwd=ROOT)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        try:
+            child.wait()
+        except KeyboardInterrupt:
+            child.kill()
+            child.wait()
+        raise
+
+
 def continued(step: str, clear: bool = True) -> tuple[str, str]:
     """A training step as a second call runs it, and why: done (its --out holds
     results.json), resumed (a single run that has begun: ``--resume``, bit-identical), or
@@ -581,13 +604,17 @@ def continued(step: str, clear: bool = True) -> tuple[str, str]:
     words = shlex.split(step)
     if words[:2] != ["archlab", "train"] or "--out" not in words:
         return step, ""
+    from archlab.train.rundir import in_use
+
     out = words[words.index("--out") + 1]
     if done(ROOT / out):
         return step, f"done: {out}/results.json"
     if not (ROOT / out).exists():
         return step, ""
     if "--seeds" not in words and (ROOT / out / "config.yaml").is_file():
-        return f"archlab train --resume {out}", f"resumes {out}"
+        return shlex.join(["archlab", "train", words[2], "--resume", out]), f"resumes {out}"
+    if why := in_use(ROOT / out):
+        raise ArchlabError(why)
     if clear:
         shutil.rmtree(ROOT / out)
     return step, f"{out} did not finish: starts over"
@@ -615,7 +642,7 @@ def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
             print(f"[{n}] {step}" + (f"  ({state})" if state else ""), flush=True)
             if dry_run or state.startswith("done"):
                 continue
-            code = subprocess.call(command_of(step), cwd=ROOT)
+            code = _call(command_of(step))
             if code:
                 print(f"[{n}] failed (exit {code}): {step}", file=sys.stderr)
                 return code

@@ -860,16 +860,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
     except ArchlabError as exc:
         print(f"archlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("archlab: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader left (`archlab claims | head`): stop quietly
+    except BrokenPipeError:
+        if not _reader_left():
+            raise  # another pipe broke: a real error
+        # the reader of our output left (`archlab claims | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 141  # as a shell reports SIGPIPE
+
+
+def _reader_left() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll here, or no real stdout
+        return False
 
 
 if __name__ == "__main__":

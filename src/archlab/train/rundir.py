@@ -142,6 +142,16 @@ def _lock(run_dir: Path, *, created: bool) -> Claim:
     raise RunDirInUse(f"{run_dir} is being claimed by other processes; try again")
 
 
+def in_use(run_dir: Path) -> str | None:
+    """Why ``run_dir``, or a run inside it (a repeated run's members), must not be removed:
+    the in-use sentence of a lock whose holder still runs; None if there is none."""
+    for lock in Path(run_dir).rglob(LOCK_FILE):
+        holder = _holder(lock)
+        if holder is not None and holder is not _RELEASED and _alive(holder):
+            return _in_use_message(lock.parent, holder)
+    return None
+
+
 def _in_use_message(run_dir: Path, holder: dict) -> str:
     where = "" if holder.get("host") == socket.gethostname() else f" on {holder.get('host')}"
     message = (
