@@ -205,10 +205,9 @@ def recorded(args) -> tuple[dict[int, dict], str]:
         print(f"--keep-recorded: {args.out} does not exist yet, so no fold is recorded")
         return {}, ""
     try:
-        ((name, body),) = json.loads(args.out.read_text("utf-8"))["benchmarks"].items()
-        if not name.startswith("claim-bert-vs-gpt"):
-            raise KeyError(f"its entry is {name}")
+        (body,) = json.loads(args.out.read_text("utf-8"))["benchmarks"].values()
         results = body["results"]
+        results["accuracy"]["bert-mlm"]  # noqa: B018 - this claim's table, named by any file
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         sys.exit(f"{args.out} is not a results file of this claim ({type(e).__name__}: {e})")
     if "settings" not in results:

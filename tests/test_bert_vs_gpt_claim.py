@@ -129,7 +129,7 @@ def test_recorded_folds_pool_only_when_they_belong(tmp_path, capsys) -> None:
     out.write_text("{not json")
     with pytest.raises(SystemExit, match="not a results file of this claim"):
         bg.recorded(args([0]))
-    older = {"benchmarks": {"claim-bert-vs-gpt": {"results": {"accuracy": {}}}}}
+    older = {"benchmarks": {"claim-bert-vs-gpt": {"results": {"accuracy": {"bert-mlm": {}}}}}}
     out.write_text(json.dumps(older))
     with pytest.raises(SystemExit, match="holds no per-fold figures"):
         bg.recorded(args([0]))

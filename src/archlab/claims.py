@@ -15,8 +15,8 @@ figures (fusion, SAGAN) are judged here (``judge_fusion``, ``judge_sagan``), and
 results book renders the fusion figures from the same ``fusion_figures``.  Each verdict
 has a short form (at most SHORT characters), the README's line for the claim.
 
-Budgets: ``small`` is meant to finish all six in about two hours on 2 cores (the
-minutes below are estimates from the recorded runs' times on this machine); ``full``
+Budgets: ``small`` finishes all six in about 2 h 15 min on 2 cores (the minutes below
+are each claim's time measured on this machine: docs/results.md#claims); ``full``
 is each experiment as the results book describes it.  The claim scripts live in the
 source checkout (``scripts/``): ``archlab claims`` runs from a clone, not from an
 installed wheel.
@@ -419,11 +419,11 @@ CLAIMS = {
             "full": tuple(step for run in GAN_RUNS for step in _gan_steps(*run, GAN_STEPS["full"]))
             + ("script results.py build",),
         },
-        # `archlab claims sagan` at the recipes' 3,000 steps on 2 idle cores from a fresh clone
-        # (2026-12-04) took 37 min for sagan's 3 seeds (6 of them training the FID's
-        # classifier, once per machine) and 17 without attention; at 9,000 steps on 1 thread
+        # `archlab claims sagan --budget small` from a fresh clone on 2 cores (2026-12-04):
+        # 30.3 min at 1,500 steps, plus 6 min once per machine to train the FID's classifier
+        # (at the recipes' 3,000 steps it took 53 min); at 9,000 steps on 1 thread
         # (2026-12-04): 129, 63 and 59 min with DCGAN, 1.7x the 2-thread time
-        {"small": 30, "full": 165},
+        {"small": 36, "full": 165},
         section="image-generation-mnist",
         judge=judge_sagan,
     ),

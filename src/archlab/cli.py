@@ -850,7 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", nargs="?", metavar="NAME", help="a claim, or all")
     p.add_argument("--budget", choices=("small", "full"), default="small",
-                   help="small: all six in about 2 hours here; full: as the book says")  # fmt: skip
+                   help="small: all six in about 2 h 15 min here; full: the book's")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the steps, run nothing")
     p.set_defaults(func=cmd_claims)
     return parser
