@@ -276,6 +276,12 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
     assert step == seeds and state == "runs/claims/sagan did not finish: starts over"
     assert group.exists()
     assert claims.continued(seeds)[0] == seeds and not group.exists()
+    # the claim scripts' runs start over by the same rule (train_missing)
+    (group / "seed-1").mkdir(parents=True)
+    (group / "seed-1/.lock").write_text(json.dumps(holder))
+    with pytest.raises(ArchlabError, match="seed-1 is in use by process"):
+        claims.train_missing([("x", "gcn-karate", [], group)])
+    assert (group / "seed-1").exists()
     # a finished training is not run again: the whole claim is only its other steps
     (run / "results.json").write_text("{}")
     fake = claims.Claim(9, "x", (), {"small": (single,)}, {"small": 1})

@@ -596,27 +596,33 @@ def _call(argv: list[str]) -> int:
         raise
 
 
-def continued(step: str, clear: bool = True) -> tuple[str, str]:
-    """A training step as a second call runs it, and why: done (its --out holds
-    results.json), resumed (a single run that has begun: ``--resume``, bit-identical), or
-    started over (an interrupted ``--seeds`` run, its directory removed when ``clear``);
-    any other step as it is, with ""."""
+def start_over(run_dir: Path, clear: bool = True) -> None:
+    """Remove an unfinished run's directory (when ``clear``), unless a process still
+    trains in it: then one sentence, as ``archlab train`` refuses a run in use."""
+    from archlab.train.rundir import in_use
+
+    if why := in_use(run_dir):
+        raise ArchlabError(why)
+    if clear:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
+    """A training step as a second call runs it (None: not at all), and why: done (its
+    --out holds results.json), resumed (a single run that has begun: ``--resume``,
+    bit-identical), or started over (an interrupted ``--seeds`` run: ``start_over``); any
+    other step as it is, with ""."""
     words = shlex.split(step)
     if words[:2] != ["archlab", "train"] or "--out" not in words:
         return step, ""
-    from archlab.train.rundir import in_use
-
     out = words[words.index("--out") + 1]
     if done(ROOT / out):
-        return step, f"done: {out}/results.json"
+        return None, f"done: {out}/results.json"
     if not (ROOT / out).exists():
         return step, ""
     if "--seeds" not in words and (ROOT / out / "config.yaml").is_file():
         return shlex.join(["archlab", "train", words[2], "--resume", out]), f"resumes {out}"
-    if why := in_use(ROOT / out):
-        raise ArchlabError(why)
-    if clear:
-        shutil.rmtree(ROOT / out)
+    start_over(ROOT / out, clear)
     return step, f"{out} did not finish: starts over"
 
 
@@ -638,13 +644,13 @@ def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
               flush=True)  # fmt: skip
     for n in names:
         for step in CLAIMS[n].steps[budget]:
-            step, state = continued(step, clear=not dry_run)
-            print(f"[{n}] {step}" + (f"  ({state})" if state else ""), flush=True)
-            if dry_run or state.startswith("done"):
+            todo, state = continued(step, clear=not dry_run)
+            print(f"[{n}] {todo or step}" + (f"  ({state})" if state else ""), flush=True)
+            if dry_run or todo is None:
                 continue
-            code = _call(command_of(step))
+            code = _call(command_of(todo))
             if code:
-                print(f"[{n}] failed (exit {code}): {step}", file=sys.stderr)
+                print(f"[{n}] failed (exit {code}): {todo}", file=sys.stderr)
                 return code
     return 0
 
@@ -694,8 +700,9 @@ def train_missing(
     runs: Iterable[tuple[str, str, list[str], Path]], max_seconds: float = math.inf
 ) -> None:
     """Train each (label, recipe, overrides, run_dir) not done yet, in order; a run that
-    was interrupted starts over.  None starts after ``max_seconds``, so that a loop around
-    the call (each under the machine's CPU lock) lets other jobs in between."""
+    was interrupted starts over (``start_over``).  None starts after ``max_seconds``, so
+    that a loop around the call (each under the machine's CPU lock) lets other jobs in
+    between."""
     from archlab.run import train
 
     started = time.perf_counter()
@@ -705,7 +712,7 @@ def train_missing(
         if time.perf_counter() - started > max_seconds:
             print("time is up for this chunk; run again for the rest", flush=True)
             return
-        shutil.rmtree(run_dir, ignore_errors=True)
+        start_over(Path(run_dir))
         print(label, flush=True)
         train(recipe, overrides, out=str(run_dir), progress=False)
 
