@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -276,6 +277,13 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
     assert step == seeds and state == "runs/claims/sagan did not finish: starts over"
     assert group.exists()
     assert claims.continued(seeds)[0] == seeds and not group.exists()
+    # one that recorded how it began (repeats.json) resumes, keeping its finished seeds
+    (group / "seed-0").mkdir(parents=True)
+    (group / "repeats.json").write_text("{}")
+    resume_seeds = "archlab train sagan-mnist --resume runs/claims/sagan"
+    assert claims.continued(seeds) == (resume_seeds, "resumes runs/claims/sagan")
+    assert (group / "seed-0").exists()
+    shutil.rmtree(group)
     # the claim scripts' runs start over by the same rule (train_missing)
     (group / "seed-1").mkdir(parents=True)
     (group / "seed-1/.lock").write_text(json.dumps(holder))

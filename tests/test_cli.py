@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from archlab.cli import main
+from archlab.config import RECIPE_DIR
 from tests.conftest import cli
 
 
@@ -88,6 +89,29 @@ def test_user_mistakes_exit_2_with_one_sentence(args, message) -> None:
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_resuming_a_repeated_training_refuses_what_would_change_it(tmp_path, capsys) -> None:
+    """A --seeds run continues as it began (repeats.json), from its own recipe; one from
+    before repeats.json says which of its runs can resume."""
+    group = tmp_path / "seeds"
+    group.mkdir()
+    spec = {"recipe": "gcn-cora", "overrides": [], "key": "trainer.seed", "label": "seed"}
+    (group / "repeats.json").write_text(json.dumps({**spec, "values": [0, 1]}))
+    (group / "recipe.yaml").write_text((RECIPE_DIR / "gcn-cora.yaml").read_text())
+    old = tmp_path / "old"
+    (old / "seed-0").mkdir(parents=True)
+    (old / "seed-0/config.yaml").write_text("task: {}\n")
+    for args, message in [
+        (["--resume", str(group), "--set", "trainer.lr=1"], "continues as it began: give"),
+        (["gat-cora", "--resume", str(group)], "was not trained from the recipe gat-cora"),
+        (["gcn-cora", "--seeds", "2", "--resume", str(group)], "continues with --resume RUN_DIR"),
+        (["--resume", str(old)], "holds the runs seed-0 of a repeated training that did not"),
+    ]:
+        assert main(["train", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in group.iterdir()) == ["recipe.yaml", "repeats.json"]
 
 
 def test_bad_prompts_exit_2(shakespeare, tmp_path) -> None:

@@ -9,7 +9,15 @@ import torch
 from safetensors.torch import load_file
 
 from archlab.errors import CheckpointError, ConfigError
-from archlab.run import load, train
+from archlab.run import (
+    RunInterrupted,
+    is_repeated,
+    load,
+    load_group,
+    resume_repeats,
+    train,
+    train_repeats,
+)
 from archlab.tasks.char_lm import CharLMTask
 from archlab.train import TrainingStopped
 from archlab.train.trainer import TrainerConfig, lr_at, make_optimizer
@@ -109,6 +117,39 @@ def test_interrupted_then_resumed_equals_uninterrupted(shakespeare, tmp_path, mo
     assert resumed_results["val"] == full_results["val"]
     assert steps_logged(tmp_path / "cut") == steps_logged(full)
     assert learning_rates(tmp_path / "cut") == learning_rates(full)
+
+
+def test_a_repeated_training_stopped_in_its_second_seed_resumes_keeping_the_first(
+    shakespeare, tmp_path, monkeypatch
+) -> None:
+    """``archlab train --resume RUN_DIR`` of a --seeds run: seed 0 is read back, seed 1
+    resumes where Ctrl-C left it, seed 2 trains; the whole equals an uninterrupted run."""
+    overrides = [*TINY_GPT, "trainer.max_steps=6", "trainer.checkpoint_every=2"]
+    common = dict(key="trainer.seed", values=[0, 1, 2], label="seed", progress=False)
+    _, full = train_repeats("gpt-shakespeare-char", overrides, out=str(tmp_path / "full"), **common)
+
+    original, trained = CharLMTask.train_batch, []
+
+    def interrupt_seed_1_in_step_4(self, step, batch_size, seed):
+        trained.append((seed, step))
+        if seed == 1 and step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+        return original(self, step, batch_size, seed)
+
+    monkeypatch.setattr(CharLMTask, "train_batch", interrupt_seed_1_in_step_4)
+    cut = tmp_path / "cut"
+    with pytest.raises(RunInterrupted) as stopped:
+        train_repeats("gpt-shakespeare-char", overrides, out=str(cut), **common)
+    assert stopped.value.run_dir == cut  # the directory --resume takes, not the seed's
+    assert is_repeated(cut) and not (cut / "seed-1/results.json").exists()
+    with pytest.raises(CheckpointError, match=f"continue it with `archlab train --resume {cut}`"):
+        load_group(cut)
+    trained.clear()
+    _, resumed = resume_repeats(cut)
+    # seed 0 is not trained again; seed 1 goes on from its step-4 checkpoint
+    assert sorted({seed for seed, _ in trained}) == [1, 2]
+    assert min(step for seed, step in trained if seed == 1) == 4
+    assert resumed["val"] == full["val"] and resumed["repeats"] == full["repeats"]
 
 
 def learning_rates(run_dir):

@@ -609,9 +609,12 @@ def start_over(run_dir: Path, clear: bool = True) -> None:
 
 def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
     """A training step as a second call runs it (None: not at all), and why: done (its
-    --out holds results.json), resumed (a single run that has begun: ``--resume``,
-    bit-identical), or started over (an interrupted ``--seeds`` run: ``start_over``); any
+    --out holds results.json), resumed (a single run that has begun, or a ``--seeds`` run
+    with its repeats.json: ``--resume``, bit-identical, a repeated run keeping its finished
+    seeds), or started over (an interrupted run that cannot resume: ``start_over``); any
     other step as it is, with ""."""
+    from archlab.run import is_repeated
+
     words = shlex.split(step)
     if words[:2] != ["archlab", "train"] or "--out" not in words:
         return step, ""
@@ -620,7 +623,8 @@ def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
         return None, f"done: {out}/results.json"
     if not (ROOT / out).exists():
         return step, ""
-    if "--seeds" not in words and (ROOT / out / "config.yaml").is_file():
+    repeated = "--seeds" in words
+    if is_repeated(ROOT / out) if repeated else (ROOT / out / "config.yaml").is_file():
         return shlex.join(["archlab", "train", words[2], "--resume", out]), f"resumes {out}"
     start_over(ROOT / out, clear)
     return step, f"{out} did not finish: starts over"
@@ -700,9 +704,9 @@ def train_missing(
     runs: Iterable[tuple[str, str, list[str], Path]], max_seconds: float = math.inf
 ) -> None:
     """Train each (label, recipe, overrides, run_dir) not done yet, in order; a run that
-    was interrupted starts over (``start_over``).  None starts after ``max_seconds``, so
-    that a loop around the call (each under the machine's CPU lock) lets other jobs in
-    between."""
+    was interrupted resumes (bit-identical), one that stopped before its config.yaml starts
+    over (``start_over``).  None starts after ``max_seconds``, so that a loop around the
+    call (each under the machine's CPU lock) lets other jobs in between."""
     from archlab.run import train
 
     started = time.perf_counter()
@@ -712,6 +716,10 @@ def train_missing(
         if time.perf_counter() - started > max_seconds:
             print("time is up for this chunk; run again for the rest", flush=True)
             return
+        if (Path(run_dir) / "config.yaml").is_file():
+            print(f"{label} (resumes {run_dir})", flush=True)
+            train(None, [], resume=str(run_dir), progress=False)
+            continue
         start_over(Path(run_dir))
         print(label, flush=True)
         train(recipe, overrides, out=str(run_dir), progress=False)

@@ -83,13 +83,11 @@ def _recipe_summary(path) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from archlab.run import train, train_repeats
+    from archlab.run import is_repeated, load_group, resume_repeats, train, train_repeats
     from archlab.train import TrainingStopped
 
     if not args.recipe and not args.resume:
         raise ArchlabError("give either a RECIPE to train or --resume RUN_DIR")
-    if args.recipe and args.resume:
-        _check_resumed_recipe(args.recipe, args.resume)
     overrides = list(args.set)
     for key in ("seed", "device"):
         if getattr(args, key) is not None:
@@ -97,10 +95,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     repeats = [n for n in (args.seeds, args.folds, args.splits) if n is not None]
     if repeats and (args.resume or len(repeats) > 1 or repeats[0] < 1):
         raise ArchlabError(
-            "--seeds N, --folds N or --splits N takes a positive N, once, and no --resume"
+            "--seeds N, --folds N or --splits N takes a positive N, once; a repeated training "
+            "that stopped continues with --resume RUN_DIR alone"
         )
+    repeated = bool(args.resume) and is_repeated(args.resume)
+    if repeated and (overrides or args.out):
+        raise ArchlabError(
+            f"{args.resume} holds a repeated training, which continues as it began: give "
+            "--resume RUN_DIR without --set, --seed, --device or --out"
+        )
+    if args.resume and not repeated and not (Path(args.resume) / "config.yaml").is_file():
+        load_group(args.resume)  # says which runs an unfinished repeated training holds
+    if args.recipe and args.resume:
+        _check_resumed_recipe(args.recipe, args.resume)
     try:
-        if repeats:
+        if repeated:
+            run_dir, results = resume_repeats(args.resume)
+        elif repeats:
             key, label, values, overrides = _repeat_plan(args, overrides)
             run_dir, results = train_repeats(
                 args.recipe, overrides, key=key, label=label, out=args.out, values=values
@@ -111,8 +122,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingStopped as exc:
         print(f"archlab: training stopped: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("archlab: interrupted; the run is saved, continue it with --resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        where = getattr(exc, "run_dir", None)  # archlab.run.RunInterrupted names it
+        how = f"`archlab train --resume {where}`" if where else "--resume"
+        print(f"archlab: interrupted; the run is saved, continue it with {how}", file=sys.stderr)
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         print(to_json({k: v for k, v in results.items() if k in ("val", "test")}))
@@ -128,9 +141,13 @@ def _check_resumed_recipe(recipe_name: str, run_dir: str) -> None:
     its own config.yaml either way.
     """
     from archlab.config import read_recipe
-    from archlab.run import read_run_config
+    from archlab.run import REPEATS_RECIPE, is_repeated, read_run_config
 
-    run, recipe = read_run_config(Path(run_dir)), read_recipe(recipe_name)
+    if is_repeated(run_dir):  # the recipe it began from
+        run = read_recipe(str(Path(run_dir) / REPEATS_RECIPE))
+    else:
+        run = read_run_config(Path(run_dir))
+    recipe = read_recipe(recipe_name)
     for section, key in (("task", "name"), ("model", "name"), ("data", "dataset")):
         ours, theirs = run.get(section, {}).get(key), recipe.get(section, {}).get(key)
         if ours is not None and theirs is not None and ours != theirs:
@@ -562,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="continue a stopped run, as its config.yaml says (with a RECIPE too: only if the "
-        "run was trained from it)",
+        "run was trained from it); a repeated training's RUN_DIR (--seeds, --folds, --splits) "
+        "continues as it began: finished runs are kept, the stopped one resumes",
     )
     p.add_argument("--seed", type=int, help="same as --set trainer.seed=N")
     p.add_argument(

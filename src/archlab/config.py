@@ -381,5 +381,10 @@ def as_plain(obj: Any) -> Any:
     return obj
 
 
+def yaml_text(data: dict) -> str:
+    """``data`` as YAML in its own order, as config.yaml and recipes are written."""
+    return yaml.safe_dump(as_plain(data), sort_keys=False)
+
+
 def dump_yaml(data: dict, path: Path) -> None:
-    path.write_text(yaml.safe_dump(as_plain(data), sort_keys=False), encoding="utf-8")
+    path.write_text(yaml_text(data), encoding="utf-8")

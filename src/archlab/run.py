@@ -45,6 +45,7 @@ from archlab.config import (
     prefer_overrides,
     read_recipe,
     to_dataclass,
+    yaml_text,
 )
 from archlab.console import note
 from archlab.data.pretrained import (
@@ -311,6 +312,8 @@ def train(
             return _train(
                 recipe_name, overrides, run_dir, resume=resume, out=out, progress=progress
             )
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(run_dir) from exc
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -423,6 +426,50 @@ def _rank0_path(path: Path, rank: int, device: torch.device) -> Path:
     return Path(shared[0])
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped a training; ``run_dir`` holds it, saved, for ``--resume``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+# how a repeated run began, in its directory, so that ``--resume RUN_DIR`` continues it: the
+# recipe as it was read (a recipe file) and the call's overrides and repeats
+REPEATS_FILE, REPEATS_RECIPE = "repeats.json", "recipe.yaml"
+
+
+def is_repeated(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a repeated training that ``resume_repeats`` can continue."""
+    return (Path(run_dir) / REPEATS_FILE).is_file()
+
+
+def resume_repeats(run_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
+    """Continue a repeated training as it began: finished runs are read back, the stopped
+    one resumes, the others train from the recipe as it was when the training began."""
+    run_dir = Path(run_dir)
+    try:
+        spec = json.loads((run_dir / REPEATS_FILE).read_text("utf-8"))
+        recipe_file, overrides = run_dir / REPEATS_RECIPE, [str(o) for o in spec["overrides"]]
+        key, label, values = str(spec["key"]), str(spec["label"]), [int(v) for v in spec["values"]]
+        read_recipe(str(recipe_file))
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(
+            f"{run_dir / REPEATS_FILE} (or {REPEATS_RECIPE} beside it) cannot be read as the "
+            f"start of a repeated training: {exc}"
+        ) from None
+    return train_repeats(
+        str(recipe_file),
+        overrides,
+        key=key,
+        values=values,
+        label=label,
+        out=str(run_dir),
+        progress=progress,
+        keep_finished=True,
+    )
+
+
 def train_repeats(
     recipe_name: str,
     overrides: list[str],
@@ -441,9 +488,12 @@ def train_repeats(
     and under ``repeats`` what varied, with each run's data.split_seed where it has one.
 
     ``keep_finished``: ``out`` may hold the runs of an earlier call with the same
-    arguments (``archlab tune`` continuing); a run that finished (it has results.json)
-    is read, not trained again, and one that was stopped continues as ``--resume``
-    does, from its own config.yaml.
+    arguments (``archlab tune`` continuing, ``resume_repeats``); a run that finished (it
+    has results.json) is read, not trained again, and one that was stopped continues as
+    ``--resume`` does, from its own config.yaml.
+
+    A new RUN_DIR first gets REPEATS_FILE and REPEATS_RECIPE, so that ``resume_repeats``
+    continues it after Ctrl-C (:class:`RunInterrupted`, naming RUN_DIR).
     """
     rank, world = _rank_world()
     if world > 1 and not out:
@@ -457,6 +507,11 @@ def train_repeats(
         claim = rundir.claim_new(Path(out) if out else None, recipe_name)
     run_dir = claim.run_dir if claim else Path(out)
     try:
+        if rank == 0 and not is_repeated(run_dir):
+            spec = {"recipe": recipe_name, "overrides": overrides, "key": key, "label": label,
+                    "values": values}  # fmt: skip
+            atomic_write_text(run_dir / REPEATS_RECIPE, yaml_text(read_recipe(recipe_name)))
+            atomic_write_text(run_dir / REPEATS_FILE, to_json(spec, indent=2) + "\n")
         runs, split_seeds = [], []
         for value in values:
             one_run = run_dir / f"{label}-{value}"
@@ -481,6 +536,8 @@ def train_repeats(
         if rank == 0:
             atomic_write_text(run_dir / "results.json", to_json(aggregated, indent=2) + "\n")
         return run_dir, aggregated
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(run_dir) from exc
     finally:
         if claim is not None:
             claim.release()
@@ -653,9 +710,11 @@ def load_group(run_dir: str | Path) -> RunGroup | None:
     except FileNotFoundError:
         started = sorted(p.name for p in run_dir.glob("*-*") if (p / "config.yaml").is_file())
         if started:
+            finish = (f"continue it with `archlab train --resume {run_dir}`, or "
+                      if is_repeated(run_dir) else "")  # fmt: skip
             raise CheckpointError(
                 f"{run_dir} holds the runs {', '.join(started)} of a repeated training that did "
-                f"not finish (it has no results.json); give one of them, e.g. "
+                f"not finish (it has no results.json); {finish}give one of them, e.g. "
                 f"{run_dir / started[0]}"
             ) from None
         return None
