@@ -78,18 +78,6 @@ NOT_RUN = {
         "reference": "76.1 % — Kim (2014), CNN-rand",
         "why": "not recorded alone; claim 6 ran its 10 folds (gpt-scratch)",
     },
-    "bert-mlm-mr": {
-        "task": "masked-LM pretraining, Multi30k En + MR fold",
-        "metric": "val pseudo_perplexity",
-        "reference": "claim 6: against gpt-clm-mr",
-        "why": "not run yet (added 2026-12-03 for claim 6)",
-    },
-    "gpt-clm-mr": {
-        "task": "causal-LM pretraining, Multi30k En + MR fold",
-        "metric": "val perplexity",
-        "reference": "claim 6: against bert-mlm-mr",
-        "why": "not run yet (added 2026-12-03 for claim 6)",
-    },
     "tcn-adding": {
         "task": "adding problem, T = 600",
         "metric": "test MSE",
