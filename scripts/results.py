@@ -262,7 +262,10 @@ def ordered_recipes() -> list[tuple[str, list[str], str | None]]:
 def _fmt(value: float, like: float | None = None) -> str:
     """A figure of the 'All metrics' line: four decimals (two from 10 on), or three
     significant digits when those would round it to (nearly) nothing -- an MSE of 1.6e-5
-    is not '0.0000'.  A spread is written ``like`` its mean: FID 91.34 ± 1.36."""
+    is not '0.0000'.  A spread is written ``like`` its mean: FID 91.34 ± 1.36.  A count
+    (an int in the file: 14,041 pieces) is written whole."""
+    if isinstance(value, int) and like is None:
+        return f"{value:,}"
     like = value if like is None else like
     if like and abs(like) < 0.001:
         return f"{value:.3g}"

@@ -366,6 +366,7 @@ def test_a_figure_too_small_for_its_decimals_is_written_in_significant_digits() 
     assert results._fmt(0.8317) == "0.8317" and results._fmt(1234.5) == "1,234.50"
     # a spread is written as its mean is: not 'FID 91.34 ± 1.3624'
     assert results._metrics({"val": {"fid": 91.344, "fid_std": 1.3624}}) == "val fid 91.34 ± 1.36"
+    assert results._metrics({"val": {"pieces": 14041}}) == "val pieces 14,041"  # a count
 
 
 def test_claim_6s_section_tables_accuracy_by_objective_and_the_pretraining_runs() -> None:
