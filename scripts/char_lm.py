@@ -26,7 +26,6 @@ import argparse
 import functools
 import json
 import math
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's archlab, wherever it is installed
 
 import archlab  # noqa: E402
-from archlab.claims import done, write_claim  # noqa: E402
+from archlab.claims import done, start_over, write_claim  # noqa: E402
 from archlab.config import read_recipe  # noqa: E402
 
 RECIPE = "gpt-shakespeare-char"
@@ -112,7 +111,7 @@ def precision(model: str, args) -> str:
 
     path = args.runs / f"{model}-precision"
     if not done(path):
-        shutil.rmtree(path, ignore_errors=True)
+        start_over(path)
         sets = [*args.set, *model_sets(model, args.gpt), "trainer.max_steps=2"]
         train(RECIPE, [*sets, "trainer.eval_every=2"], out=str(path), progress=False)
     return read_config(path)["trainer"]["precision"]
@@ -197,7 +196,7 @@ def cmd_run(args) -> None:
             flush=True,
         )
         path = args.runs / model
-        shutil.rmtree(path, ignore_errors=True)  # an interrupted run starts over
+        start_over(path)  # an interrupted run starts over: its steps were measured afresh
         sets = [
             *args.set,
             *model_sets(model, args.gpt),

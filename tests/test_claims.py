@@ -290,13 +290,20 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
     with pytest.raises(ArchlabError, match="seed-1 is in use by process"):
         claims.train_missing([("x", "gcn-karate", [], group)])
     assert (group / "seed-1").exists()
-    # and one that has begun (config.yaml) resumes, bit-identical, instead of starting over
+    # one begun with the same settings resumes, bit-identical; one begun otherwise (another
+    # --steps) starts over with these
     calls = []
     monkeypatch.setattr("archlab.run.train", lambda *a, **k: calls.append((a, k)))
     (group / "seed-1/.lock").unlink()
-    (group / "seed-1/config.yaml").write_text("task: {}\n")
-    claims.train_missing([("x", "gcn-karate", ["trainer.seed=1"], group / "seed-1")])
+    (group / "seed-1/config.yaml").write_text("trainer: {seed: 1, lr: 0.01}\n")
+    claims.train_missing([("x", "gcn-karate", ["trainer.seed=1", "trainer.lr=1e-2"],
+                           group / "seed-1")])  # fmt: skip
     assert calls == [((None, []), {"resume": str(group / "seed-1"), "progress": False})]
+    calls.clear()
+    claims.train_missing([("x", "gcn-karate", ["trainer.seed=2"], group / "seed-1")])
+    out = str(group / "seed-1")
+    assert calls == [(("gcn-karate", ["trainer.seed=2"]), {"out": out, "progress": False})]
+    assert not (group / "seed-1").exists()  # what it began is gone
     # a finished training is not run again: the whole claim is only its other steps
     (run / "results.json").write_text("{}")
     fake = claims.Claim(9, "x", (), {"small": (single,)}, {"small": 1})

@@ -78,6 +78,7 @@ def test_train_eval_generate_end_to_end(shakespeare, tmp_path) -> None:
         (["train", "gpt-shakespeare-char", "--set", "trainer.lr=fast"], "trainer.lr expects float"),
         (["train", "gpt-shakespeare-char", "--device", "cuda"], "no GPU is available"),
         (["train", "--resume", "/nonexistent/run"], "/nonexistent/run is not a directory"),
+        (["train", "--resume", "runs/a", "--out", "runs/b"], "give it without --out"),
         (["eval", "/nonexistent/run"], "is not a directory"),
         (["train"], "give either a RECIPE to train or --resume RUN_DIR"),
         (["train", "gpt-shakespeare-char", "--splits", "2"], "has no data.split_seed"),
@@ -112,6 +113,43 @@ def test_resuming_a_repeated_training_refuses_what_would_change_it(tmp_path, cap
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in group.iterdir()) == ["recipe.yaml", "repeats.json"]
+
+
+def test_ctrl_c_names_the_resume_command_or_says_nothing_was_saved(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    import archlab.run
+
+    def stopped_after_config(recipe_name, overrides, run_dir, **kwargs):
+        (run_dir / "config.yaml").write_text("task: {}\n")
+        raise KeyboardInterrupt
+
+    def stopped_before_config(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archlab.run, "_train", stopped_after_config)
+    assert main(["train", "gcn-karate", "--out", str(tmp_path / "a")]) == 130
+    resume = f"continue it with `archlab train --resume {tmp_path / 'a'}`"
+    assert resume in capsys.readouterr().err
+    monkeypatch.setattr(archlab.run, "_train", stopped_before_config)
+    assert main(["train", "gcn-karate", "--out", str(tmp_path / "b")]) == 130
+    assert "interrupted before the run saved anything" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    # a repeated training names its own directory, not the run under way
+    assert main(["train", "gcn-karate", "--seeds", "2", "--out", str(tmp_path / "c")]) == 130
+    assert "interrupted before the run saved anything" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # no run began: not even repeats.json stays
+    monkeypatch.setattr(archlab.run, "_train", stopped_after_config)
+    assert main(["train", "gcn-karate", "--seeds", "2", "--out", str(tmp_path / "d")]) == 130
+    assert f"`archlab train --resume {tmp_path / 'd'}`" in capsys.readouterr().err
+
+
+def test_a_repeated_training_with_a_bad_setting_leaves_no_directory(tmp_path, capsys) -> None:
+    out = tmp_path / "bad"
+    args = ["train", "gcn-karate", "--seeds", "2", "--out", str(out)]
+    assert main([*args, "--set", "trainer.max_stepz=3"]) == 2
+    assert "max_stepz" in capsys.readouterr().err
+    assert not out.exists()  # the corrected command starts afresh
 
 
 def test_bad_prompts_exit_2(shakespeare, tmp_path) -> None:

@@ -7,8 +7,8 @@ steps in turn -- trainings, the claim's script in ``scripts/`` (``run``, then
 figures, recording the runs and rebuilding the results book -- and stops at the first
 step that fails.  ``--dry-run`` prints the steps.  A second call continues an
 interrupted one: the claim scripts skip the runs they find done, and so do the training
-steps (``continued``: an interrupted single run resumes, a ``--seeds`` one starts over);
-removing ``runs/claims/`` measures afresh.
+steps (``continued``: an interrupted run resumes, a ``--seeds`` one keeping its finished
+seeds); removing ``runs/claims/`` measures afresh.
 
 A claim script writes its verdict into its results file; the claims judged from recipe
 figures (fusion, SAGAN) are judged here (``judge_fusion``, ``judge_sagan``), and the
@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from archlab.bench import machine
-from archlab.errors import ArchlabError, ConfigError
+from archlab.errors import ArchlabError, CheckpointError, ConfigError
 from archlab.io import to_json
 from archlab.registry import unknown_name_message
 
@@ -623,8 +625,7 @@ def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
         return None, f"done: {out}/results.json"
     if not (ROOT / out).exists():
         return step, ""
-    repeated = "--seeds" in words
-    if is_repeated(ROOT / out) if repeated else (ROOT / out / "config.yaml").is_file():
+    if is_repeated(ROOT / out) or (ROOT / out / "config.yaml").is_file():
         return shlex.join(["archlab", "train", words[2], "--resume", out]), f"resumes {out}"
     start_over(ROOT / out, clear)
     return step, f"{out} did not finish: starts over"
@@ -704,9 +705,10 @@ def train_missing(
     runs: Iterable[tuple[str, str, list[str], Path]], max_seconds: float = math.inf
 ) -> None:
     """Train each (label, recipe, overrides, run_dir) not done yet, in order; a run that
-    was interrupted resumes (bit-identical), one that stopped before its config.yaml starts
-    over (``start_over``).  None starts after ``max_seconds``, so that a loop around the
-    call (each under the machine's CPU lock) lets other jobs in between."""
+    was interrupted resumes (bit-identical) if it began with these overrides
+    (``begun_with``), else starts over (``start_over``).  None starts after
+    ``max_seconds``, so that a loop around the call (each under the machine's CPU lock)
+    lets other jobs in between."""
     from archlab.run import train
 
     started = time.perf_counter()
@@ -716,13 +718,43 @@ def train_missing(
         if time.perf_counter() - started > max_seconds:
             print("time is up for this chunk; run again for the rest", flush=True)
             return
-        if (Path(run_dir) / "config.yaml").is_file():
+        if begun_with(Path(run_dir), overrides):
             print(f"{label} (resumes {run_dir})", flush=True)
             train(None, [], resume=str(run_dir), progress=False)
             continue
         start_over(Path(run_dir))
         print(label, flush=True)
         train(recipe, overrides, out=str(run_dir), progress=False)
+
+
+def begun_with(run_dir: Path, overrides: list[str]) -> bool:
+    """Whether ``run_dir`` holds a begun run (config.yaml) whose config has each override's
+    value: a run begun with other settings (another --steps) is not resumed as this one."""
+    from archlab.config import parse_override
+    from archlab.run import read_run_config
+
+    try:
+        config = read_run_config(run_dir)
+    except (CheckpointError, ConfigError):
+        return False
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if not _agrees(config.get(section, {}).get(key), value):
+            return False
+    return True
+
+
+def _agrees(have: object, given: str) -> bool:
+    """Whether a config's value is the one an override's text gives (1e-2 gives 0.01)."""
+    if isinstance(have, int | float) and not isinstance(have, bool):
+        try:
+            return float(given) == have
+        except ValueError:
+            return False
+    try:
+        return str(have) == given or yaml.safe_load(given) == have
+    except yaml.YAMLError:
+        return False
 
 
 def welch_p(a: list[float], b: list[float]) -> float | None:

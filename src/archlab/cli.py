@@ -98,11 +98,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             "--seeds N, --folds N or --splits N takes a positive N, once; a repeated training "
             "that stopped continues with --resume RUN_DIR alone"
         )
+    if args.resume and args.out:
+        raise ArchlabError("--resume continues RUN_DIR where it is: give it without --out")
     repeated = bool(args.resume) and is_repeated(args.resume)
-    if repeated and (overrides or args.out):
+    if repeated and overrides:
         raise ArchlabError(
             f"{args.resume} holds a repeated training, which continues as it began: give "
-            "--resume RUN_DIR without --set, --seed, --device or --out"
+            "--resume RUN_DIR without --set, --seed or --device (or resume one of its runs, "
+            "RUN_DIR/seed-N, with them)"
         )
     if args.resume and not repeated and not (Path(args.resume) / "config.yaml").is_file():
         load_group(args.resume)  # says which runs an unfinished repeated training holds
@@ -124,8 +127,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt as exc:
         where = getattr(exc, "run_dir", None)  # archlab.run.RunInterrupted names it
-        how = f"`archlab train --resume {where}`" if where else "--resume"
-        print(f"archlab: interrupted; the run is saved, continue it with {how}", file=sys.stderr)
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+            pass
+        elif where:
+            print(f"archlab: interrupted; the run is saved, continue it with `archlab train "
+                  f"--resume {where}`", file=sys.stderr)  # fmt: skip
+        else:
+            print("archlab: interrupted before the run saved anything; nothing to resume",
+                  file=sys.stderr)  # fmt: skip
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         print(to_json({k: v for k, v in results.items() if k in ("val", "test")}))
@@ -136,17 +145,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _check_resumed_recipe(recipe_name: str, run_dir: str) -> None:
     """Refuse ``train RECIPE --resume RUN_DIR`` when the run was not trained from RECIPE.
 
-    Runs do not record their recipe's name, so the test is what the recipe fixes
-    and --set rarely changes: its task, model and dataset.  The resumed run follows
-    its own config.yaml either way.
+    Single runs do not record their recipe's name, so the test is what the recipe
+    fixes and --set rarely changes: its task, model and dataset, as the run has them
+    (a repeated training's: its recipe.yaml with its overrides).  The resumed run
+    follows its own config.yaml either way.
     """
     from archlab.config import read_recipe
-    from archlab.run import REPEATS_RECIPE, is_repeated, read_run_config
+    from archlab.run import is_repeated, read_repeats, read_run_config
 
-    if is_repeated(run_dir):  # the recipe it began from
-        run = read_recipe(str(Path(run_dir) / REPEATS_RECIPE))
-    else:
-        run = read_run_config(Path(run_dir))
+    run = read_repeats(run_dir).recipe() if is_repeated(run_dir) else read_run_config(Path(run_dir))
     recipe = read_recipe(recipe_name)
     for section, key in (("task", "name"), ("model", "name"), ("data", "dataset")):
         ours, theirs = run.get(section, {}).get(key), recipe.get(section, {}).get(key)

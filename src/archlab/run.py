@@ -313,7 +313,9 @@ def train(
                 recipe_name, overrides, run_dir, resume=resume, out=out, progress=progress
             )
     except KeyboardInterrupt as exc:
-        raise RunInterrupted(run_dir) from exc
+        if rank == 0 and (run_dir / "config.yaml").is_file():  # else nothing to resume
+            raise RunInterrupted(run_dir) from exc
+        raise
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -444,26 +446,52 @@ def is_repeated(run_dir: str | Path) -> bool:
     return (Path(run_dir) / REPEATS_FILE).is_file()
 
 
-def resume_repeats(run_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
-    """Continue a repeated training as it began: finished runs are read back, the stopped
-    one resumes, the others train from the recipe as it was when the training began."""
+@dataclass
+class Repeats:
+    """How a repeated training began (REPEATS_FILE): its recipe file, overrides, repeats."""
+
+    recipe_file: Path
+    overrides: list[str]
+    key: str
+    label: str
+    values: list[int]
+
+    def recipe(self) -> dict[str, dict]:
+        """The recipe as the training began, with its overrides."""
+        return apply_overrides(read_recipe(str(self.recipe_file)), self.overrides)
+
+
+def read_repeats(run_dir: str | Path) -> Repeats:
+    """``run_dir``'s REPEATS_FILE, checked; one sentence if it cannot be read as one."""
     run_dir = Path(run_dir)
     try:
         spec = json.loads((run_dir / REPEATS_FILE).read_text("utf-8"))
-        recipe_file, overrides = run_dir / REPEATS_RECIPE, [str(o) for o in spec["overrides"]]
-        key, label, values = str(spec["key"]), str(spec["label"]), [int(v) for v in spec["values"]]
-        read_recipe(str(recipe_file))
+        repeats = Repeats(
+            run_dir / REPEATS_RECIPE,
+            [str(o) for o in spec["overrides"]],
+            str(spec["key"]),
+            str(spec["label"]),
+            [int(v) for v in spec["values"]],
+        )
+        repeats.recipe()
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(
             f"{run_dir / REPEATS_FILE} (or {REPEATS_RECIPE} beside it) cannot be read as the "
             f"start of a repeated training: {exc}"
         ) from None
+    return repeats
+
+
+def resume_repeats(run_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
+    """Continue a repeated training as it began: finished runs are read back, the stopped
+    one resumes, the others train from the recipe as it was when the training began."""
+    repeats = read_repeats(run_dir)
     return train_repeats(
-        str(recipe_file),
-        overrides,
-        key=key,
-        values=values,
-        label=label,
+        str(repeats.recipe_file),
+        repeats.overrides,
+        key=repeats.key,
+        values=repeats.values,
+        label=repeats.label,
         out=str(run_dir),
         progress=progress,
         keep_finished=True,
@@ -493,7 +521,8 @@ def train_repeats(
     ``--resume`` does, from its own config.yaml.
 
     A new RUN_DIR first gets REPEATS_FILE and REPEATS_RECIPE, so that ``resume_repeats``
-    continues it after Ctrl-C (:class:`RunInterrupted`, naming RUN_DIR).
+    continues it after Ctrl-C (:class:`RunInterrupted`, naming RUN_DIR); they go again if
+    the call stops before any run began (a bad --set), as the directory then does.
     """
     rank, world = _rank_world()
     if world > 1 and not out:
@@ -536,8 +565,13 @@ def train_repeats(
         if rank == 0:
             atomic_write_text(run_dir / "results.json", to_json(aggregated, indent=2) + "\n")
         return run_dir, aggregated
-    except KeyboardInterrupt as exc:
-        raise RunInterrupted(run_dir) from exc
+    except BaseException as exc:
+        if rank == 0 and not any((run_dir / f"{label}-{v}/config.yaml").is_file() for v in values):
+            for name in (REPEATS_FILE, REPEATS_RECIPE):  # no run began: nothing to resume
+                (run_dir / name).unlink(missing_ok=True)  # (and a directory it made goes)
+        elif rank == 0 and isinstance(exc, KeyboardInterrupt):
+            raise RunInterrupted(run_dir) from exc
+        raise
     finally:
         if claim is not None:
             claim.release()
