@@ -451,8 +451,11 @@ CLAIMS = {
             ),
         },
         # small: 22.9 min via `archlab claims bert-vs-gpt` from a fresh clone on 2 idle cores
-        # (2026-12-04)
-        {"small": 23, "full": 500},
+        # (2026-12-04); full: a fold's six runs took 77 core-minutes on one thread each,
+        # 43 min a fold with the BERT arms on one core and the GPT arms on the other
+        # (`bert_vs_gpt.py plan`, 2026-12-04): about 52 min a fold at 2 threads a run
+        # (estimated: 2 threads gave the other claims 1.5-2x)
+        {"small": 23, "full": 520},
         section="claim-bert-vs-gpt",
     ),
 }
