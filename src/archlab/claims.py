@@ -514,7 +514,9 @@ OUTCOME = r"(\w+): (holds|does not hold|not supported at this budget) \("
 
 def judge(claim: Claim, results: Path, short: bool = False) -> list[tuple[str, list[Path]]]:
     """The claim's verdict as (sentence, the results files it rests on) parts; none when
-    nothing is recorded.  ``short``: at most SHORT characters in all."""
+    nothing is recorded.  ``short``: at most SHORT characters in all (the last part with
+    ``short_last``, else the first parts that fit: claim 6's small budget before its
+    full one; the results book has every part)."""
     if claim.judge is not None:
         text, paths = claim.judge(results, short)
         return [(text, paths)] if text else []
@@ -528,7 +530,16 @@ def judge(claim: Claim, results: Path, short: bool = False) -> list[tuple[str, l
             body = next(iter(entry["benchmarks"].values()))
             text = _short_claim(body) if short else _clip(body["summary"], 400)
             parts.append((text, [path]))
-    return parts[-1:] if short and claim.short_last else parts
+    if not short:
+        return parts
+    if claim.short_last:
+        return parts[-1:]
+    fitting = parts[:1]
+    for part in parts[1:]:
+        if sum(len(text) for text, _ in [*fitting, part]) > SHORT:
+            break
+        fitting.append(part)
+    return fitting
 
 
 def _sources(paths: list[Path], short: bool = False) -> str:
