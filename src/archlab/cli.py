@@ -127,14 +127,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt as exc:
         where = getattr(exc, "run_dir", None)  # archlab.run.RunInterrupted names it
-        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
-            pass
-        elif where:
-            print(f"archlab: interrupted; the run is saved, continue it with `archlab train "
-                  f"--resume {where}`", file=sys.stderr)  # fmt: skip
-        else:
-            print("archlab: interrupted before the run saved anything; nothing to resume",
-                  file=sys.stderr)  # fmt: skip
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            said = (f"; the run is saved, continue it with `archlab train --resume {where}`"
+                    if where else " before the run saved anything; nothing to resume")  # fmt: skip
+            print(f"archlab: interrupted{said}", file=sys.stderr)
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         print(to_json({k: v for k, v in results.items() if k in ("val", "test")}))
