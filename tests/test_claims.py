@@ -13,7 +13,7 @@ import pytest
 
 from archlab import claims
 from archlab.cli import build_parser
-from archlab.config import apply_overrides, read_recipe
+from archlab.config import RECIPE_DIR, apply_overrides, read_recipe, yaml_text
 from archlab.errors import ArchlabError
 from archlab.run import resolve
 from tests.conftest import cli
@@ -27,7 +27,9 @@ def test_every_claim_of_the_mission_is_wired_at_both_budgets() -> None:
 
 
 @pytest.mark.parametrize("budget", claims.BUDGETS)
-def test_every_training_step_is_a_valid_command_and_recipe(budget: str) -> None:
+def test_every_training_step_is_a_valid_command_and_recipe(budget, tmp_path, monkeypatch) -> None:
+    """... and one it began, interrupted, resumes (its settings are read back as given)."""
+    monkeypatch.setattr(claims, "ROOT", tmp_path)
     parser = build_parser()
     for claim in claims.CLAIMS.values():
         for step in claim.steps[budget]:
@@ -38,6 +40,17 @@ def test_every_training_step_is_a_valid_command_and_recipe(budget: str) -> None:
             assert args.func.__name__ == "cmd_train", step
             raw = apply_overrides(read_recipe(args.recipe), args.set or [])
             resolve(raw)  # every --set key exists and every value is allowed
+            began = tmp_path / args.out
+            began.mkdir(parents=True)
+            if args.seeds:
+                (began / "recipe.yaml").write_text(yaml_text(read_recipe(args.recipe)))
+                spec = {"recipe": args.recipe, "overrides": args.set or [], "label": "seed",
+                        "key": "trainer.seed", "values": list(range(args.seeds))}  # fmt: skip
+                (began / "repeats.json").write_text(json.dumps(spec))
+            else:
+                (began / "config.yaml").write_text(yaml_text(raw))
+            assert claims.continued(step)[1] == f"resumes {args.out}", step
+            shutil.rmtree(began)
 
 
 def test_every_script_step_names_a_subcommand_and_options_it_has() -> None:
@@ -262,9 +275,15 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
     assert claims.continued("script paired.py a b") == ("script paired.py a b", "")
     run = tmp_path / "runs/claims/cnn-3"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text("task: {}\n")
+    (run / "config.yaml").write_text("trainer: {max_epochs: 3, seed: 0}\n")
     resume = "archlab train cnn-mnist --resume runs/claims/cnn-3"  # train checks the recipe
     assert claims.continued(single) == (resume, "resumes runs/claims/cnn-3")
+    # begun with other settings (here 2 epochs): not resumed as this step, started over
+    (run / "config.yaml").write_text("trainer: {max_epochs: 2, seed: 0}\n")
+    again = (single, "runs/claims/cnn-3 did not finish or began otherwise: starts over")
+    assert claims.continued(single, clear=False) == again and run.exists()
+    assert claims.continued(single) == again and not run.exists()
+    run.mkdir()
     group = tmp_path / "runs/claims/sagan"
     (group / "seed-0").mkdir(parents=True)
     # a seed still training (its lock's holder runs: this process) is not removed
@@ -274,15 +293,28 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
         claims.continued(seeds)
     (group / "seed-0/.lock").unlink()
     step, state = claims.continued(seeds, clear=False)  # a dry run removes nothing
-    assert step == seeds and state == "runs/claims/sagan did not finish: starts over"
+    assert (
+        step == seeds
+        and state == "runs/claims/sagan did not finish or began otherwise: starts over"
+    )
     assert group.exists()
     assert claims.continued(seeds)[0] == seeds and not group.exists()
     # one that recorded how it began (repeats.json) resumes, keeping its finished seeds
     (group / "seed-0").mkdir(parents=True)
-    (group / "repeats.json").write_text("{}")
+    shutil.copy(RECIPE_DIR / "sagan-mnist.yaml", group / "recipe.yaml")
+    began = {"recipe": "sagan-mnist", "overrides": ["trainer.max_steps=7"], "key": "trainer.seed",
+             "label": "seed", "values": [0, 1, 2]}  # fmt: skip
+    (group / "repeats.json").write_text(json.dumps(began))
     resume_seeds = "archlab train sagan-mnist --resume runs/claims/sagan"
-    assert claims.continued(seeds) == (resume_seeds, "resumes runs/claims/sagan")
+    assert claims.continued(seeds + " --set trainer.max_steps=7") == (
+        resume_seeds, "resumes runs/claims/sagan")  # fmt: skip
     assert (group / "seed-0").exists()
+    # begun with other overrides or another number of seeds: started over
+    assert claims.continued(seeds + " --set trainer.max_steps=9", clear=False)[0] != resume_seeds
+    began["overrides"] = []
+    (group / "repeats.json").write_text(json.dumps(began))
+    assert claims.continued(seeds)[0] == resume_seeds
+    assert claims.continued(seeds.replace("--seeds 3", "--seeds 5"), clear=False)[0] != resume_seeds
     shutil.rmtree(group)
     # the claim scripts' runs start over by the same rule (train_missing)
     (group / "seed-1").mkdir(parents=True)

@@ -7,8 +7,8 @@ steps in turn -- trainings, the claim's script in ``scripts/`` (``run``, then
 figures, recording the runs and rebuilding the results book -- and stops at the first
 step that fails.  ``--dry-run`` prints the steps.  A second call continues an
 interrupted one: the claim scripts skip the runs they find done, and so do the training
-steps (``continued``: an interrupted run resumes, a ``--seeds`` one keeping its finished
-seeds); removing ``runs/claims/`` measures afresh.
+steps (``continued``: an interrupted run begun with the step's settings resumes, a
+``--seeds`` one keeping its finished seeds); removing ``runs/claims/`` measures afresh.
 
 A claim script writes its verdict into its results file; the claims judged from recipe
 figures (fusion, SAGAN) are judged here (``judge_fusion``, ``judge_sagan``), and the
@@ -625,12 +625,10 @@ def start_over(run_dir: Path, clear: bool = True) -> None:
 
 def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
     """A training step as a second call runs it (None: not at all), and why: done (its
-    --out holds results.json), resumed (a single run that has begun, or a ``--seeds`` run
-    with its repeats.json: ``--resume``, bit-identical, a repeated run keeping its finished
-    seeds), or started over (an interrupted run that cannot resume: ``start_over``); any
-    other step as it is, with ""."""
-    from archlab.run import is_repeated
-
+    --out holds results.json), resumed (begun with the step's settings, ``begun_with``:
+    ``--resume``, bit-identical, a repeated run keeping its finished seeds), or started
+    over (an interrupted run that cannot resume, or one begun with other settings:
+    ``start_over``); any other step as it is, with ""."""
     words = shlex.split(step)
     if words[:2] != ["archlab", "train"] or "--out" not in words:
         return step, ""
@@ -639,10 +637,13 @@ def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
         return None, f"done: {out}/results.json"
     if not (ROOT / out).exists():
         return step, ""
-    if is_repeated(ROOT / out) or (ROOT / out / "config.yaml").is_file():
+    sets = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--set"]
+    counts = [int(words[i + 1]) for i, word in enumerate(words[:-1])
+              if word in ("--seeds", "--folds", "--splits")]  # fmt: skip
+    if begun_with(ROOT / out, sets, repeats=counts[0] if counts else None):
         return shlex.join(["archlab", "train", words[2], "--resume", out]), f"resumes {out}"
     start_over(ROOT / out, clear)
-    return step, f"{out} did not finish: starts over"
+    return step, f"{out} did not finish or began otherwise: starts over"
 
 
 def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
@@ -741,14 +742,24 @@ def train_missing(
         train(recipe, overrides, out=str(run_dir), progress=False)
 
 
-def begun_with(run_dir: Path, overrides: list[str]) -> bool:
-    """Whether ``run_dir`` holds a begun run (config.yaml) whose config has each override's
-    value: a run begun with other settings (another --steps) is not resumed as this one."""
+def begun_with(run_dir: Path, overrides: list[str], repeats: int | None = None) -> bool:
+    """Whether ``run_dir`` holds a begun run whose config has each override's value: a
+    single run (config.yaml) when ``repeats`` is None, else a repeated training of that many
+    runs (repeats.json; its recipe as it began, with its overrides). A run begun with other
+    settings (another --steps) is not resumed as this one."""
     from archlab.config import parse_override
-    from archlab.run import read_run_config
+    from archlab.run import is_repeated, read_repeats, read_run_config
 
     try:
-        config = read_run_config(run_dir)
+        if repeats is None:
+            config = read_run_config(run_dir)
+        elif not is_repeated(run_dir):
+            return False
+        else:
+            began = read_repeats(run_dir)
+            if len(began.values) != repeats:
+                return False
+            config = began.recipe()
     except (CheckpointError, ConfigError):
         return False
     for text in overrides:
