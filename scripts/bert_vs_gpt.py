@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 
 from archlab.claims import (  # noqa: E402
     ALPHA,
+    begun_with,
     done,
     p_text,
     parse_script_args,
@@ -147,19 +148,25 @@ def summary(values: list[float]) -> dict:
     }
 
 
-def pretraining_steps(sets: dict) -> str:
-    """The pretraining steps the settings give each model: its recipe's trainer.max_steps,
-    or the last override of it (in the order ``overrides`` applies them), in words."""
+def steps_of(sets: dict, model: str) -> str:
+    """The pretraining steps the settings give ``model``: its recipe's trainer.max_steps,
+    or the last override of it (in the order ``overrides`` applies them)."""
     from archlab.config import parse_override, read_recipe
 
+    value = read_recipe(ARMS[f"{model}-pretrain"][0])["trainer"]["max_steps"]
+    for text in (*sets["set"], *sets[f"set_{model}"], *sets["set_pretrain"]):
+        section, key, given = parse_override(text)
+        if (section, key) == ("trainer", "max_steps"):
+            value = given
+    return str(value)
+
+
+def pretraining_steps(sets: dict) -> str:
+    """The pretraining steps of each model, in words."""
     steps = {}
     for model in OBJECTIVES:
-        value = read_recipe(ARMS[f"{model}-pretrain"][0])["trainer"]["max_steps"]
-        for text in (*sets["set"], *sets[f"set_{model}"], *sets["set_pretrain"]):
-            section, key, given = parse_override(text)
-            if (section, key) == ("trainer", "max_steps"):
-                value = given
-        steps[model] = f"{int(value):,}" if str(value).isdigit() else str(value)
+        value = steps_of(sets, model)
+        steps[model] = f"{int(value):,}" if value.isdigit() else value
     if steps["bert"] == steps["gpt"]:
         return f"{steps['bert']} pretraining steps"
     return f"pretraining steps: BERT {steps['bert']}, GPT {steps['gpt']}"
@@ -171,14 +178,24 @@ def settings(args) -> dict:
 
 
 def fold_rows(args) -> dict[int, dict]:
-    """Per fold whose six runs are all in --runs: the classifiers' MR test accuracy, the
-    pretraining runs' figures, and the day its last run finished (the results.json files'
-    modification time: runs record no date of their own)."""
+    """Per fold whose six runs are all in --runs (each checked: trained with these settings,
+    the pretraining runs for the steps the verdict names): the classifiers' MR test
+    accuracy, the pretraining runs' figures, and the day its last run finished (the
+    results.json files' modification time: runs record no date of their own)."""
     rows = {}
     for fold in args.folds:
         paths = {arm: run_dir(args.runs, fold, arm) for arm in ARMS}
         if not all(done(p) for p in paths.values()):
             continue
+        for arm, path in paths.items():  # runs of another budget do not pool with these
+            sets = overrides(args, fold, arm)
+            if arm.endswith("-pretrain"):  # the steps the verdict names
+                sets.append(
+                    f"trainer.max_steps={steps_of(settings(args), arm.removesuffix('-pretrain'))}"
+                )
+            if not begun_with(path, sets):
+                sys.exit(f"{path} was trained with other settings than {' '.join(sets)} "
+                         "(another budget's run?): give its settings, or other --runs")  # fmt: skip
         pretraining = {}
         for model, (_, held_out) in OBJECTIVES.items():
             path = paths[f"{model}-pretrain"]

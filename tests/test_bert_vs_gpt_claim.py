@@ -87,6 +87,13 @@ def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
     fold = table["folds"]["3"]
     assert fold["accuracy"]["gpt-clm"] == table["accuracy"]["gpt-clm"]["runs"][0]
     assert set(fold["pretraining"]) == {"bert", "gpt"} and fold["date"] <= entry["date"]
+    # runs trained otherwise (another budget's pretraining steps) are not read as these
+    other = ["--out", str(tmp_path / "other.json"), "--img", str(img)]
+    with pytest.raises(SystemExit, match="fold3-bert-pretrain was trained with other settings"):
+        bg.main(["collect", *common, "--set-pretrain", "trainer.max_steps=20", *other])
+    with pytest.raises(SystemExit, match="fold3-bert-mlm was trained with other settings"):
+        bg.main(["collect", *common, "--set-bert", "model.pooling=cls", *other])
+    assert not (tmp_path / "other.json").exists()
     shutil.rmtree(tmp_path / "runs")
     with pytest.raises(SystemExit, match="no fold has all its runs"):
         bg.main(["collect", *common, "--out", str(tmp_path / "other.json"), "--img", str(img)])
