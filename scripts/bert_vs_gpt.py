@@ -19,9 +19,13 @@ validation sentences), from the pretraining runs' results.json.
     python scripts/bert_vs_gpt.py run [--folds 0 1 2] [--max-seconds 480]
     python scripts/bert_vs_gpt.py collect [--folds 0 1 2] [--keep-recorded] [--out FILE]
 
-``collect --keep-recorded`` keeps the folds the results file already holds (collected
-with the same settings, all among --folds) beside the ones the runs on disk give, so a
-budget too long for one sitting is built a few folds at a time.  Each budget has a file
+``collect`` reads a fold's runs only if each was trained as these settings train it (its
+recipe with its overrides; a fine-tuned run from the weights its pretraining run holds,
+by their SHA-256), and otherwise stops with one sentence naming the run: another
+budget's runs do not pool under this one's verdict.  ``collect --keep-recorded`` keeps
+the folds the results file already holds (collected with the same settings, all among
+--folds) beside the ones the runs on disk give, so a budget too long for one sitting is
+built a few folds at a time.  Each budget has a file
 of its own (``archlab claims``: the small budget's 750 pretraining steps in
 results/claim-bert-vs-gpt.json, the recipes' 3,000 in claim-bert-vs-gpt-full.json); the
 file's name names its claim entry and its plot.
@@ -148,25 +152,20 @@ def summary(values: list[float]) -> dict:
     }
 
 
-def steps_of(sets: dict, model: str) -> str:
-    """The pretraining steps the settings give ``model``: its recipe's trainer.max_steps,
-    or the last override of it (in the order ``overrides`` applies them)."""
+def pretraining_steps(sets: dict) -> str:
+    """The pretraining steps the settings give each model, in words: its recipe's
+    trainer.max_steps, or the last override of it (in the order ``overrides`` applies
+    them)."""
     from archlab.config import parse_override, read_recipe
 
-    value = read_recipe(ARMS[f"{model}-pretrain"][0])["trainer"]["max_steps"]
-    for text in (*sets["set"], *sets[f"set_{model}"], *sets["set_pretrain"]):
-        section, key, given = parse_override(text)
-        if (section, key) == ("trainer", "max_steps"):
-            value = given
-    return str(value)
-
-
-def pretraining_steps(sets: dict) -> str:
-    """The pretraining steps of each model, in words."""
     steps = {}
     for model in OBJECTIVES:
-        value = steps_of(sets, model)
-        steps[model] = f"{int(value):,}" if value.isdigit() else value
+        value = read_recipe(ARMS[f"{model}-pretrain"][0])["trainer"]["max_steps"]
+        for text in (*sets["set"], *sets[f"set_{model}"], *sets["set_pretrain"]):
+            section, key, given = parse_override(text)
+            if (section, key) == ("trainer", "max_steps"):
+                value = given
+        steps[model] = f"{int(value):,}" if str(value).isdigit() else str(value)
     if steps["bert"] == steps["gpt"]:
         return f"{steps['bert']} pretraining steps"
     return f"pretraining steps: BERT {steps['bert']}, GPT {steps['gpt']}"
@@ -178,24 +177,17 @@ def settings(args) -> dict:
 
 
 def fold_rows(args) -> dict[int, dict]:
-    """Per fold whose six runs are all in --runs (each checked: trained with these settings,
-    the pretraining runs for the steps the verdict names): the classifiers' MR test
-    accuracy, the pretraining runs' figures, and the day its last run finished (the
-    results.json files' modification time: runs record no date of their own)."""
+    """Per fold whose six runs are all in --runs (each trained with these settings:
+    ``check_run``): the classifiers' MR test accuracy, the pretraining runs' figures, and
+    the day its last run finished (the results.json files' modification time: runs record
+    no date of their own)."""
     rows = {}
     for fold in args.folds:
         paths = {arm: run_dir(args.runs, fold, arm) for arm in ARMS}
         if not all(done(p) for p in paths.values()):
             continue
-        for arm, path in paths.items():  # runs of another budget do not pool with these
-            sets = overrides(args, fold, arm)
-            if arm.endswith("-pretrain"):  # the steps the verdict names
-                sets.append(
-                    f"trainer.max_steps={steps_of(settings(args), arm.removesuffix('-pretrain'))}"
-                )
-            if not begun_with(path, sets):
-                sys.exit(f"{path} was trained with other settings than {' '.join(sets)} "
-                         "(another budget's run?): give its settings, or other --runs")  # fmt: skip
+        for arm, path in paths.items():
+            check_run(args, fold, arm, path)
         pretraining = {}
         for model, (_, held_out) in OBJECTIVES.items():
             path = paths[f"{model}-pretrain"]
@@ -210,6 +202,29 @@ def fold_rows(args) -> dict[int, dict]:
             "date": datetime.fromtimestamp(finished, UTC).strftime("%Y-%m-%d"),
         }
     return rows
+
+
+def check_run(args, fold: int, arm: str, path: Path) -> None:
+    """Exit, in one sentence, unless ``path`` was trained as these settings train ``arm``
+    (another budget's runs do not pool with these): its recipe with its overrides, and a
+    fine-tuned run from the weights its pretraining run holds now (their SHA-256, so the
+    runs may move)."""
+    from archlab.data.pretrained import weights_sha256
+    from archlab.run import read_run_config
+
+    recipe, source, _ = ARMS[arm]
+    sets = overrides(args, fold, arm)
+    start = ("model.init_from", "model.init_sha256") if source else ()  # by weights: below
+    why = ""
+    if not begun_with(path, recipe, sets, ignore=start):
+        why = f"other settings than {recipe} with {' '.join(sets[:-1] if source else sets)}"
+    elif source is not None:
+        started = read_run_config(path)["model"].get("init_sha256")
+        if started != weights_sha256(run_dir(args.runs, fold, source)):
+            why = f"other weights than those {run_dir(args.runs, fold, source)} holds"
+    if why:
+        sys.exit(f"{path} was trained with {why} (another budget's run?): collect with its "
+                 "settings, or leave its fold out with --folds, or give other --runs")  # fmt: skip
 
 
 def recorded(args) -> tuple[dict[int, dict], str]:

@@ -93,8 +93,23 @@ def test_a_tiny_comparison_runs_and_collects(mr, multi30k, tmp_path) -> None:
         bg.main(["collect", *common, "--set-pretrain", "trainer.max_steps=20", *other])
     with pytest.raises(SystemExit, match="fold3-bert-mlm was trained with other settings"):
         bg.main(["collect", *common, "--set-bert", "model.pooling=cls", *other])
+    without_steps = [w for w in common if w != "trainer.max_steps=15"]  # the recipes' steps
+    without_steps.remove("--set")  # its flag: the first --set, which gave it
+    with pytest.raises(SystemExit, match="fold3-bert-pretrain was trained with other settings"):
+        bg.main(["collect", *without_steps, *other])
     assert not (tmp_path / "other.json").exists()
-    shutil.rmtree(tmp_path / "runs")
+    # moved, the runs still collect (a fine-tune names its start by the weights' SHA-256)
+    moved = [w if w != str(tmp_path / "runs") else str(tmp_path / "moved") for w in common]
+    shutil.move(tmp_path / "runs", tmp_path / "moved")
+    bg.main(["collect", *moved, *other])
+    assert json.loads((tmp_path / "other.json").read_text())["benchmarks"]["other"]["results"][
+        "accuracy"] == table["accuracy"]  # fmt: skip
+    # a pretraining run redone (other weights) no longer fits the fine-tune kept from before
+    pretrained = tmp_path / "moved/fold3-gpt-pretrain/model.safetensors"
+    pretrained.write_bytes(pretrained.read_bytes() + b" ")
+    with pytest.raises(SystemExit, match="fold3-gpt-clm was trained with other weights"):
+        bg.main(["collect", *moved, *other])
+    shutil.rmtree(tmp_path / "moved")
     with pytest.raises(SystemExit, match="no fold has all its runs"):
         bg.main(["collect", *common, "--out", str(tmp_path / "other.json"), "--img", str(img)])
     bg.main(["collect", *common, "--out", str(out), "--img", str(img), "--keep-recorded"])

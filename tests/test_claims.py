@@ -10,10 +10,11 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from archlab import claims
-from archlab.cli import build_parser
-from archlab.config import RECIPE_DIR, apply_overrides, read_recipe, yaml_text
+from archlab.cli import build_parser, repeat_plan, train_overrides
+from archlab.config import apply_overrides, is_override, read_recipe, yaml_text
 from archlab.errors import ArchlabError
 from archlab.run import resolve
 from tests.conftest import cli
@@ -24,6 +25,30 @@ def test_every_claim_of_the_mission_is_wired_at_both_budgets() -> None:
     for claim in claims.CLAIMS.values():
         assert set(claim.steps) == set(claims.BUDGETS) and all(claim.steps.values())
     assert sum(c.minutes["small"] for c in claims.CLAIMS.values()) <= 135  # "about 2 hours"
+
+
+def began_single(run_dir, recipe, overrides, **changed) -> None:
+    """Write config.yaml as a single run of ``recipe`` with ``overrides`` writes it, every
+    value typed; ``changed`` (section_key=value) edits the recipe first."""
+    raw = read_recipe(recipe)
+    for name, value in changed.items():
+        section, key = name.split("_", 1)
+        raw[section][key] = value
+    raw = apply_overrides(raw, overrides)
+    typed = {s: {k: yaml.safe_load(v) if is_override(v) else v for k, v in vs.items()}
+             for s, vs in raw.items()}  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml_text(typed))
+
+
+def began_repeated(run_dir, argv: str) -> None:
+    """Write repeats.json and recipe.yaml as ``archlab ARGV`` (a repeated train) writes them."""
+    args = build_parser().parse_args(shlex.split(argv))
+    key, label, values, sets = repeat_plan(args, train_overrides(args))
+    spec = {"recipe": args.recipe, "overrides": sets, "label": label, "key": key, "values": values}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(yaml_text(read_recipe(args.recipe)))
+    (run_dir / "repeats.json").write_text(json.dumps(spec))
 
 
 @pytest.mark.parametrize("budget", claims.BUDGETS)
@@ -41,14 +66,10 @@ def test_every_training_step_is_a_valid_command_and_recipe(budget, tmp_path, mon
             raw = apply_overrides(read_recipe(args.recipe), args.set or [])
             resolve(raw)  # every --set key exists and every value is allowed
             began = tmp_path / args.out
-            began.mkdir(parents=True)
             if args.seeds:
-                (began / "recipe.yaml").write_text(yaml_text(read_recipe(args.recipe)))
-                spec = {"recipe": args.recipe, "overrides": args.set or [], "label": "seed",
-                        "key": "trainer.seed", "values": list(range(args.seeds))}  # fmt: skip
-                (began / "repeats.json").write_text(json.dumps(spec))
+                began_repeated(began, shlex.join(words[1:]))
             else:
-                (began / "config.yaml").write_text(yaml_text(raw))
+                began_single(began, args.recipe, train_overrides(args))
             assert claims.continued(step)[1] == f"resumes {args.out}", step
             shutil.rmtree(began)
 
@@ -274,13 +295,17 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
     assert claims.continued(single) == (single, "")  # nothing on disk: as written
     assert claims.continued("script paired.py a b") == ("script paired.py a b", "")
     run = tmp_path / "runs/claims/cnn-3"
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text("trainer: {max_epochs: 3, seed: 0}\n")
+    began_single(run, "cnn-mnist", ["trainer.max_epochs=3"])
     resume = "archlab train cnn-mnist --resume runs/claims/cnn-3"  # train checks the recipe
     assert claims.continued(single) == (resume, "resumes runs/claims/cnn-3")
-    # begun with other settings (here 2 epochs): not resumed as this step, started over
-    (run / "config.yaml").write_text("trainer: {max_epochs: 2, seed: 0}\n")
+    twice = single.replace("--set", "--set trainer.max_epochs=2 --set")  # the last one wins
+    assert claims.continued(twice) == (resume, "resumes runs/claims/cnn-3")
+    # begun with other settings (here 2 epochs) or from an edited recipe: not resumed as
+    # this step, started over
     again = (single, "runs/claims/cnn-3 did not finish or began otherwise: starts over")
+    began_single(run, "cnn-mnist", ["trainer.max_epochs=3"], trainer_lr=0.002)
+    assert claims.continued(single, clear=False) == again
+    began_single(run, "cnn-mnist", ["trainer.max_epochs=2"])
     assert claims.continued(single, clear=False) == again and run.exists()
     assert claims.continued(single) == again and not run.exists()
     run.mkdir()
@@ -293,28 +318,43 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
         claims.continued(seeds)
     (group / "seed-0/.lock").unlink()
     step, state = claims.continued(seeds, clear=False)  # a dry run removes nothing
-    assert (
-        step == seeds
-        and state == "runs/claims/sagan did not finish or began otherwise: starts over"
-    )
+    assert step == seeds and state == "runs/claims/sagan " + again[1].split(" ", 1)[1]
     assert group.exists()
     assert claims.continued(seeds)[0] == seeds and not group.exists()
     # one that recorded how it began (repeats.json) resumes, keeping its finished seeds
     (group / "seed-0").mkdir(parents=True)
-    shutil.copy(RECIPE_DIR / "sagan-mnist.yaml", group / "recipe.yaml")
-    began = {"recipe": "sagan-mnist", "overrides": ["trainer.max_steps=7"], "key": "trainer.seed",
-             "label": "seed", "values": [0, 1, 2]}  # fmt: skip
-    (group / "repeats.json").write_text(json.dumps(began))
+    began_repeated(group, "train sagan-mnist --seeds 3 --set trainer.max_steps=7")
     resume_seeds = "archlab train sagan-mnist --resume runs/claims/sagan"
     assert claims.continued(seeds + " --set trainer.max_steps=7") == (
         resume_seeds, "resumes runs/claims/sagan")  # fmt: skip
     assert (group / "seed-0").exists()
-    # begun with other overrides or another number of seeds: started over
-    assert claims.continued(seeds + " --set trainer.max_steps=9", clear=False)[0] != resume_seeds
-    began["overrides"] = []
-    (group / "repeats.json").write_text(json.dumps(began))
+    # begun otherwise: other overrides, more seeds, other seeds, folds, an edited recipe
+    for other in ("--set trainer.max_steps=9", "", "--seeds 5 --set trainer.max_steps=7",
+                  "--seed 4 --set trainer.max_steps=7"):  # fmt: skip
+        argv = seeds.replace("--seeds 3", "") if "--seeds" in other else seeds
+        assert claims.continued(f"{argv} {other}", clear=False)[0] != resume_seeds, other
+    folds = "archlab train cnn-mr --folds 3 --out runs/claims/sagan"
+    assert claims.continued(folds, clear=False)[0] == folds
+    began_repeated(group, "train cnn-mr --folds 3")  # --folds adds data.folds=3 to the overrides
+    assert claims.continued(folds)[0] == "archlab train cnn-mr --resume runs/claims/sagan"
+    assert claims.continued(folds.replace("folds 3", "seeds 3"), clear=False)[0] != folds
+    began_repeated(group, "train sagan-mnist --seeds 3")
     assert claims.continued(seeds)[0] == resume_seeds
-    assert claims.continued(seeds.replace("--seeds 3", "--seeds 5"), clear=False)[0] != resume_seeds
+    warm = seeds + " --set trainer.warmup_steps=5"  # a key the recipe does not write
+    assert claims.continued(warm, clear=False)[0] == warm
+    began_repeated(group, "train sagan-mnist --seeds 3 --set trainer.warmup_steps=5")
+    assert claims.continued(warm)[0] == resume_seeds
+    assert claims.continued(seeds, clear=False)[0] == seeds
+    began_repeated(group, "train sagan-mnist --seeds 3")
+    edited = read_recipe("sagan-mnist")
+    edited["trainer"]["lr"] = 3e-4
+    (group / "recipe.yaml").write_text(yaml_text(edited))
+    assert claims.continued(seeds, clear=False)[0] == seeds
+    # a repeats.json that cannot be read is said, and nothing is removed
+    (group / "repeats.json").write_text("{")
+    with pytest.raises(ArchlabError, match="cannot be read as the start of a repeated"):
+        claims.continued(seeds)
+    assert (group / "seed-0").exists()
     shutil.rmtree(group)
     # the claim scripts' runs start over by the same rule (train_missing)
     (group / "seed-1").mkdir(parents=True)
@@ -327,7 +367,7 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
     calls = []
     monkeypatch.setattr("archlab.run.train", lambda *a, **k: calls.append((a, k)))
     (group / "seed-1/.lock").unlink()
-    (group / "seed-1/config.yaml").write_text("trainer: {seed: 1, lr: 0.01}\n")
+    began_single(group / "seed-1", "gcn-karate", ["trainer.seed=1", "trainer.lr=0.01"])
     claims.train_missing([("x", "gcn-karate", ["trainer.seed=1", "trainer.lr=1e-2"],
                            group / "seed-1")])  # fmt: skip
     assert calls == [((None, []), {"resume": str(group / "seed-1"), "progress": False})]

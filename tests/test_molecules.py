@@ -9,7 +9,7 @@ import torch
 from rdkit import Chem
 
 import archlab
-from archlab.cli import _repeat_plan, build_parser, main
+from archlab.cli import build_parser, main, repeat_plan
 from archlab.config import apply_overrides, read_recipe
 from archlab.data.molecules import (
     ATOM,
@@ -216,7 +216,7 @@ def test_a_null_split_seed_is_each_runs_own_seed_as_in_chemprop(esol, tmp_path) 
     assert fixed.task.data.split_seed == 5  # a number keeps one split for every seed
     # --splits N counts from the run's seed where the recipe's split_seed is null
     args = build_parser().parse_args(["train", "gnn-esol", "--splits", "2", "--seed", "7"])
-    key, _, values, _ = _repeat_plan(args, ["trainer.seed=7"])
+    key, _, values, _ = repeat_plan(args, ["trainer.seed=7"])
     assert (key, values) == ("data.split_seed", [7, 8])
 
 

@@ -625,23 +625,29 @@ def start_over(run_dir: Path, clear: bool = True) -> None:
 
 def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
     """A training step as a second call runs it (None: not at all), and why: done (its
-    --out holds results.json), resumed (begun with the step's settings, ``begun_with``:
+    --out holds results.json), resumed (begun as the step would begin it, ``begun_with``:
     ``--resume``, bit-identical, a repeated run keeping its finished seeds), or started
-    over (an interrupted run that cannot resume, or one begun with other settings:
-    ``start_over``); any other step as it is, with ""."""
+    over (an interrupted run that cannot resume, or one begun otherwise: ``start_over``);
+    any other step as it is, with ""."""
+    from archlab.cli import build_parser, repeat_plan, train_overrides
+
     words = shlex.split(step)
-    if words[:2] != ["archlab", "train"] or "--out" not in words:
+    if words[:2] != ["archlab", "train"]:
         return step, ""
-    out = words[words.index("--out") + 1]
+    args = build_parser().parse_args(words[1:])
+    if not args.out:
+        return step, ""
+    out = args.out
     if done(ROOT / out):
         return None, f"done: {out}/results.json"
     if not (ROOT / out).exists():
         return step, ""
-    sets = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--set"]
-    counts = [int(words[i + 1]) for i, word in enumerate(words[:-1])
-              if word in ("--seeds", "--folds", "--splits")]  # fmt: skip
-    if begun_with(ROOT / out, sets, repeats=counts[0] if counts else None):
-        return shlex.join(["archlab", "train", words[2], "--resume", out]), f"resumes {out}"
+    overrides, repeats = train_overrides(args), None
+    if any(n is not None for n in (args.seeds, args.folds, args.splits)):
+        key, _, values, overrides = repeat_plan(args, overrides)
+        repeats = key, values
+    if begun_with(ROOT / out, args.recipe, overrides, repeats):
+        return shlex.join(["archlab", "train", args.recipe, "--resume", out]), f"resumes {out}"
     start_over(ROOT / out, clear)
     return step, f"{out} did not finish or began otherwise: starts over"
 
@@ -733,7 +739,7 @@ def train_missing(
         if time.perf_counter() - started > max_seconds:
             print("time is up for this chunk; run again for the rest", flush=True)
             return
-        if begun_with(Path(run_dir), overrides):
+        if begun_with(Path(run_dir), recipe, overrides):
             print(f"{label} (resumes {run_dir})", flush=True)
             train(None, [], resume=str(run_dir), progress=False)
             continue
@@ -742,44 +748,69 @@ def train_missing(
         train(recipe, overrides, out=str(run_dir), progress=False)
 
 
-def begun_with(run_dir: Path, overrides: list[str], repeats: int | None = None) -> bool:
-    """Whether ``run_dir`` holds a begun run whose config has each override's value: a
-    single run (config.yaml) when ``repeats`` is None, else a repeated training of that many
-    runs (repeats.json; its recipe as it began, with its overrides). A run begun with other
-    settings (another --steps) is not resumed as this one."""
-    from archlab.config import parse_override
+def begun_with(
+    run_dir: Path,
+    recipe: str,
+    overrides: list[str],
+    repeats: tuple[str, list[int]] | None = None,
+    ignore: Iterable[str] = (),
+) -> bool:
+    """Whether ``run_dir`` holds a run begun as ``archlab train RECIPE`` with these
+    overrides begins one: every key of the recipe with its overrides (the last of a key's
+    wins) has that value in the run's config.yaml (a single run, ``repeats`` None), or,
+    ``repeats`` giving what varies and its values, in the recipe a repeated training began
+    from (repeats.json, recipe.yaml), which has no other keys either.  The keys in
+    ``ignore`` (section.key) are not compared.  A run begun otherwise (another --steps, an
+    edited recipe) is not resumed as this one; a repeats.json that cannot be read is its
+    one sentence (CheckpointError), not a reason to start over."""
+    from archlab.config import apply_overrides, prefer_overrides, read_recipe
     from archlab.run import is_repeated, read_repeats, read_run_config
+    from archlab.train.trainer import EXCLUSIVE
 
-    try:
-        if repeats is None:
-            config = read_run_config(run_dir)
-        elif not is_repeated(run_dir):
-            return False
-        else:
-            began = read_repeats(run_dir)
-            if len(began.values) != repeats:
-                return False
-            config = began.recipe()
-    except (CheckpointError, ConfigError):
-        return False
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if not _agrees(config.get(section, {}).get(key), value):
-            return False
-    return True
+    def as_trained(raw: dict[str, dict]) -> dict[str, dict]:  # one of two exclusive keys
+        return raw | {"trainer": prefer_overrides(raw.get("trainer", {}), EXCLUSIVE)}
 
-
-def _agrees(have: object, given: str) -> bool:
-    """Whether a config's value is the one an override's text gives (1e-2 gives 0.01)."""
-    if isinstance(have, int | float) and not isinstance(have, bool):
+    wanted = as_trained(apply_overrides(read_recipe(recipe), overrides))
+    if repeats is None:
         try:
-            return float(given) == have
-        except ValueError:
+            pairs = [(wanted, read_run_config(run_dir))]
+        except (CheckpointError, ConfigError):
             return False
-    try:
-        return str(have) == given or yaml.safe_load(given) == have
-    except yaml.YAMLError:
-        return False
+    else:
+        if not is_repeated(run_dir):
+            return False
+        began = read_repeats(run_dir)
+        if (began.key, began.values) != repeats:
+            return False
+        config = as_trained(began.recipe())
+        pairs = [(wanted, config), (config, wanted)]
+    skip = set(ignore)
+    return all(
+        _agrees(have.get(section, {}).get(key), value)
+        for want, have in pairs
+        for section, values in want.items()
+        for key, value in values.items()
+        if f"{section}.{key}" not in skip
+    )
+
+
+def _agrees(have: object, given: object) -> bool:
+    """Whether two values of a key agree: equal, or equal once text (an override's, or a
+    recipe's such as 1e-3) is read as the other's type (1e-2 gives 0.01, false False)."""
+    if have == given:
+        return True
+    for text, value in ((given, have), (have, given)):
+        if isinstance(text, str) and not isinstance(value, str):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                try:
+                    return float(text) == value
+                except ValueError:
+                    return False
+            try:
+                return yaml.safe_load(text) == value
+            except yaml.YAMLError:
+                return False
+    return False
 
 
 def welch_p(a: list[float], b: list[float]) -> float | None:

@@ -88,10 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.recipe and not args.resume:
         raise ArchlabError("give either a RECIPE to train or --resume RUN_DIR")
-    overrides = list(args.set)
-    for key in ("seed", "device"):
-        if getattr(args, key) is not None:
-            overrides.append(f"trainer.{key}={getattr(args, key)}")
+    overrides = train_overrides(args)
     repeats = [n for n in (args.seeds, args.folds, args.splits) if n is not None]
     if repeats and (args.resume or len(repeats) > 1 or repeats[0] < 1):
         raise ArchlabError(
@@ -115,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if repeated:
             run_dir, results = resume_repeats(args.resume)
         elif repeats:
-            key, label, values, overrides = _repeat_plan(args, overrides)
+            key, label, values, overrides = repeat_plan(args, overrides)
             run_dir, results = train_repeats(
                 args.recipe, overrides, key=key, label=label, out=args.out, values=values
             )
@@ -160,7 +157,16 @@ def _check_resumed_recipe(recipe_name: str, run_dir: str) -> None:
             )
 
 
-def _repeat_plan(
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """A train command's overrides: its --set values, then --seed and --device."""
+    overrides = list(args.set)
+    for key in ("seed", "device"):
+        if getattr(args, key) is not None:
+            overrides.append(f"trainer.{key}={getattr(args, key)}")
+    return overrides
+
+
+def repeat_plan(
     args: argparse.Namespace, overrides: list[str]
 ) -> tuple[str, str, list[int], list[str]]:
     """What ``--seeds``, ``--folds`` or ``--splits`` varies: (key, run label, values, overrides)."""
