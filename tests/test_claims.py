@@ -376,6 +376,17 @@ def test_a_second_call_skips_finished_trainings_and_resumes_interrupted_ones(
     out = str(group / "seed-1")
     assert calls == [(("gcn-karate", ["trainer.seed=2"]), {"out": out, "progress": False})]
     assert not (group / "seed-1").exists()  # what it began is gone
+    # a model swapped in drops the recipe's keys it does not have (a TCN's channels for an
+    # LSTM), and the run still counts as begun so; an override missing from it does not
+    swap, sets = tmp_path / "runs/swap", ["model.name=lstm", "model.hidden_size=8"]
+    began_single(swap, "tcn-adding", sets)
+    config = yaml.safe_load((swap / "config.yaml").read_text())
+    del config["model"]["channels"], config["model"]["kernel_size"]
+    (swap / "config.yaml").write_text(yaml_text(config))
+    assert claims.begun_with(swap, "tcn-adding", sets)
+    del config["model"]["hidden_size"]
+    (swap / "config.yaml").write_text(yaml_text(config))
+    assert not claims.begun_with(swap, "tcn-adding", sets)
     # a finished training is not run again: the whole claim is only its other steps
     (run / "results.json").write_text("{}")
     fake = claims.Claim(9, "x", (), {"small": (single,)}, {"small": 1})

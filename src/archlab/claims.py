@@ -757,20 +757,17 @@ def begun_with(
 ) -> bool:
     """Whether ``run_dir`` holds a run begun as ``archlab train RECIPE`` with these
     overrides begins one: every key of the recipe with its overrides (the last of a key's
-    wins) has that value in the run's config.yaml (a single run, ``repeats`` None), or,
+    wins) has that value in the run's config.yaml (a single run, ``repeats`` None; a recipe
+    key the run dropped, such as a swapped-in model's foreign keys, is not asked for), or,
     ``repeats`` giving what varies and its values, in the recipe a repeated training began
     from (repeats.json, recipe.yaml), which has no other keys either.  The keys in
     ``ignore`` (section.key) are not compared.  A run begun otherwise (another --steps, an
     edited recipe) is not resumed as this one; a repeats.json that cannot be read is its
     one sentence (CheckpointError), not a reason to start over."""
-    from archlab.config import apply_overrides, prefer_overrides, read_recipe
+    from archlab.config import apply_overrides, is_override, read_recipe
     from archlab.run import is_repeated, read_repeats, read_run_config
-    from archlab.train.trainer import EXCLUSIVE
 
-    def as_trained(raw: dict[str, dict]) -> dict[str, dict]:  # one of two exclusive keys
-        return raw | {"trainer": prefer_overrides(raw.get("trainer", {}), EXCLUSIVE)}
-
-    wanted = as_trained(apply_overrides(read_recipe(recipe), overrides))
+    wanted = apply_overrides(read_recipe(recipe), overrides)
     if repeats is None:
         try:
             pairs = [(wanted, read_run_config(run_dir))]
@@ -782,11 +779,12 @@ def begun_with(
         began = read_repeats(run_dir)
         if (began.key, began.values) != repeats:
             return False
-        config = as_trained(began.recipe())
-        pairs = [(wanted, config), (config, wanted)]
+        pairs = [(wanted, began.recipe()), (began.recipe(), wanted)]
     skip = set(ignore)
     return all(
-        _agrees(have.get(section, {}).get(key), value)
+        _agrees(have[section][key], value)
+        if key in have.get(section, {})
+        else repeats is None and not is_override(value)
         for want, have in pairs
         for section, values in want.items()
         for key, value in values.items()
