@@ -25,10 +25,10 @@ by their SHA-256), and otherwise stops with one sentence naming the run: another
 budget's runs do not pool under this one's verdict.  ``collect --keep-recorded`` keeps
 the folds the results file already holds (collected with the same settings, all among
 --folds) beside the ones the runs on disk give, so a budget too long for one sitting is
-built a few folds at a time.  Each budget has a file
-of its own (``archlab claims``: the small budget's 750 pretraining steps in
-results/claim-bert-vs-gpt.json, the recipes' 3,000 in claim-bert-vs-gpt-full.json); the
-file's name names its claim entry and its plot.
+built a few folds at a time.  Each budget has a file of its own (``archlab claims``: the
+small budget's 750 pretraining steps in results/claim-bert-vs-gpt.json, the recipes'
+3,000 in claim-bert-vs-gpt-full.json); the file's name names its claim entry and its
+plot.
 """
 
 from __future__ import annotations
@@ -217,7 +217,8 @@ def check_run(args, fold: int, arm: str, path: Path) -> None:
     start = ("model.init_from", "model.init_sha256") if source else ()  # by weights: below
     why = ""
     if not begun_with(path, recipe, sets, ignore=start):
-        why = f"other settings than {recipe} with {' '.join(sets[:-1] if source else sets)}"
+        given = " ".join(s for s in sets if not s.startswith("model.init_from="))
+        why = f"other settings than {recipe} with {given}"
     elif source is not None:
         started = read_run_config(path)["model"].get("init_sha256")
         if started != weights_sha256(run_dir(args.runs, fold, source)):

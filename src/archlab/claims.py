@@ -779,7 +779,8 @@ def begun_with(
         began = read_repeats(run_dir)
         if (began.key, began.values) != repeats:
             return False
-        pairs = [(wanted, began.recipe()), (began.recipe(), wanted)]
+        config = began.recipe()
+        pairs = [(wanted, config), (config, wanted)]
     skip = set(ignore)
     return all(
         _agrees(have[section][key], value)
