@@ -404,7 +404,10 @@ def test_ctrl_c_lets_the_running_step_save_before_the_claims_stop(tmp_path, monk
     monkeypatch.setattr(claims, "ROOT", tmp_path)
     saved = tmp_path / "saved"
     step = [sys.executable, "-c", f"import time; time.sleep(1.5); open({str(saved)!r}, 'w')"]
-    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    # to the main thread: a process-directed signal may land on another thread (torch's
+    # pools), leaving the main thread's wait uninterrupted until the step has ended
+    main = threading.main_thread().ident
+    threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT)).start()
     with pytest.raises(KeyboardInterrupt):
         claims._call(step)
     assert saved.exists()
