@@ -220,9 +220,9 @@ def check_run(args, fold: int, arm: str, path: Path) -> None:
         given = " ".join(s for s in sets if not s.startswith("model.init_from="))
         why = f"other settings than {recipe} with {given}"
     elif source is not None:
-        started = read_run_config(path)["model"].get("init_sha256")
-        if started != weights_sha256(run_dir(args.runs, fold, source)):
-            why = f"other weights than those {run_dir(args.runs, fold, source)} holds"
+        pretrained = run_dir(args.runs, fold, source)
+        if read_run_config(path)["model"].get("init_sha256") != weights_sha256(pretrained):
+            why = f"other weights than those {pretrained} holds"
     if why:
         sys.exit(f"{path} was trained with {why} (another budget's run?): collect with its "
                  "settings, or leave its fold out with --folds, or give other --runs")  # fmt: skip

@@ -629,7 +629,7 @@ def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
     ``--resume``, bit-identical, a repeated run keeping its finished seeds), or started
     over (an interrupted run that cannot resume, or one begun otherwise: ``start_over``);
     any other step as it is, with ""."""
-    from archlab.cli import build_parser, repeat_plan, train_overrides
+    from archlab.cli import build_parser, repeat_counts, repeat_plan, train_overrides
 
     words = shlex.split(step)
     if words[:2] != ["archlab", "train"]:
@@ -643,7 +643,7 @@ def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
     if not (ROOT / out).exists():
         return step, ""
     overrides, repeats = train_overrides(args), None
-    if any(n is not None for n in (args.seeds, args.folds, args.splits)):
+    if repeat_counts(args):
         key, _, values, overrides = repeat_plan(args, overrides)
         repeats = key, values
     if begun_with(ROOT / out, args.recipe, overrides, repeats):

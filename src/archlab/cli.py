@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.recipe and not args.resume:
         raise ArchlabError("give either a RECIPE to train or --resume RUN_DIR")
     overrides = train_overrides(args)
-    repeats = [n for n in (args.seeds, args.folds, args.splits) if n is not None]
+    repeats = repeat_counts(args)
     if repeats and (args.resume or len(repeats) > 1 or repeats[0] < 1):
         raise ArchlabError(
             "--seeds N, --folds N or --splits N takes a positive N, once; a repeated training "
@@ -164,6 +164,12 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         if getattr(args, key) is not None:
             overrides.append(f"trainer.{key}={getattr(args, key)}")
     return overrides
+
+
+def repeat_counts(args: argparse.Namespace) -> list[int]:
+    """The N a train command gives of ``--seeds``, ``--folds`` and ``--splits`` (at most one
+    is allowed)."""
+    return [n for n in (args.seeds, args.folds, args.splits) if n is not None]
 
 
 def repeat_plan(
