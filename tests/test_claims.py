@@ -271,6 +271,25 @@ def test_the_short_verdicts_of_the_recorded_results_fit_a_readme_line() -> None:
             assert re.search(r"\.json, \d{4}-\d\d-\d\d\)$", full), full
 
 
+def test_a_claim_built_over_budgets_gives_the_readme_its_fullest_one(tmp_path) -> None:
+    """Claim 6's small and full budgets each have a file: the README line (short) gives the
+    full budget's verdict, `archlab claims` and the book both."""
+
+    def claim_file(name: str, verdict: str, date: str) -> None:
+        body = {"summary": verdict, "verdict": verdict}
+        entry = {"name": name, "kind": "claim", "date": date, "benchmarks": {name: body}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(entry))
+
+    bert = claims.CLAIMS["bert-vs-gpt"]
+    claim_file("claim-bert-vs-gpt", "inconclusive at this budget (750 steps); small", "2026-12-04")
+    assert claims.verdict(bert, tmp_path, short=True).startswith("inconclusive at this budget (750")
+    claim_file("claim-bert-vs-gpt-full", "not supported (3,000 steps); full", "2026-12-05")
+    short = claims.verdict(bert, tmp_path, short=True)
+    assert short == "not supported (3,000 steps) (claim-bert-vs-gpt-full.json, 2026-12-05)"
+    both = claims.verdict(bert, tmp_path)
+    assert "750 steps" in both and "3,000 steps" in both
+
+
 def test_a_paired_comparison_reads_as_its_outcome() -> None:
     """scripts/paired.py's file: run b is the one the claim favours, McNemar's p decides."""
     summary = "affine set: cnn-x 64.39%, caps-x 67.41%; only cnn-x right on 747 images, ..."

@@ -457,6 +457,7 @@ CLAIMS = {
         # (estimated: 2 threads gave the other claims 1.5-2x)
         {"small": 23, "full": 520},
         section="claim-bert-vs-gpt",
+        short_last=True,
     ),
 }
 
@@ -515,8 +516,8 @@ OUTCOME = r"(\w+): (holds|does not hold|not supported at this budget) \("
 def judge(claim: Claim, results: Path, short: bool = False) -> list[tuple[str, list[Path]]]:
     """The claim's verdict as (sentence, the results files it rests on) parts; none when
     nothing is recorded.  ``short``: at most SHORT characters in all (the last part with
-    ``short_last``, else the first parts that fit: claim 6's small budget before its
-    full one; the results book has every part)."""
+    ``short_last``, else the first parts that fit: claim 1's two experiments; the
+    results book has every part)."""
     if claim.judge is not None:
         text, paths = claim.judge(results, short)
         return [(text, paths)] if text else []
