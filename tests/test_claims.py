@@ -419,14 +419,35 @@ def test_ctrl_c_lets_the_running_step_save_before_the_claims_stop(tmp_path, monk
     for it, not killing it as subprocess.call does after 0.25 s, keeps what it saved."""
     import signal
     import threading
+    import time
 
     monkeypatch.setattr(claims, "ROOT", tmp_path)
-    saved = tmp_path / "saved"
-    step = [sys.executable, "-c", f"import time; time.sleep(1.5); open({str(saved)!r}, 'w')"]
-    # to the main thread: a process-directed signal may land on another thread (torch's
-    # pools), leaving the main thread's wait uninterrupted until the step has ended
-    main = threading.main_thread().ident
-    threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT)).start()
-    with pytest.raises(KeyboardInterrupt):
-        claims._call(step)
+    started, go, saved = (tmp_path / name for name in ("started", "go", "saved"))
+    # the step: starts, waits until the Ctrl-C has been sent, then "saves" and exits
+    step = [sys.executable, "-c", f"""import os, time
+open({str(started)!r}, "w")
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.01)
+time.sleep(0.2)
+open({str(saved)!r}, "w")"""]  # fmt: skip
+
+    def ctrl_c() -> None:
+        while not started.exists():
+            time.sleep(0.01)
+        # to the main thread: a process-directed signal may land on another thread (torch's
+        # pools), leaving the main thread's wait uninterrupted until the step has ended
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        go.touch()
+
+    # Ctrl-C as a terminal gives it: a process started in the background of a shell
+    # (nohup, `make test &`) inherits SIGINT ignored, and the signal would never arrive
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sender = threading.Thread(target=ctrl_c)
+    sender.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            claims._call(step)
+    finally:
+        sender.join()
+        signal.signal(signal.SIGINT, previous)
     assert saved.exists()
