@@ -146,11 +146,9 @@ def measured_pykeen(dataset: str, model: str) -> str | None:
     seeds, ran = len(protocol["seeds"]), len(bench["models"].get(model, {}).get("seeds", []))
     if not ran:  # not (yet) run
         return None
-    mean = f"mean of {ran} seeds, " if ran > 1 else "1 seed, "
-    mean += f"of the {seeds} asked, " if ran < seeds else ""
+    runs = f"{ran} of {seeds} seeds" if ran < seeds else f"{ran} seed{'s' if ran > 1 else ''}"
     mrr = f"{bench['models'][model]['mrr']:.3f}".removeprefix("0")
-    return (f"{mrr} — PyKEEN {bench['pykeen']}, same protocol "
-            f"(archlab bench kge-reference, {mean}{entry['date']})")  # fmt: skip
+    return f"{mrr} — PyKEEN {bench['pykeen']}, same protocol ({runs}, {entry['date']})"
 
 
 for _m in KGE:

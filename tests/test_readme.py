@@ -318,15 +318,13 @@ def test_kinships_reference_is_read_from_bench_kge_reference(tmp_path, monkeypat
     path = tmp_path / "bench-kge-reference-kinship.json"
     path.write_text(json.dumps(entry))
     assert results.measured_pykeen("kinship", "transe") == (
-        ".612 — PyKEEN 1.11.1, same protocol (archlab bench kge-reference, mean of 2 seeds, "
-        "2026-12-04)"
+        ".612 — PyKEEN 1.11.1, same protocol (2 seeds, 2026-12-04)"
     )
     assert results.measured_pykeen("kinship", "rotate") is None
     model["seeds"] = [{"seed": 0}]  # a run still going: the seeds it has, said as such
     path.write_text(json.dumps(entry))
     assert results.measured_pykeen("kinship", "transe") == (
-        ".612 — PyKEEN 1.11.1, same protocol (archlab bench kge-reference, 1 seed, "
-        "of the 2 asked, 2026-12-04)"
+        ".612 — PyKEEN 1.11.1, same protocol (1 of 2 seeds, 2026-12-04)"
     )
     bench["protocol"]["epochs"] = 2
     path.write_text(json.dumps(entry))
