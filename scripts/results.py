@@ -927,7 +927,8 @@ def _benchmark_items(entries: list[dict], kind: str) -> str:
             out += _bench_table(bench)
             table = next((CLAIM_TABLES[c] for c in CLAIM_TABLES if name.startswith(c)), None)
             out += table(bench) if table else []  # claim-bert-vs-gpt-full too
-            out += [f"- Reference: {bench['reference']}.  "]
+            if bench.get("reference"):
+                out += [f"- Reference: {bench['reference']}.  "]
             if bench.get("note"):  # the conditions it was measured in
                 out += [f"- Note: {bench['note'].rstrip('.')}.  "]
             if e.get("recipe"):

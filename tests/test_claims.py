@@ -96,6 +96,18 @@ def test_every_script_step_names_a_subcommand_and_options_it_has() -> None:
                     assert option in seen[key], f"{step}: {option}"
 
 
+def test_every_paired_comparison_records_the_figure_it_is_set_against() -> None:
+    """A paired.py step without --reference writes a results file whose book entry has no
+    reference: each names Sabour et al.'s affNIST figures and what archlab's setting is."""
+    steps = [s for c in claims.CLAIMS.values() for b in claims.BUDGETS for s in c.steps[b]]
+    paired = [shlex.split(s) for s in steps if s.startswith("script paired.py")]
+    assert len(paired) == 2
+    for words in paired:
+        reference = words[words.index("--reference") + 1]
+        assert reference.startswith("Sabour et al. (2017) on affNIST"), words
+        assert "40x40" in reference and "epochs" in reference, words
+
+
 def test_the_list_gives_each_verdict_or_says_none_is_measured(tmp_path, capsys) -> None:
     claims.list_claims(results=tmp_path)
     out = capsys.readouterr().out
