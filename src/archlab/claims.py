@@ -386,11 +386,11 @@ CLAIMS = {
                 "--out results/claim-capsnet-vs-cnn-canvas40.json",
             ),
         },
-        # full: capsnet at 40 x 40 trained 1 epoch in 48 min (6.7 s a step, 6.7x the 28 x 28
-        # step) plus 6.5 min of evaluation on one thread beside other work (2026-12-04); 2
-        # threads on idle cores were 2x faster at 28 x 28
+        # full: 40 x 40 on 2 threads, mostly on idle cores (2026-12-04 to 12-05): the CNN
+        # trained in 14 min, the CapsNet in 5 h 33 min (3.1 s a step) plus 14 min of
+        # evaluation, paired.py about 8 min
         # small: 26.3 min via `archlab claims capsnet-vs-cnn` on 2 idle cores (2026-12-04)
-        {"small": 26, "full": 420},
+        {"small": 26, "full": 370},
         section="claim-capsnet-vs-cnn",
         short_last=True,
     ),
