@@ -431,26 +431,29 @@ def test_ctrl_c_lets_the_running_step_save_before_the_claims_stop(tmp_path, monk
     for it, not killing it as subprocess.call does after 0.25 s, keeps what it saved."""
     import signal
     import threading
-    import time
 
     monkeypatch.setattr(claims, "ROOT", tmp_path)
-    started, go, saved = (tmp_path / name for name in ("started", "go", "saved"))
-    # the step: starts, waits until the Ctrl-C has been sent, then "saves" and exits
+    go, saved = tmp_path / "go", tmp_path / "saved"
+    # the step: waits until the Ctrl-C has been sent, then "saves" and exits
     step = [sys.executable, "-c", f"""import os, time
-open({str(started)!r}, "w")
 while not os.path.exists({str(go)!r}):
     time.sleep(0.01)
-time.sleep(0.2)
+time.sleep(1.0)  # longer than subprocess.call gives a step after a Ctrl-C (0.25 s)
 open({str(saved)!r}, "w")"""]  # fmt: skip
+    waiting, wait = threading.Event(), subprocess.Popen.wait
+
+    def waits(child, *args, **kwargs):  # the Ctrl-C comes once _call waits for its step
+        waiting.set()
+        return wait(child, *args, **kwargs)
 
     def ctrl_c() -> None:
-        while not started.exists():
-            time.sleep(0.01)
+        waiting.wait(timeout=60)
         # to the main thread: a process-directed signal may land on another thread (torch's
         # pools), leaving the main thread's wait uninterrupted until the step has ended
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         go.touch()
 
+    monkeypatch.setattr(subprocess.Popen, "wait", waits)
     # Ctrl-C as a terminal gives it: a process started in the background of a shell
     # (nohup, `make test &`) inherits SIGINT ignored, and the signal would never arrive
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
