@@ -134,6 +134,14 @@ def test_command_line_lists_plans_and_refuses_unknown_claims() -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_the_plan_gives_its_time_in_hours_once_it_takes_an_hour(capsys) -> None:
+    assert [claims.duration(m) for m in (26, 60, 370, 1216)] == [
+        "26 minutes", "1 h", "6 h 10 min", "20 h 16 min"
+    ]  # fmt: skip
+    assert claims.run_claims("capsnet-vs-cnn", "full", dry_run=True) == 0
+    assert "at the full budget: about 6 h 10 min here" in capsys.readouterr().out
+
+
 def test_a_failing_step_stops_the_run_with_its_exit_code(monkeypatch, capsys) -> None:
     fake = claims.Claim(9, "x", (), {"small": ("archlab train no-such-recipe", "script x.py")},
                         {"small": 1})  # fmt: skip

@@ -664,6 +664,12 @@ def continued(step: str, clear: bool = True) -> tuple[str | None, str]:
     return step, f"{out} did not finish or began otherwise: starts over"
 
 
+def duration(minutes: int) -> str:
+    """``minutes`` as a person reads it: "26 minutes", "6 h 10 min"."""
+    hours, rest = divmod(minutes, 60)
+    return f"{minutes} minutes" if not hours else f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
 def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
     """Run the steps of ``name`` (or all) at ``budget``; the exit code of the first failure."""
     names = selected(name)
@@ -672,8 +678,8 @@ def run_claims(name: str, budget: str, dry_run: bool = False) -> int:
             "archlab claims runs the claim scripts of a source checkout (scripts/), which this "
             "installation does not have; clone the repository"
         )
-    minutes = sum(CLAIMS[n].minutes[budget] for n in names)
-    print(f"{', '.join(names)} at the {budget} budget: about {minutes} minutes here", flush=True)
+    took = duration(sum(CLAIMS[n].minutes[budget] for n in names))
+    print(f"{', '.join(names)} at the {budget} budget: about {took} here", flush=True)
     recorded = [f for n in names for f in rewrites(CLAIMS[n], budget)
                 if (ROOT / "results" / f).exists()]  # fmt: skip
     if recorded:  # the repository's own figures, perhaps from a larger budget
